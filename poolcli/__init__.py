@@ -1,0 +1,83 @@
+"""poolcli: pooling operators of convolutional networks, forward and backward, on NumPy arrays.
+
+>>> import numpy as np, poolcli
+>>> x = np.arange(1, 17.0).reshape(4, 4)
+>>> poolcli.forward(x, "avg", kernel=2)
+array([[ 3.5,  5.5],
+       [11.5, 13.5]])
+>>> poolcli.forward(x, kernel=3, stride=2, padding=1).tolist()
+[[6.0, 8.0], [14.0, 16.0]]
+>>> float(poolcli.backward(x, op="max", kernel=2).sum())
+4.0
+
+Window options are those of :class:`WindowSpec`; operator options (``count_pad``,
+``p``, ``mean``, ``alpha``, ``ties``) those of :class:`Params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from poolcli.engine import (
+    OPS,
+    WINDOW_OPTIONS,
+    AdaptiveAxis,
+    Axis,
+    Geometry,
+    Params,
+    WindowSpec,
+    run_backward,
+    run_forward,
+    run_indices,
+)
+from poolcli.errors import GeometryError, InputError, PoolcliError, UsageError
+
+__version__ = "0.1.0"
+__all__ = [
+    "OPS", "AdaptiveAxis", "Axis", "Geometry", "GeometryError", "InputError", "Params", "PoolcliError",
+    "UsageError", "WindowSpec", "backward", "forward", "geometry",
+]
+
+PARAM_OPTIONS = tuple(f.name for f in fields(Params))
+
+
+def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
+    unknown = set(options) - set(WINDOW_OPTIONS) - set(PARAM_OPTIONS) - {"spec"}
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    spec = options.get("spec") or WindowSpec(**{k: v for k, v in options.items() if k in WINDOW_OPTIONS})
+    return spec, Params(**{k: v for k, v in options.items() if k in PARAM_OPTIONS})
+
+
+def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
+    """The window geometry for an input shape: ``geometry((1, 3, 224, 224), kernel=3, stride=2, padding=1).out_shape``."""
+    return WindowSpec(**options).bind(shape)
+
+
+def forward(x: np.ndarray, op: str = "max", *, return_indices: bool = False, **options: Any):
+    """Pool ``x`` with operator ``op``; with ``return_indices`` (max, min) also the flat per-plane arg-max.
+
+    >>> forward(np.array([[1, 5], [3, 2]]), kernel=2, return_indices=True)
+    (array([[5]]), array([[1]]))
+    """
+    x = np.asarray(x)
+    spec, params = _split(options)
+    g = spec.bind(x.shape)
+    if return_indices:
+        return run_indices(x, g, op)
+    return run_forward(x, g, op, params)
+
+
+def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = "max", **options: Any) -> np.ndarray:
+    """Gradient of the pooling with respect to ``x`` for upstream ``grad`` (default: ones).
+
+    >>> backward(np.array([[1.0, 5.0], [5.0, 2.0]]), op="max", kernel=2, ties="split")
+    array([[0. , 0.5],
+           [0.5, 0. ]])
+    """
+    x = np.asarray(x)
+    spec, params = _split(options)
+    return run_backward(x, spec.bind(x.shape), None if grad is None else np.asarray(grad), op, params)

@@ -1,0 +1,502 @@
+"""Window geometry: how pooling windows tile each spatial axis.
+
+Options are parsed once into a shape-free :class:`WindowSpec`; ``spec.bind(shape)``
+gives the :class:`Geometry` of one input, which forward, backward, ``shape`` and
+``visualize`` all ask instead of re-deriving a formula.
+
+>>> g = WindowSpec(kernel=3, stride=2, padding=1).bind((1, 3, 224, 224))
+>>> g.out_shape
+(1, 3, 112, 112)
+>>> g.axes[0].explain()
+'floor((224 + 1 + 1 - 1·(3-1) - 1) / 2) + 1 = 112'
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Union
+
+import numpy as np
+
+from poolcli.errors import GeometryError, UsageError
+
+PadMode = str  # "valid", "same" or "same-lower"
+PadSpec = Union[int, Sequence[int], PadMode]
+PAD_MODES = ("valid", "same", "same-lower")
+
+Selection = Union[slice, np.ndarray]
+
+
+def axis_names(dims: int) -> tuple[str, ...]:
+    """Names of the spatial axes, as in messages: ``axis_names(2) == ('H', 'W')``."""
+    return {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(dims, tuple(f"S{i}" for i in range(dims)))
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One kernel tap along one axis: the outputs it feeds and the input cells it reads.
+
+    ``out`` and ``inp`` are slices (regular windows) or index arrays (adaptive windows)
+    of equal length; only real input cells appear, padding is never read.
+    ``unique`` is False when ``inp`` repeats a cell (adaptive windows with more outputs
+    than inputs), so a scatter must accumulate with ``np.add.at``.
+    """
+
+    j: int
+    out: Selection
+    inp: Selection
+    full: bool
+    unique: bool = True
+
+    def positions(self) -> np.ndarray:
+        """Input cell read for each output this tap feeds."""
+        if isinstance(self.inp, slice):
+            return np.arange(self.inp.start, self.inp.stop, self.inp.step)
+        return self.inp
+
+
+@dataclass(frozen=True)
+class Axis:
+    """How windows tile one spatial axis: ``Axis(224, kernel=3, stride=2, pad=(1, 1)).out == 112``.
+
+    ``pad`` is ``(begin, end)``; under ``ceil`` a window may run past the padded end,
+    but the last one must start inside the input or the begin padding.
+    """
+
+    size: int
+    kernel: int
+    stride: int
+    dilation: int = 1
+    pad: tuple[int, int] = (0, 0)
+    ceil: bool = False
+    name: str = "W"
+    kind: str = "window"  # "window" or "global"
+
+    adaptive = False
+
+    @property
+    def span(self) -> int:
+        """Cells one window covers, holes included."""
+        return self.dilation * (self.kernel - 1) + 1
+
+    @property
+    def padded(self) -> int:
+        """Input length with both paddings."""
+        return self.size + self.pad[0] + self.pad[1]
+
+    @property
+    def out(self) -> int:
+        """Number of windows (output cells) along this axis."""
+        room = self.padded - self.span
+        if room < 0:
+            return 0
+        n = (-(-room // self.stride) if self.ceil else room // self.stride) + 1
+        if self.ceil and (n - 1) * self.stride >= self.size + self.pad[0]:
+            n -= 1  # the last window must start inside the input or the front padding
+        return n
+
+    @property
+    def overhang(self) -> int:
+        """Cells past the padded end that the last window reaches (ceil mode)."""
+        return max(0, (self.out - 1) * self.stride + self.span - self.padded)
+
+    def explain(self) -> str:
+        """The output-size formula with this axis's numbers filled in."""
+        if self.kind == "global":
+            return f"global: one window over all {self.size} cells = 1"
+        room = f"({self.size} + {self.pad[0]} + {self.pad[1]} - {self.dilation}·({self.kernel}-1) - 1)"
+        rounding = "ceil" if self.ceil else "floor"
+        text = f"{rounding}({room} / {self.stride}) + 1"
+        if self.ceil:
+            raw = -(-(self.padded - self.span) // self.stride) + 1
+            if raw != self.out:
+                text += " - 1 (the last window may not start in the end padding)"
+        return f"{text} = {self.out}"
+
+    def starts(self) -> np.ndarray:
+        """First input cell (unpadded coordinates, may be negative) of each window."""
+        return np.arange(self.out) * self.stride - self.pad[0]
+
+    def window(self, o: int) -> list[int]:
+        """Real input cells read by output ``o`` (padding left out)."""
+        first = o * self.stride - self.pad[0]
+        cells = (first + j * self.dilation for j in range(self.kernel))
+        return [c for c in cells if 0 <= c < self.size]
+
+    def taps(self) -> list[Tap]:
+        """For each kernel tap, the outputs it reaches and the real cells it reads."""
+        out, stride = self.out, self.stride
+        taps = []
+        for j in range(self.kernel):
+            offset = j * self.dilation - self.pad[0]  # input cell read by output 0
+            lo = -(offset // stride) if offset < 0 else 0  # first output on a real cell
+            last = self.size - 1 - offset
+            hi = min(out, last // stride + 1) if last >= 0 else 0
+            if hi <= lo:
+                continue
+            start = lo * stride + offset
+            stop = (hi - 1) * stride + offset + 1
+            taps.append(Tap(j, slice(lo, hi), slice(start, stop, stride), lo == 0 and hi == out))
+        return taps
+
+    def counts(self, count_pad: bool) -> np.ndarray:
+        """Divisor of an average per output: taps on real cells, plus padded ones if ``count_pad``.
+
+        Cells past the padded end (ceil mode) never count.
+        """
+        pos = self.starts()[:, None] + self.pad[0] + np.arange(self.kernel) * self.dilation
+        if count_pad:
+            ok = pos < self.padded
+        else:
+            ok = (pos >= self.pad[0]) & (pos < self.pad[0] + self.size)
+        return ok.sum(axis=1)
+
+    def check(self) -> None:
+        """Raise GeometryError naming this axis and its numbers if the windows do not fit."""
+        if self.out < 1:
+            fit_kernel = (self.padded - 1) // self.dilation + 1
+            need = -(-(self.span - self.size) // 2)
+            size_words = f"{self.padded} ({self.size} + {self.pad[0]} + {self.pad[1]})"
+            what = f"kernel {self.kernel}"
+            if self.dilation > 1:
+                what += f" with dilation {self.dilation}"
+            hint = f"use -k {fit_kernel} or less" if fit_kernel >= 1 else "use a smaller kernel"
+            if need > max(self.pad):
+                hint += f", or -p {need}"
+            raise GeometryError(
+                f"axis {self.name}: {what} spans {self.span} cells but the padded input has "
+                f"{size_words}; {hint}"
+            )
+        pos = self.starts()[:, None] + np.arange(self.kernel) * self.dilation
+        real = ((pos >= 0) & (pos < self.size)).any(axis=1)
+        if not real.all():
+            o = int(np.argmin(real))
+            first, last = int(pos[o, 0]), int(pos[o, -1])
+            raise GeometryError(
+                f"axis {self.name}: window {o} covers cells {first}..{last} of an input of "
+                f"{self.size} and sees only padding (pad {self.pad[0]},{self.pad[1]}); "
+                f"use a padding smaller than the kernel's span ({self.span})"
+            )
+
+
+@dataclass(frozen=True)
+class AdaptiveAxis:
+    """Adaptive windows: output i spans ``[floor(i*In/Out), ceil((i+1)*In/Out))``.
+
+    >>> AdaptiveAxis(5, 3).bounds()
+    (array([0, 1, 3]), array([2, 4, 5]))
+    """
+
+    size: int
+    out: int
+    name: str = "W"
+
+    adaptive = True
+    ceil = False
+    pad = (0, 0)
+    dilation = 1
+    kind = "adaptive"
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start (inclusive) and end (exclusive) input cell of every window."""
+        i = np.arange(self.out)
+        return (i * self.size) // self.out, -((-(i + 1) * self.size) // self.out)
+
+    @property
+    def kernel(self) -> int:
+        """The longest window."""
+        start, end = self.bounds()
+        return int((end - start).max())
+
+    @property
+    def span(self) -> int:
+        return self.kernel
+
+    @property
+    def stride(self) -> int:
+        return max(1, self.size // self.out)
+
+    overhang = 0
+
+    def explain(self) -> str:
+        return (
+            f"adaptive: {self.out} windows over {self.size} cells, window i spans "
+            f"[floor(i·{self.size}/{self.out}), ceil((i+1)·{self.size}/{self.out})) = {self.out}"
+        )
+
+    def starts(self) -> np.ndarray:
+        return self.bounds()[0]
+
+    def window(self, o: int) -> list[int]:
+        start, end = self.bounds()
+        return list(range(int(start[o]), int(end[o])))
+
+    def taps(self) -> list[Tap]:
+        start, end = self.bounds()
+        length = end - start
+        unique = self.out <= self.size
+        taps = []
+        for j in range(int(length.max())):
+            outs = np.flatnonzero(length > j)
+            full = len(outs) == self.out
+            taps.append(Tap(j, slice(None) if full else outs, start[outs] + j, full, unique))
+        return taps
+
+    def counts(self, count_pad: bool) -> np.ndarray:
+        start, end = self.bounds()
+        return end - start
+
+    def check(self) -> None:
+        if self.out < 1:
+            raise GeometryError(f"axis {self.name}: --output-size {self.out} must be 1 or more")
+
+
+AnyAxis = Union[Axis, AdaptiveAxis]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A WindowSpec bound to one input shape: leading (plane) axes and one Axis per spatial axis.
+
+    The shape here is in the engine's layout, spatial axes last; ``channels_last``
+    records that the caller's array keeps its channels after them.
+    """
+
+    lead: tuple[int, ...]
+    axes: tuple[AnyAxis, ...]
+    channels_last: bool = False
+
+    @property
+    def dims(self) -> int:
+        return len(self.axes)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Input shape, spatial axes last."""
+        return self.lead + tuple(a.size for a in self.axes)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Output shape in the caller's layout (channels after the spatial axes if channels_last)."""
+        return to_caller(self.lead + tuple(a.out for a in self.axes), self.channels_last, len(self.lead))
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(a.out for a in self.axes)
+
+    def taps(self) -> Iterator[tuple[Tap, ...]]:
+        """Every tap of the N-D window, in row-major order of the window's cells."""
+        return itertools.product(*(a.taps() for a in self.axes))
+
+    def window(self, o: Sequence[int]) -> list[list[int]]:
+        """Real input cells, per axis, read by output cell ``o`` (spatial index)."""
+        return [a.window(int(i)) for a, i in zip(self.axes, o)]
+
+    def counts(self, count_pad: bool) -> np.ndarray:
+        """Divisor of an average for every output cell (spatial shape), one count per axis multiplied."""
+        total = np.ones((), dtype=np.int64)
+        for a in self.axes:
+            total = np.multiply.outer(total, a.counts(count_pad))
+        return total
+
+
+def to_caller(shape: tuple[int, ...], channels_last: bool, lead: int) -> tuple[int, ...]:
+    """Move the channel axis (the last leading axis) behind the spatial axes when channels_last."""
+    if not channels_last or lead == 0:
+        return shape
+    return shape[: lead - 1] + shape[lead:] + (shape[lead - 1],)
+
+
+def _tuple(value: int | Sequence[int] | None, name: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return (int(value),)
+    return tuple(int(v) for v in value)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window options, parsed once and shape-free; ``bind(shape)`` gives a Geometry.
+
+    - ``kernel``, ``stride``, ``dilation``: one int or one per spatial axis
+      (stride defaults to the kernel, kernel to 2);
+    - ``padding``: an int, one per axis (both sides), ``(begin, end)`` per axis
+      (top, bottom, left, right in 2-D), ``"valid"``, ``"same"`` (odd pad at the end)
+      or ``"same-lower"`` (odd pad at the start);
+    - ``ceil``: ceil instead of floor for the output size;
+    - ``global_pool``: one window over the whole spatial extent (axes kept as size 1);
+    - ``output_size``: adaptive pooling to this size;
+    - ``dims``: the number of trailing spatial axes (default 1 for a 1-D array, else 2,
+      or the length of a per-axis kernel/stride/dilation/output size);
+    - ``channels_last``: the array is ``(…, H, W, C)``.
+
+    >>> WindowSpec(kernel=(3, 2), padding=(0, 1, 0, 1)).bind((5, 5)).out_shape
+    (2, 3)
+    """
+
+    kernel: int | Sequence[int] | None = None
+    stride: int | Sequence[int] | None = None
+    padding: PadSpec = 0
+    dilation: int | Sequence[int] = 1
+    ceil: bool = False
+    global_pool: bool = False
+    output_size: int | Sequence[int] | None = None
+    dims: int | None = None
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("kernel", "stride", "dilation", "output_size"):
+            values = _tuple(getattr(self, name), name)
+            if values is None:
+                continue
+            if not values:
+                raise UsageError(f"--{name.replace('_', '-')} is empty; give a number like 2 or 2,2")
+            low = 1
+            for v in values:
+                if v < low:
+                    raise UsageError(
+                        f"--{name.replace('_', '-')} {','.join(map(str, values))}: every value must be "
+                        f"{low} or more"
+                    )
+        if isinstance(self.padding, str):
+            if self.padding not in PAD_MODES:
+                raise UsageError(
+                    f"--padding {self.padding}: not a padding; give a number, per-axis numbers, "
+                    f"or one of {', '.join(PAD_MODES)}"
+                )
+        else:
+            pads = _tuple(self.padding, "padding") or (0,)
+            if any(p < 0 for p in pads):
+                raise UsageError(f"--padding {','.join(map(str, pads))}: padding cannot be negative")
+        if self.global_pool and self.output_size is not None:
+            raise UsageError("--global and --output-size both set the window; give one of them")
+        if self.dims is not None and self.dims < 1:
+            raise UsageError(f"--dims {self.dims}: give 1 or more spatial axes")
+
+    def resolve_dims(self, ndim: int) -> int:
+        """Number of spatial axes for an array of ``ndim`` dimensions (channels excluded)."""
+        if self.dims is not None:
+            if self.dims > ndim:
+                raise GeometryError(
+                    f"the input has {ndim} dimension{'s' if ndim != 1 else ''} but {self.dims} spatial "
+                    f"axes are asked for; use --dims {ndim} or less"
+                )
+            return self.dims
+        per_axis = {}
+        for name in ("kernel", "stride", "dilation", "output_size"):
+            values = _tuple(getattr(self, name), name)
+            if values and len(values) > 1:
+                per_axis.setdefault(len(values), (name, values))
+        if len(per_axis) != 1:
+            return 1 if ndim == 1 else 2
+        dims, (name, values) = next(iter(per_axis.items()))
+        if dims > ndim:
+            raise GeometryError(
+                f"--{name.replace('_', '-')} {','.join(map(str, values))} has {dims} values but the input "
+                f"has only {ndim} dimension{'s' if ndim != 1 else ''}; give 1 or one per spatial axis"
+            )
+        return dims
+
+    def _per_axis(self, value: int | Sequence[int] | None, name: str, dims: int, default: int) -> tuple[int, ...]:
+        values = _tuple(value, name)
+        if values is None:
+            return (default,) * dims
+        if len(values) == 1:
+            return values * dims
+        if len(values) != dims:
+            raise UsageError(
+                f"--{name.replace('_', '-')} {','.join(map(str, values))} has {len(values)} values; "
+                f"give 1 or one per spatial axis ({dims})"
+            )
+        return values
+
+    def _pads(self, sizes: Sequence[int], kernels: Sequence[int], strides: Sequence[int],
+              dilations: Sequence[int]) -> list[tuple[int, int]]:
+        dims = len(sizes)
+        if isinstance(self.padding, str):
+            if self.padding == "valid":
+                return [(0, 0)] * dims
+            pads = []
+            for size, k, s, d in zip(sizes, kernels, strides, dilations):
+                out = -(-size // s)
+                total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+                small, large = total // 2, total - total // 2
+                pads.append((small, large) if self.padding == "same" else (large, small))
+            return pads
+        values = _tuple(self.padding, "padding") or (0,)
+        if len(values) == 1:
+            return [(values[0], values[0])] * dims
+        if len(values) == dims:
+            return [(v, v) for v in values]
+        if len(values) == 2 * dims:
+            return [(values[2 * i], values[2 * i + 1]) for i in range(dims)]
+        raise UsageError(
+            f"--padding {','.join(map(str, values))} has {len(values)} values; give 1, one per axis "
+            f"({dims}), or begin,end per axis ({2 * dims})"
+        )
+
+    def bind(self, shape: Sequence[int]) -> Geometry:
+        """The Geometry of an input of this shape (the caller's layout); raises GeometryError if it does not fit."""
+        shape = tuple(int(n) for n in shape)
+        ndim = len(shape)
+        if ndim == 0:
+            raise GeometryError("the input is a single number (0-D); pooling needs at least one axis")
+        dims = self.resolve_dims(ndim - (1 if self.channels_last else 0))
+        if self.channels_last:
+            if ndim < dims + 1:
+                raise GeometryError(
+                    f"--channels-last needs a channel axis after {dims} spatial axes, but the input has shape {shape}"
+                )
+            lead = shape[: ndim - dims - 1] + (shape[-1],)
+            sizes = shape[ndim - dims - 1 : -1]
+        else:
+            lead, sizes = shape[: ndim - dims], shape[ndim - dims :]
+        names = axis_names(dims)
+        for name, size in zip(names, sizes):
+            if size < 1:
+                raise GeometryError(f"axis {name} has size {size}; pooling needs at least one cell")
+        axes: list[AnyAxis]
+        if self.global_pool or self.output_size is not None:
+            explicit = [n for n in ("kernel", "stride") if getattr(self, n) is not None]
+            if explicit or self.dilation not in (1, (1,)) or self.padding not in (0, (0,), "valid"):
+                which = "--global" if self.global_pool else "--output-size"
+                raise UsageError(f"{which} sets the windows itself; drop -k/-s/-p/-d")
+        if self.global_pool:
+            axes = [Axis(n, n, 1, name=name, kind="global") for n, name in zip(sizes, names)]
+        elif self.output_size is not None:
+            outs = self._per_axis(self.output_size, "output_size", dims, 1)
+            axes = []
+            for n, o, name in zip(sizes, outs, names):
+                if n % o == 0:  # windows tile exactly: a plain strided window
+                    axes.append(Axis(n, n // o, n // o, name=name, kind="adaptive"))
+                else:
+                    axes.append(AdaptiveAxis(n, o, name=name))
+        else:
+            kernels = self._per_axis(self.kernel, "kernel", dims, 2)
+            strides = self._per_axis(self.stride, "stride", dims, 0)
+            strides = tuple(s or k for s, k in zip(strides, kernels))
+            dilations = self._per_axis(self.dilation, "dilation", dims, 1)
+            pads = self._pads(sizes, kernels, strides, dilations)
+            axes = [Axis(n, k, s, d, p, self.ceil, name)
+                    for n, k, s, d, p, name in zip(sizes, kernels, strides, dilations, pads, names)]
+        for a in axes:
+            a.check()
+        return Geometry(tuple(lead), tuple(axes), self.channels_last)
+
+
+WINDOW_OPTIONS = tuple(f.name for f in fields(WindowSpec))
+
+
+def describe(g: Geometry) -> list[dict]:
+    """Per-axis facts for ``shape --json`` and messages."""
+    rows = []
+    for a in g.axes:
+        row = {"axis": a.name, "size": a.size, "out": a.out, "kind": a.kind, "formula": a.explain()}
+        if not a.adaptive:
+            row.update(kernel=a.kernel, stride=a.stride, dilation=a.dilation, pad=list(a.pad), ceil=a.ceil)
+        rows.append(row)
+    return rows
+

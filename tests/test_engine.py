@@ -1,0 +1,173 @@
+"""The engine against the plain-loop oracle, over random shapes and every option of §3/§4."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import poolcli
+from poolcli import WindowSpec
+from tests.reference import pool as reference
+from tests.strategies import pooling_case, reference_geometry
+
+OPS = ["max", "min", "avg", "lp", "mixed"]
+
+
+@st.composite
+def op_params(draw, op: str) -> dict:
+    params: dict = {"ties": draw(st.sampled_from(["first", "all", "split"]))}
+    if op in ("avg", "mixed", "lp"):
+        params["count_pad"] = draw(st.booleans())
+    if op == "lp":
+        params["p"] = draw(st.sampled_from([1.0, 2.0, 3.0, 0.5, 1.5]))
+        params["mean"] = draw(st.booleans())
+    if op == "mixed":
+        params["alpha"] = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]))
+    return params
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), op=st.sampled_from(OPS))
+def test_forward_and_backward_match_the_oracle(data, op):
+    x, options, spec = data.draw(pooling_case(nan=op in ("max", "min")))
+    params = data.draw(op_params(op))
+    y = poolcli.forward(x, op, spec=spec, **params)
+    grad = np.arange(1, y.size + 1, dtype=np.float64).reshape(y.shape)
+    dx = poolcli.backward(x, grad, op, spec=spec, **params)
+    ref_y, ref_dx, ref_idx = reference(x, op, grad=grad, **reference_geometry(x.shape, options), **params)
+    assert y.shape == spec.bind(x.shape).out_shape == ref_y.shape
+    np.testing.assert_allclose(y, ref_y, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-9)
+    if op in ("max", "min"):
+        y2, idx = poolcli.forward(x, op, spec=spec, return_indices=True)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(y2, y)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "min"]))
+def test_integer_inputs_keep_their_dtype(data, op):
+    x, options, spec = data.draw(pooling_case(dtypes=("int8", "int32", "uint8", "int64")))
+    y = poolcli.forward(x, op, spec=spec)
+    assert y.dtype == x.dtype
+    np.testing.assert_array_equal(y, reference(x, op, **reference_geometry(x.shape, options))[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["avg", "lp", "mixed"]))
+def test_integer_inputs_average_in_float64(data, op):
+    x, options, spec = data.draw(pooling_case(dtypes=("int8", "uint8", "int64")))
+    y = poolcli.forward(x, op, spec=spec)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, reference(x, op, **reference_geometry(x.shape, options))[0], rtol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_first_and_split_ties_conserve_the_gradient_sum(data):
+    x, _, spec = data.draw(pooling_case())
+    grad = np.random.default_rng(0).random(spec.bind(x.shape).out_shape)
+    for ties in ("first", "split"):
+        assert poolcli.backward(x, grad, "max", spec=spec, ties=ties).sum() == pytest.approx(grad.sum())
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_average_is_linear_and_its_backward_is_its_adjoint(data):
+    x, _, spec = data.draw(pooling_case())
+    grad = np.random.default_rng(1).random(spec.bind(x.shape).out_shape)
+    lhs = float(np.sum(poolcli.forward(x, "avg", spec=spec) * grad))
+    rhs = float(np.sum(x * poolcli.backward(x, grad, "avg", spec=spec)))
+    assert lhs == pytest.approx(rhs, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), count_pad=st.booleans())
+def test_average_backward_preserves_the_gradient_sum_without_padding(data, count_pad):
+    x, options, spec = data.draw(pooling_case())
+    g = spec.bind(x.shape)
+    if any(a.pad != (0, 0) or a.overhang for a in g.axes):
+        count_pad = False  # with padding counted, some of the gradient goes to padded cells
+        grad = np.ones(g.out_shape)
+        dx = poolcli.backward(x, grad, "avg", spec=spec, count_pad=False)
+    else:
+        grad = np.ones(g.out_shape)
+        dx = poolcli.backward(x, grad, "avg", spec=spec, count_pad=count_pad)
+    assert dx.sum() == pytest.approx(grad.sum())
+
+
+def test_worked_example():
+    x = np.arange(1, 17).reshape(4, 4)
+    np.testing.assert_array_equal(poolcli.forward(x, "avg", kernel=2), [[3.5, 5.5], [11.5, 13.5]])
+    np.testing.assert_array_equal(poolcli.forward(x, "max", kernel=2), [[6, 8], [14, 16]])
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(15, 1, 7), (9, 2, 4), (8, 1, 0), (6, 3, (0, 5))])
+@pytest.mark.parametrize("op", ["max", "min", "avg", "lp"])
+def test_long_kernels_take_the_doubling_path_and_agree(kernel, stride, padding, op):
+    x = np.random.default_rng(2).normal(size=(2, 40, 37))
+    options = dict(kernel=kernel, stride=stride, padding=padding)
+    y = poolcli.forward(x, op, **options)
+    ref = reference(x, op, **reference_geometry(x.shape, dict(options, dims=2)))[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-9)
+
+
+def test_nan_propagates_through_max_and_min():
+    x = np.array([[1.0, np.nan, 3.0, 4.0]])
+    assert np.isnan(poolcli.forward(x, "max", kernel=(1, 2))[0, 0])
+    assert np.isnan(poolcli.forward(x, "min", kernel=(1, 2))[0, 0])
+    np.testing.assert_array_equal(poolcli.backward(x, op="max", kernel=(1, 2))[0], [0, 1, 0, 1])
+
+
+def test_channels_last_pools_the_axes_before_the_channels():
+    x = np.random.default_rng(3).random((2, 6, 6, 3))
+    y = poolcli.forward(x, kernel=3, stride=2, padding=1, channels_last=True)
+    expected = poolcli.forward(np.moveaxis(x, -1, 1), kernel=3, stride=2, padding=1)
+    np.testing.assert_array_equal(y, np.moveaxis(expected, 1, -1))
+    dx = poolcli.backward(x, op="avg", kernel=2, channels_last=True)
+    assert dx.shape == x.shape
+
+
+def test_global_keeps_the_pooled_axes():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    assert poolcli.forward(x, "avg", global_pool=True).shape == (2, 1, 1)
+    assert poolcli.forward(x, global_pool=True, dims=1)[1, 2, 0] == 23
+
+
+def test_float32_and_float16_keep_their_dtype():
+    for dtype in (np.float32, np.float16):
+        x = np.ones((4, 4), dtype=dtype)
+        for op in OPS:
+            assert poolcli.forward(x, op).dtype == dtype
+            assert poolcli.backward(x, op=op).dtype == dtype
+
+
+def test_the_engine_imports_no_cli_or_image_libraries():
+    code = "import poolcli, poolcli.engine, sys; print(sorted(m for m in ('typer', 'rich', 'PIL', 'click') if m in sys.modules))"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "shape,options,message",
+    [
+        ((3, 3), dict(kernel=5), "axis H: kernel 5 spans 5 cells but the padded input has 3 (3 + 0 + 0); use -k 3 or less, or -p 1"),
+        ((8, 4), dict(kernel=2, padding=(0, 0, 3, 0)), "axis W: window 0 covers cells -3..-2"),
+        ((4, 4), dict(kernel=(2, 2, 2)), "--kernel 2,2,2 has 3 values but the input has only 2 dimensions"),
+        ((4, 4), dict(padding=(1, 2, 3)), "--padding 1,2,3 has 3 values; give 1, one per axis (2), or begin,end per axis (4)"),
+        ((4, 4), dict(kernel=0), "--kernel 0: every value must be 1 or more"),
+        ((4, 4, 4), dict(kernel=(2, 2, 2), stride=(1, 1)), "--stride 1,1 has 2 values; give 1 or one per spatial axis (3)"),
+        ((4,), dict(kernel=2, dims=2), "the input has 1 dimension but 2 spatial axes are asked for"),
+        ((4, 4), dict(kernel=2, global_pool=True), "--global sets the windows itself"),
+    ],
+)
+def test_geometry_errors_name_the_axis_and_the_numbers(shape, options, message):
+    with pytest.raises(poolcli.UsageError) as err:
+        WindowSpec(**options).bind(shape)
+    assert message in str(err.value)
