@@ -162,7 +162,7 @@ def test_the_engine_imports_no_cli_or_image_libraries():
         ((4, 4), dict(kernel=(2, 2, 2)), "--kernel 2,2,2 has 3 values but the input has only 2 dimensions"),
         ((4, 4), dict(padding=(1, 2, 3)), "--padding 1,2,3 has 3 values; give 1, one per axis (2), or begin,end per axis (4)"),
         ((4, 4), dict(kernel=0), "--kernel 0: every value must be 1 or more"),
-        ((4, 4, 4), dict(kernel=(2, 2, 2), stride=(1, 1)), "--stride 1,1 has 2 values; give 1 or one per spatial axis (3)"),
+        ((4, 4, 4), dict(kernel=(2, 2, 2), stride=(1, 1)), "--kernel 2,2,2 has 3 values but --stride 1,1 has 2; give each 1 value or one per spatial axis"),
         ((4,), dict(kernel=2, dims=2), "the input has 1 dimension but 2 spatial axes are asked for"),
         ((4, 4), dict(kernel=2, global_pool=True), "--global sets the windows itself"),
     ],

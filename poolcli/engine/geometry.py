@@ -390,7 +390,13 @@ class WindowSpec:
             values = _tuple(getattr(self, name), name)
             if values and len(values) > 1:
                 per_axis.setdefault(len(values), (name, values))
-        if len(per_axis) != 1:
+        if len(per_axis) > 1:
+            (n1, (a, va)), (n2, (b, vb)) = list(per_axis.items())[:2]
+            raise UsageError(
+                f"--{a.replace('_', '-')} {','.join(map(str, va))} has {n1} values but --{b.replace('_', '-')} "
+                f"{','.join(map(str, vb))} has {n2}; give each 1 value or one per spatial axis"
+            )
+        if not per_axis:
             return 1 if ndim == 1 else 2
         dims, (name, values) = next(iter(per_axis.items()))
         if dims > ndim:
