@@ -32,6 +32,11 @@ def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: o
     """
     if isinstance(axis, Axis) and _doubling_pays(axis):
         return _reduce_doubling(x, pos, axis, ufunc, fill)
+    if pos == x.ndim - 1 and _tiles(axis) and x.flags.c_contiguous:
+        # Strided ufunc loops over the last axis are slow; a transposing copy puts each
+        # tap in a contiguous row, and one reduction over rows runs vectorised.
+        rows = x.reshape(-1, axis.kernel).T.copy()
+        return ufunc.reduce(rows, axis=0).reshape(x.shape[:-1] + (axis.out,))
     pre = (slice(None),) * pos
     taps = axis.taps()
     full = [t for t in taps if t.full]
@@ -55,6 +60,18 @@ def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: o
         else:
             acc[pre + (t.out,)] = ufunc(acc[pre + (t.out,)], src)
     return acc
+
+
+def _tiles(axis: AnyAxis) -> bool:
+    """Whether the windows tile the axis exactly: kernel == stride, no holes, no padding, no rest."""
+    return (
+        isinstance(axis, Axis)
+        and axis.kernel > 1
+        and axis.kernel == axis.stride
+        and axis.dilation == 1
+        and axis.pad == (0, 0)
+        and axis.out * axis.kernel == axis.size
+    )
 
 
 def _doubling_pays(axis: Axis) -> bool:

@@ -77,9 +77,29 @@ def highest(dtype: np.dtype) -> object:
     return np.iinfo(dtype).max
 
 
+CHUNK_BYTES = 1 << 19  # blocks of planes this large keep a block's intermediates in cache
+
+
 def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.ndarray:
-    """Reduce the windows of every spatial axis in turn (max, min and sums are separable)."""
+    """Reduce the windows of every spatial axis in turn (max, min and sums are separable).
+
+    Planes are reduced in blocks of about CHUNK_BYTES, so that the strided passes of the
+    later axes read from cache rather than memory.
+    """
     first = x.ndim - g.dims
+    if first == 0 or not x.flags.c_contiguous:
+        return _reduce_block(x, g, ufunc, fill, first)
+    planes = x.reshape((-1, *x.shape[first:]))
+    step = max(1, CHUNK_BYTES // max(1, planes[0].nbytes))
+    if step >= len(planes):
+        return _reduce_block(x, g, ufunc, fill, first)
+    out = np.empty((len(planes), *g.out_spatial), dtype=x.dtype)
+    for i in range(0, len(planes), step):
+        out[i : i + step] = _reduce_block(planes[i : i + step], g, ufunc, fill, 1)
+    return out.reshape(x.shape[:first] + g.out_spatial)
+
+
+def _reduce_block(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object, first: int) -> np.ndarray:
     y = x
     for i, axis in enumerate(g.axes):
         y = reduce_axis(y, first + i, axis, ufunc, fill)
