@@ -105,7 +105,8 @@ def main() -> None:
             torch.set_num_threads(2)
             t2 = best_of(theirs, args.repeat)
         ratio = mine / t1
-        print(f"{name:5} {mine * 1e3:8.1f}ms {t1 * 1e3:8.1f}ms {t2 * 1e3:8.1f}ms {ratio:6.2f} {TARGETS[name]:6.2f} {peak:7.2f}")
+        times = f"{mine * 1e3:8.1f}ms {t1 * 1e3:8.1f}ms {t2 * 1e3:8.1f}ms"
+        print(f"{name:5} {times} {ratio:6.2f} {TARGETS[name]:6.2f} {peak:7.2f}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
 
 
 def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
-    """The window geometry for an input shape: ``geometry((1, 3, 224, 224), kernel=3, stride=2, padding=1).out_shape``."""
+    """The window geometry for an input shape.
+
+    >>> geometry((1, 3, 224, 224), kernel=3, stride=2, padding=1).out_shape
+    (1, 3, 112, 112)
+    """
     return WindowSpec(**options).bind(shape)
 
 

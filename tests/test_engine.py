@@ -88,7 +88,7 @@ def test_average_is_linear_and_its_backward_is_its_adjoint(data):
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), count_pad=st.booleans())
 def test_average_backward_preserves_the_gradient_sum_without_padding(data, count_pad):
-    x, options, spec = data.draw(pooling_case())
+    x, _options, spec = data.draw(pooling_case())
     g = spec.bind(x.shape)
     if any(a.pad != (0, 0) or a.overhang for a in g.axes):
         count_pad = False  # with padding counted, some of the gradient goes to padded cells

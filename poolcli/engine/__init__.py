@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolcli.engine.geometry import WINDOW_OPTIONS, AdaptiveAxis, Axis, Geometry, WindowSpec, describe
+from poolcli.engine.geometry import PAD_MODES, WINDOW_OPTIONS, AdaptiveAxis, Axis, Geometry, WindowSpec, describe
 from poolcli.engine.ops import ALIASES, OPS, TIES, Params, get_op
 from poolcli.errors import UsageError
 
 __all__ = [
-    "ALIASES", "OPS", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "Params", "WindowSpec",
+    "ALIASES", "OPS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "Params", "WindowSpec",
     "describe", "get_op", "run_backward", "run_forward", "run_indices",
 ]
 

@@ -16,17 +16,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Union
 
 import numpy as np
 
 from poolcli.errors import GeometryError, UsageError
 
 PadMode = str  # "valid", "same" or "same-lower"
-PadSpec = Union[int, Sequence[int], PadMode]
+PadSpec = int | Sequence[int] | PadMode
 PAD_MODES = ("valid", "same", "same-lower")
 
-Selection = Union[slice, np.ndarray]
+Selection = slice | np.ndarray
 
 
 def axis_names(dims: int) -> tuple[str, ...]:
@@ -253,7 +252,7 @@ class AdaptiveAxis:
             raise GeometryError(f"axis {self.name}: --output-size {self.out} must be 1 or more")
 
 
-AnyAxis = Union[Axis, AdaptiveAxis]
+AnyAxis = Axis | AdaptiveAxis
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,202 @@
+"""Reading and writing arrays: .npy (never unpickled, memory-mapped), .npz, text, stdin and stdout.
+
+>>> parse_matrix("1 2 3; 4 5 6").tolist()
+[[1, 2, 3], [4, 5, 6]]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poolcli.errors import InputError, OutputError, UsageError
+from poolcli.io.atomic import atomic_write
+
+NPY_MAGIC = b"\x93NUMPY"
+TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
+ARRAY_SUFFIXES = (".npy", ".npz", *TEXT_SUFFIXES)
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+@dataclass
+class Loaded:
+    """An input array and what writing a result back needs to know about where it came from."""
+
+    array: np.ndarray
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def stdout_isatty() -> bool:
+    """Whether standard output is a terminal (one place, so tests can flip it)."""
+    return sys.stdout.isatty()
+
+
+def parse_text(text: str, name: str, row_sep: str = "\n") -> np.ndarray:
+    """A 2-D matrix from text: rows by newline (or ``;``), values by whitespace or commas.
+
+    Integers stay integers (int64); any other number makes the matrix float64.
+    """
+    rows = [r for r in (line.split("#", 1)[0].strip() for line in text.split(row_sep)) if r]
+    if not rows:
+        raise InputError(f"{name} holds no numbers; give a matrix such as \"1 2; 3 4\"")
+    cells = [[c for c in re.split(r"[,\s]+", r) if c] for r in rows]
+    widths = {len(r) for r in cells}
+    if len(widths) != 1:
+        bad = next(i for i, r in enumerate(cells) if len(r) != len(cells[0]))
+        raise InputError(
+            f"{name}: row {bad + 1} has {len(cells[bad])} values but row 1 has {len(cells[0])}; "
+            "every row needs the same number of values"
+        )
+    flat = [c for r in cells for c in r]
+    try:
+        if all(_INT.match(c) for c in flat):
+            array = np.array([int(c) for c in flat], dtype=np.int64)
+        else:
+            array = np.array([float(c) for c in flat], dtype=np.float64)
+    except (ValueError, OverflowError) as e:
+        word = str(e).split(":")[-1].strip()
+        raise InputError(f"{name}: {word} is not a number; values are separated by spaces or commas") from None
+    return array.reshape(len(cells), len(cells[0]))
+
+
+def parse_matrix(text: str) -> np.ndarray:
+    """The inline ``--matrix "1 2 3 4; 5 6 7 8"``: rows split by ``;``, values by spaces or commas."""
+    return parse_text(text.replace("\n", ";"), "--matrix", row_sep=";")
+
+
+def _npy(source: Any, name: str, mmap: bool) -> np.ndarray:
+    try:
+        if mmap:
+            return np.load(source, mmap_mode="r", allow_pickle=False)
+        return np.load(source, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e) or "object" in str(e).lower():
+            raise InputError(
+                f"{name} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
+            ) from None
+        raise InputError(f"{name} is not a valid .npy file ({e}); re-save it with numpy.save") from None
+    except (OSError, EOFError) as e:
+        raise InputError(f"{name} is not a valid .npy file ({e}); re-save it with numpy.save") from None
+
+
+def _npz(path: Path, key: str | None) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if key is None:
+                if len(keys) != 1:
+                    raise UsageError(
+                        f"{path} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); pick one with --key"
+                    )
+                key = keys[0]
+            if key not in keys:
+                raise UsageError(f"{path} has no array named {key!r}; it holds {', '.join(keys)}")
+            return archive[key]
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise InputError(f"{path} is not a valid .npz file ({e}); re-save it with numpy.savez") from None
+    except ValueError as e:
+        if "pickle" in str(e) or "object" in str(e).lower():
+            raise InputError(
+                f"{path} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
+            ) from None
+        raise InputError(f"{path} is not a valid .npz file ({e})") from None
+
+
+def read_stdin(key: str | None = None) -> Loaded:
+    """Standard input: .npy bytes (detected by the magic) or a text matrix."""
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("standard input is empty; pipe .npy bytes or a text matrix into poolcli")
+    if data.startswith(NPY_MAGIC):
+        return Loaded(_npy(io.BytesIO(data), "standard input", mmap=False), "-", {"kind": "npy"})
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("standard input is neither .npy bytes nor a text matrix") from None
+    return Loaded(parse_text(text, "standard input"), "-", {"kind": "text"})
+
+
+def read_array(path: Path, key: str | None = None) -> Loaded:
+    """An array file by its suffix: .npy, .npz or text."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return Loaded(_npy(path, str(path), mmap=True), str(path), {"kind": "npy"})
+    if suffix == ".npz":
+        return Loaded(_npz(path, key), str(path), {"kind": "npz"})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a text matrix (it is not UTF-8 text)") from None
+    return Loaded(parse_text(text, str(path)), str(path), {"kind": "text"})
+
+
+def npy_header_shape(path: Path) -> tuple[int, ...]:
+    """The shape stored in a .npy header, without reading the data."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, _ = reader.get(version, np.lib.format.read_array_header_2_0)(f)
+            return tuple(shape)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path} is not a valid .npy file ({e})") from None
+
+
+def _text_matrix(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim > 2:
+        squeezed = array.reshape([n for n in array.shape if n != 1] or [1])
+        if squeezed.ndim > 2:
+            raise UsageError(
+                f"{name} holds a 2-D matrix but the result has shape {array.shape}; write .npy or .npz instead"
+            )
+        array = squeezed
+    return array.reshape(1, -1) if array.ndim < 2 else array
+
+
+def write_array(path: str, array: np.ndarray, indices: np.ndarray | None = None) -> None:
+    """Write ``array`` to ``path`` by its suffix (atomically), or as .npy bytes to standard output for ``-``."""
+    if path == "-":
+        if stdout_isatty():
+            raise UsageError("refusing to write .npy bytes to a terminal; redirect to a file or pipe (-o - > y.npy)")
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise UsageError(f"-o {path}: unknown output type {suffix or '(none)'}; use .npy, .npz, .txt or .csv")
+    if suffix in TEXT_SUFFIXES:
+        matrix = _text_matrix(array, path)
+    try:
+        with atomic_write(target) as f:
+            if suffix == ".npy":
+                np.save(f, array, allow_pickle=False)
+            elif suffix == ".npz":
+                extra = {} if indices is None else {"indices": indices}
+                np.savez(f, output=array, **extra)
+            else:
+                sep = "," if suffix == ".csv" else ("\t" if suffix == ".tsv" else " ")
+                rows = matrix.astype(np.int64) if matrix.dtype == np.bool_ else matrix
+                lines = (sep.join(str(v) for v in row) for row in rows)
+                f.write(("\n".join(lines) + "\n").encode())
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -1,0 +1,84 @@
+"""Command-line words to engine objects: ``"3,2"`` to ``(3, 2)``, ``"0,1,0,1"`` to pads, and so on.
+
+>>> parse_ints("3,2", "--kernel")
+(3, 2)
+>>> parse_padding("same-lower")
+'same-lower'
+>>> parse_shape("1x3x224x224")
+(1, 3, 224, 224)
+"""
+
+from __future__ import annotations
+
+import re
+
+from poolcli.engine import PAD_MODES, Params, WindowSpec
+from poolcli.errors import UsageError
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, as in ``-k 3,2``."""
+    parts = [p.strip() for p in str(text).split(",")]
+    values = []
+    for part in parts:
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise UsageError(
+                f"{option} {text}: {part!r} is not a whole number; give one number or one per axis, like 3 or 3,2"
+            ) from None
+    return tuple(values)
+
+
+def parse_padding(text: str) -> str | tuple[int, ...]:
+    """``1``, ``1,2``, ``0,1,0,1`` (top,bottom,left,right) or a mode: valid, same, same-lower."""
+    word = str(text).strip().lower()
+    if word in PAD_MODES or word.replace("_", "-") in PAD_MODES:
+        return word.replace("_", "-")
+    if word.isalpha():
+        raise UsageError(f"--padding {text}: not a padding; give a number, numbers per axis, or {', '.join(PAD_MODES)}")
+    return parse_ints(text, "--padding")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """An array shape written as ``1,3,224,224``, ``1x3x224x224`` or ``(1, 3, 224, 224)``."""
+    parts = [p for p in re.split(r"[\s,x×]+", text.strip().strip("()[]")) if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is neither a shape like 1,3,224,224 nor a file that exists"
+        ) from None
+    if not shape or any(n < 0 for n in shape):
+        raise UsageError(f"{text!r} is not a shape; give sizes like 1,3,224,224")
+    return shape
+
+
+def window_spec(
+    kernel: str | None,
+    stride: str | None,
+    padding: str,
+    dilation: str,
+    ceil: bool,
+    global_pool: bool,
+    output_size: str | None,
+    dims: int | None,
+    channels_last: bool,
+) -> WindowSpec:
+    """The WindowSpec for the window options of the command line."""
+    return WindowSpec(
+        kernel=None if kernel is None else parse_ints(kernel, "--kernel"),
+        stride=None if stride is None else parse_ints(stride, "--stride"),
+        padding=parse_padding(padding),
+        dilation=parse_ints(dilation, "--dilation"),
+        ceil=ceil,
+        global_pool=global_pool,
+        output_size=None if output_size is None else parse_ints(output_size, "--output-size"),
+        dims=dims,
+        channels_last=channels_last,
+    )
+
+
+def op_params(count_pad: bool, p: float, mean: bool, alpha: float, ties: str = "first") -> Params:
+    """The operator options of the command line."""
+    return Params(count_pad=count_pad, p=p, mean=mean, alpha=alpha, ties=ties)

@@ -1,0 +1,1 @@
+"""Rich renderables and pictures made from arrays and a Geometry; nothing here prints."""
