@@ -289,18 +289,10 @@ def shape(
     if as_json:
         print(json.dumps({"input": list(in_shape), "output": list(g.out_shape), "op": pooling.op, "axes": axes}))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"[bold]{tuple(in_shape)}[/] → [bold green]{tuple(g.out_shape)}[/]", highlight=False)
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("axis")
-    table.add_column("size", justify="right")
-    table.add_column("output size", overflow="fold")
-    for row in axes:
-        table.add_row(row["axis"], str(row["size"]), row["formula"])
-    console.print(table)
+    # plain text: shape is the command scripts call most, and rich would double its start-up
+    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}", "axis  size  output size"]
+    lines += [f"{row['axis']:<4} {row['size']:>5}  {row['formula']}" for row in axes]
+    print("\n".join(lines))
 
 
 def _version(value: bool) -> None:
