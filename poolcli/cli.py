@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,15 +23,15 @@ import typer
 from poolcli.engine import ALIASES, OPS, TIES
 from poolcli.errors import InputError, PoolcliError, UsageError
 
-WINDOW, OPERATOR, INPUT, OUTPUT = "Window", "Operator", "Input", "Output"
+WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
+IMAGE_SUFFIX_SET = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 Op = Enum("Op", {name: name for name in [*OPS, *ALIASES]}, type=str)  # type: ignore[misc]
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
+TERMINAL_FORMATS = ("table", "json")
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
 
 
 app = typer.Typer(
@@ -95,6 +97,7 @@ class Pooling:
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
         self.key, self.matrix = values["key"], values["matrix"]
+        self.max_pixels = 178_956_970
 
 
 def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,8 +123,8 @@ OutputOpt = Annotated[str | None, typer.Option("-o", "--output", rich_help_panel
                                                   help="Write the result: .npy, .npz, .txt, .csv, or - for .npy bytes "
                                                        "on standard output.")]
 FullOpt = Annotated[bool, typer.Option("--full", rich_help_panel=OUTPUT, help="Print every value, not just the edges.")]
-FormatOpt = Annotated[Format, typer.Option("--format", rich_help_panel=OUTPUT,
-                                           help="Terminal output: tables, or JSON for scripts.")]
+FormatOpt = Annotated[str, typer.Option("--format", rich_help_panel=OUTPUT, metavar="table|json|png|jpg|…",
+                                        help="Terminal output: tables or JSON; or the image format to write.")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Allow -o to overwrite the input file.")]
 
@@ -144,9 +147,13 @@ def _read(source: str | None, pool: Pooling) -> Any:
     if path.is_dir():
         raise UsageError(f"{source} is a folder; give a file, or use --out-dir to pool every image in it")
     suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIX_SET:
+        from poolcli.io import images
+
+        return images.read_image(path, getattr(pool, "max_pixels", images.DEFAULT_MAX_PIXELS))
     if suffix not in arrays.ARRAY_SUFFIXES:
         raise UsageError(
-            f"{source}: unknown input type {suffix or '(no suffix)'}; poolcli reads .npy, .npz, .txt, .csv"
+            f"{source}: unknown input type {suffix or '(no suffix)'}; poolcli reads .npy, .npz, .txt, .csv and images"
         )
     try:
         return arrays.read_array(path, pool.key)
@@ -154,19 +161,19 @@ def _read(source: str | None, pool: Pooling) -> Any:
         raise InputError(f"{source}: permission denied") from None
 
 
-def _emit(array: Any, output: str | None, full: bool, fmt: Format, loaded: Any, in_place: bool,
+def _emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_place: bool,
           indices: Any = None) -> None:
     """Write the result to -o, or show it on the terminal (tables or JSON)."""
     from poolcli.io import arrays
 
     if output is not None:
-        if output != "-" and loaded.name not in ("-", "--matrix") and arrays.same_file(output, loaded.name):
-            if not in_place:
-                raise UsageError(f"-o {output} is the input file; pass --in-place to overwrite it")
-            array = array.copy()  # the input may be memory-mapped from the file being replaced
+        if output != "-":
+            _refuse_overwrite(output, loaded.name, in_place)
+            if arrays.same_file(output, loaded.name):
+                array = array.copy()  # the input may be memory-mapped from the file being replaced
         arrays.write_array(output, array, indices)
         return
-    if fmt is Format.json:
+    if fmt == "json":
         from poolcli.render.table import to_json
 
         sys.stdout.write(to_json(array) + "\n")
@@ -179,31 +186,73 @@ def _emit(array: Any, output: str | None, full: bool, fmt: Format, loaded: Any, 
     Console(width=1 << 16 if full else None).print(render_array(array, full))
 
 
+def _check_format(fmt: str) -> tuple[str, str | None]:
+    """--format: a terminal format (table, json) or an image format for written images."""
+    word = fmt.lower()
+    if word in TERMINAL_FORMATS:
+        return word, None
+    if word in IMAGE_FORMATS:
+        return "table", word
+    raise UsageError(f"--format {fmt}: give table or json (terminal), or an image format: {', '.join(IMAGE_FORMATS)}")
+
+
 @app.command(epilog="Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  "
              'poolcli forward --matrix "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16" --op avg  ·  '
+             "poolcli forward photos/ --op avg -k 4 --out-dir small/  ·  "
              "poolcli forward x.npy --op max --indices idx.npy -o y.npy")
 @pooling_options
 def forward(
-    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", help="Array file, or - for stdin.",
-                                                          show_default=False)] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", show_default=False,
+                                                       help="Array files, images, folders or globs; - for stdin.")]
+    = None,
     output: OutputOpt = None,
     indices: Annotated[str | None, typer.Option("--indices", rich_help_panel=OUTPUT, metavar="IDX.npy",
-                                                   help="max/min: save the arg-max of each output cell (flat per "
-                                                        "plane, as PyTorch's return_indices).")] = None,
+                                                help="max/min: save the arg-max of each output cell (flat per "
+                                                     "plane, as PyTorch's return_indices).")] = None,
     full: FullOpt = False,
-    fmt: FormatOpt = Format.table,
+    fmt: FormatOpt = "table",
     in_place: InPlaceOpt = False,
+    out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
+                                                help="Pool every input into this folder, mirroring the input tree.")]
+    = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", rich_help_panel=BATCH,
+                                            help="Go into sub-folders of folder inputs.")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", rich_help_panel=BATCH, metavar="N",
+                                             help="Worker processes. Default: all cores.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=BATCH,
+                                            help="Replace outputs that exist (default: skip them).")] = False,
+    linear: Annotated[bool, typer.Option("--linear", rich_help_panel=BATCH,
+                                         help="Average in linear light (sRGB decoded, pooled, re-encoded).")] = False,
+    quality: Annotated[int | None, typer.Option("--quality", rich_help_panel=BATCH, min=1, max=100, metavar="Q",
+                                                help="JPEG/WebP quality. Default: the input JPEG's own.")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N",
+                                            help="Refuse images with more pixels (decompression bombs).")]
+    = 178_956_970,
     pool: Any = None,
 ) -> None:
-    """Pool the input: one window per output cell."""
+    """Pool the input: one window per output cell. Images keep their mode, bit depth and format."""
     from poolcli.engine import run_forward, run_indices
     from poolcli.io import arrays
 
     pooling = Pooling(pool)
+    pooling.max_pixels = max_pixels
+    terminal, image_format = _check_format(fmt)
     sources = inputs or []
-    if len(sources) > 1:
-        raise UsageError(f"{len(sources)} inputs given; give one, or use --out-dir for a batch")
+    if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
+        return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite,
+                      _task(pooling, linear, quality, image_format, max_pixels))
     loaded = _read(sources[0] if sources else None, pooling)
+    if loaded.meta.get("kind") == "image":
+        if indices is not None:
+            raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
+        from poolcli.io import images
+
+        y = images.pool_image(loaded.array, loaded.meta, pooling, linear)
+        if output is not None and (Path(output).suffix.lower() in IMAGE_SUFFIX_SET or image_format):
+            _refuse_overwrite(output, loaded.name, in_place)
+            images.write_image(output, y, loaded.meta, image_format, quality)
+            return None
+        return _emit(y, output, full, terminal, loaded, in_place)
     g = pooling.spec.bind(loaded.array.shape)
     idx = None
     if indices is not None:
@@ -212,9 +261,60 @@ def forward(
         y, idx = run_indices(loaded.array, g, pooling.op)
     else:
         y = run_forward(loaded.array, g, pooling.op, pooling.params)
-    _emit(y, output, full, fmt, loaded, in_place, idx if output and output.endswith(".npz") else None)
+    _emit(y, output, full, terminal, loaded, in_place, idx if output and output.endswith(".npz") else None)
     if idx is not None:
         arrays.write_array(indices, idx)
+    return None
+
+
+def _task(pooling: Pooling, linear: bool, quality: int | None, image_format: str | None, max_pixels: int) -> Any:
+    from poolcli.batch import Task
+
+    return Task(pooling, linear, quality, image_format, max_pixels)
+
+
+def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,
+           jobs: int | None, overwrite: bool, task: Any) -> int:
+    """forward over many files into --out-dir; exit 1 if any failed."""
+    from rich.console import Console
+
+    from poolcli import batch
+
+    if out_dir is None:
+        raise UsageError(f"{len(sources)} inputs given; name a folder for the results with --out-dir")
+    if output is not None or indices is not None:
+        raise UsageError("--out-dir writes one file per input; drop -o/--indices")
+    if "-" in sources or task.pooling.matrix is not None:
+        raise UsageError("a batch reads files; standard input and --matrix take one array, without --out-dir")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give 1 or more worker processes")
+    if not sources:
+        raise UsageError("no input; give image or array files, folders or globs")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
+    pairs = batch.collect(sources, folder, recursive, task.image_format)
+    if not pairs:
+        raise UsageError(f"no images or arrays found in {', '.join(sources)}"
+                         + ("" if recursive else "; add --recursive to look in sub-folders"))
+    for src, dst in pairs:
+        if src.exists() and dst.exists() and os.path.samefile(src, dst):
+            raise UsageError(f"--out-dir {out_dir} would overwrite the input {src}; choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    summary = batch.run_batch(pairs, task, jobs or batch.default_jobs(), overwrite, console)
+    for src, reason in summary.failed:
+        print(f"poolcli: failed: {src}: {reason}", file=sys.stderr)
+    skipped = f", skipped {len(summary.skipped)} (exist; --overwrite replaces them)" if summary.skipped else ""
+    print(f"poolcli: done {len(summary.done)}{skipped}, failed {len(summary.failed)} → {folder}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _refuse_overwrite(output: str, source: str, in_place: bool) -> None:
+    from poolcli.io import arrays
+
+    if source not in ("-", "--matrix") and arrays.same_file(output, source) and not in_place:
+        raise UsageError(f"-o {output} is the input file; pass --in-place to overwrite it")
 
 
 @app.command(epilog="Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
@@ -230,7 +330,7 @@ def backward(
                                        help="max/min: who gets the gradient of tied cells.")] = Ties("first"),
     output: OutputOpt = None,
     full: FullOpt = False,
-    fmt: FormatOpt = Format.table,
+    fmt: FormatOpt = "table",
     in_place: InPlaceOpt = False,
     pool: Any = None,
 ) -> None:
@@ -252,7 +352,7 @@ def backward(
                 "use the gradient of this output, or the forward run's -k/-s/-p"
             )
     dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params)
-    _emit(dx, output, full, fmt, loaded, in_place)
+    _emit(dx, output, full, _check_format(fmt)[0], loaded, in_place)
 
 
 class _Plain:
@@ -279,9 +379,15 @@ def shape(
     if path.is_file():
         from poolcli.io import arrays
 
-        if path.suffix.lower() != ".npy":
-            raise UsageError(f"{source}: shape reads .npy headers; give a .npy file or a shape like 1,3,224,224")
-        in_shape = arrays.npy_header_shape(path)
+        if path.suffix.lower() in IMAGE_SUFFIX_SET:
+            from poolcli.io import images
+
+            in_shape = images.image_shape(path)
+            pooling.spec = replace(pooling.spec, dims=2, channels_last=len(in_shape) == 3)
+        elif path.suffix.lower() == ".npy":
+            in_shape = arrays.npy_header_shape(path)
+        else:
+            raise UsageError(f"{source}: shape reads .npy and image headers; give one, or a shape like 1,3,224,224")
     else:
         in_shape = parse_shape(source)
     g = pooling.spec.bind(in_shape)
