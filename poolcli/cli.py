@@ -247,7 +247,7 @@ def forward(
             raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
         from poolcli.io import images
 
-        y = images.pool_image(loaded.array, loaded.meta, pooling, linear)
+        y = images.pool_image(loaded, pooling, linear)
         if output is not None and (Path(output).suffix.lower() in IMAGE_SUFFIX_SET or image_format):
             _refuse_overwrite(output, loaded.name, in_place)
             images.write_image(output, y, loaded.meta, image_format, quality)

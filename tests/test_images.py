@@ -166,3 +166,22 @@ def test_batch_mirrors_the_tree_skips_existing_and_reports_failures(tmp_path: Pa
 def test_batch_needs_an_out_dir():
     r = poolcli("forward", "a.png", "b.png")
     assert r.code == 2 and "--out-dir" in r.stderr
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pillow_reduce_fast_path_equals_the_engine(seed):
+    from types import SimpleNamespace
+
+    import poolcli
+    from poolcli.io.images import pool_image
+
+    rng = np.random.default_rng(seed)
+    kh, kw = (int(v) for v in rng.choice([1, 2, 4, 8], size=2))
+    h, w = int(rng.integers(kh, 70)), int(rng.integers(kw, 70))
+    channels = () if seed % 2 else (3,)
+    a = rng.integers(0, 256, size=(h, w, *channels)).astype(np.uint8)
+    pool = SimpleNamespace(spec=poolcli.WindowSpec(kernel=(kh, kw)), op="avg", params=poolcli.Params())
+    from poolcli.io.arrays import Loaded
+
+    loaded = Loaded(a, "a", {"mode": "RGB" if channels else "L"})
+    np.testing.assert_array_equal(pool_image(loaded, pool), pool_image(loaded, pool, fast=False))

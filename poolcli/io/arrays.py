@@ -34,6 +34,10 @@ class Loaded:
     name: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
 
 def stdout_isatty() -> bool:
     """Whether standard output is a terminal (one place, so tests can flip it)."""

@@ -46,8 +46,9 @@ def _open(path: Path, max_pixels: int):
             extra = {"qtables": img.quantization, "subsampling": JpegImagePlugin.get_sampling(img)}
         img.seek(0)
         img.load()
-        extra["oriented"] = img.getexif().get(_EXIF_ORIENTATION) is not None
-        img = ImageOps.exif_transpose(img) or img
+        extra["oriented"] = img.getexif().get(_EXIF_ORIENTATION, 1) != 1
+        if extra["oriented"]:
+            img = ImageOps.exif_transpose(img) or img
         return img, fmt, extra
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image Pillow can read (corrupt, or not the format its name says)") from None
@@ -56,7 +57,10 @@ def _open(path: Path, max_pixels: int):
 
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
-    """An image file as an array of its own bit depth, EXIF orientation applied."""
+    """An image file as an array of its own bit depth, EXIF orientation applied.
+
+    ``meta["pil"]`` keeps the decoded Pillow image, for the Image.reduce fast path.
+    """
     img, fmt, extra = _open(path, max_pixels)
     mode = img.mode
     if mode == "1":
@@ -69,9 +73,6 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
     elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
         img = img.convert("RGBA" if "A" in mode else "RGB")  # CMYK, YCbCr, LAB, …
         mode = img.mode
-    array = np.asarray(img)
-    if mode == "I;16":
-        array = array.astype(np.uint16)
     exif = img.getexif()
     if extra.pop("oriented"):
         exif[_EXIF_ORIENTATION] = 1  # the pixels are upright now
@@ -81,9 +82,33 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
         "format": fmt,
         "icc_profile": img.info.get("icc_profile"),
         "exif": exif.tobytes() if len(exif) else None,
+        "pil": img,
         **extra,
     }
-    return Loaded(np.ascontiguousarray(array), str(path), meta)
+    return ImageLoaded(None, str(path), meta)  # type: ignore[arg-type]
+
+
+class ImageLoaded(Loaded):
+    """A decoded image whose array is made from Pillow's buffer only when someone asks for it."""
+
+    @property
+    def array(self) -> np.ndarray:  # type: ignore[override]
+        if self._array is None:
+            img = self.meta["pil"]
+            array = np.asarray(img)
+            self._array = array.astype(np.uint16) if self.meta["mode"] == "I;16" else array
+        return self._array
+
+    @array.setter
+    def array(self, value: np.ndarray | None) -> None:
+        self._array = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(H, W) or (H, W, C), without converting the pixels."""
+        img = self.meta["pil"]
+        bands = len(img.getbands())
+        return (img.height, img.width) if bands == 1 else (img.height, img.width, bands)
 
 
 def image_shape(path: Path) -> tuple[int, ...]:
@@ -118,18 +143,51 @@ def to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
-def pool_image(array: np.ndarray, meta: dict, pool: Any, linear: bool = False) -> np.ndarray:
+def _pillow_reduces(meta: dict, g: Any, op: str, linear: bool) -> tuple[int, int] | None:
+    """(kh, kw) when Pillow's Image.reduce gives exactly this average pooling, else None.
+
+    That is: 8-bit grey or RGB (no alpha to premultiply), not in linear light, windows that
+    tile (kernel == stride, no padding or dilation) with power-of-two sides, where Pillow
+    rounds half up by exact shifts as the engine's path does.
+    """
+    if op not in ("avg", "mean") or linear or meta.get("mode") not in ("L", "RGB"):
+        return None
+    sides = []
+    for a in g.axes:
+        if a.adaptive or a.kind == "global" or a.pad != (0, 0) or a.dilation != 1 or a.kernel != a.stride:
+            return None
+        if a.kernel & (a.kernel - 1) or a.out * a.kernel > a.size:
+            return None
+        sides.append(a.kernel)
+    return sides[0], sides[1]
+
+
+def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = True) -> np.ndarray:
     """Pool an image over height and width, channel by channel, back in its own dtype.
 
     Averages of images with alpha run on premultiplied colour, so a transparent pixel's hidden
     colour never bleeds; ``linear`` averages in linear light (sRGB decoded, pooled, re-encoded).
+    Plain 2x/4x/8x box averages of 8-bit images go through Pillow's ``Image.reduce``, which
+    gives the same numbers faster (``fast=False`` forces the engine).
     """
     from dataclasses import replace
 
     from poolcli.engine import run_forward
 
-    spec = replace(pool.spec, dims=2, channels_last=array.ndim == 3)
-    g = spec.bind(array.shape)
+    meta = loaded.meta
+    shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
+    spec = replace(pool.spec, dims=2, channels_last=len(shape) == 3)
+    g = spec.bind(shape)
+    sides = _pillow_reduces(meta, g, pool.op, linear) if fast else None
+    if sides is not None:
+        from PIL import Image
+
+        (kh, kw), (oh, ow) = sides, g.out_spatial
+        img = meta.get("pil") or Image.fromarray(loaded.array)
+        if img.size != (ow * kw, oh * kh):
+            img = img.crop((0, 0, ow * kw, oh * kh))
+        return np.asarray(img.reduce((kw, kh)))
+    array = loaded.array
     dtype = array.dtype
     integer = dtype.kind in "iu"
     averaging = pool.op not in ("max", "min")
