@@ -3,7 +3,8 @@
 - feature_map.npy: (1, 3, 8, 8) float32; cell (c, i, j) holds 100*c + 10*i + j plus a small
   deterministic ripple, so a wrong window shows up as a wrong number;
 - ties.txt: a 4x4 matrix whose 2x2 windows hold tied maxima (for backward --ties);
-- sequence.npy: (2, 4, 16) float32 features for 1-D pooling (--dims 1, --op kmax).
+- sequence.npy: (2, 4, 16) float32 features for 1-D pooling (--dims 1, --op kmax);
+- photo.png: a 96x64 RGB picture with fine stripes, for image pooling and --linear.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def main() -> None:
     t = np.arange(16)
     seq = np.stack([np.sin(t * (k + 1) * 0.4 + n) for n in range(2) for k in range(4)]).reshape(2, 4, 16)
     np.save(HERE / "sequence.npy", np.round(seq, 3).astype(np.float32))
+    from PIL import Image
+
+    y, x = np.mgrid[0:64, 0:96]
+    sky = np.stack([60 + y, 120 + y, 200 + 0 * y], -1)
+    stripes = np.where((x // 1) % 2 == 0, 255, 0)[..., None] * np.ones(3)
+    picture = np.where((y > 40)[..., None], stripes, sky)
+    Image.fromarray(picture.clip(0, 255).astype(np.uint8)).save(HERE / "photo.png")
 
 
 if __name__ == "__main__":
