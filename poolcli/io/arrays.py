@@ -77,19 +77,23 @@ def parse_matrix(text: str) -> np.ndarray:
     return parse_text(text.replace("\n", ";"), "--matrix", row_sep=";")
 
 
+def _unreadable(name: object, kind: str, error: Exception) -> InputError:
+    """The error for a .npy/.npz that numpy refused: pickled data, or a broken file."""
+    if isinstance(error, ValueError) and ("pickle" in str(error) or "object" in str(error).lower()):
+        return InputError(
+            f"{name} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
+        )
+    saver = "numpy.save" if kind == ".npy" else "numpy.savez"
+    return InputError(f"{name} is not a valid {kind} file ({error}); re-save it with {saver}")
+
+
 def _npy(source: Any, name: str, mmap: bool) -> np.ndarray:
     try:
         if mmap:
             return np.load(source, mmap_mode="r", allow_pickle=False)
         return np.load(source, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e) or "object" in str(e).lower():
-            raise InputError(
-                f"{name} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
-            ) from None
-        raise InputError(f"{name} is not a valid .npy file ({e}); re-save it with numpy.save") from None
-    except (OSError, EOFError) as e:
-        raise InputError(f"{name} is not a valid .npy file ({e}); re-save it with numpy.save") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise _unreadable(name, ".npy", e) from None
 
 
 def _npz(path: Path, key: str | None) -> np.ndarray:
@@ -105,14 +109,8 @@ def _npz(path: Path, key: str | None) -> np.ndarray:
             if key not in keys:
                 raise UsageError(f"{path} has no array named {key!r}; it holds {', '.join(keys)}")
             return archive[key]
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise InputError(f"{path} is not a valid .npz file ({e}); re-save it with numpy.savez") from None
-    except ValueError as e:
-        if "pickle" in str(e) or "object" in str(e).lower():
-            raise InputError(
-                f"{path} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
-            ) from None
-        raise InputError(f"{path} is not a valid .npz file ({e})") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise _unreadable(path, ".npz", e) from None
 
 
 def read_stdin(key: str | None = None) -> Loaded:
