@@ -20,7 +20,7 @@ from typing import Any
 
 from poolcli.errors import PoolcliError, UsageError
 from poolcli.io.arrays import ARRAY_SUFFIXES
-from poolcli.io.images import IMAGE_SUFFIXES
+from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Task:
     linear: bool = False
     quality: int | None = None
     image_format: str | None = None
-    max_pixels: int = 178_956_970
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass

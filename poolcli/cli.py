@@ -22,9 +22,10 @@ import typer
 
 from poolcli.engine import ALIASES, OPS, TIES
 from poolcli.errors import InputError, PoolcliError, UsageError
+from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
-IMAGE_SUFFIX_SET = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
 Op = Enum("Op", {name: name for name in [*OPS, *ALIASES]}, type=str)  # type: ignore[misc]
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
@@ -97,7 +98,7 @@ class Pooling:
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
         self.key, self.matrix = values["key"], values["matrix"]
-        self.max_pixels = 178_956_970
+        self.max_pixels = DEFAULT_MAX_PIXELS
 
 
 def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -227,7 +228,7 @@ def forward(
                                                 help="JPEG/WebP quality. Default: the input JPEG's own.")] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N",
                                             help="Refuse images with more pixels (decompression bombs).")]
-    = 178_956_970,
+    = DEFAULT_MAX_PIXELS,
     pool: Any = None,
 ) -> None:
     """Pool the input: one window per output cell. Images keep their mode, bit depth and format."""
