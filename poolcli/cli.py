@@ -98,7 +98,6 @@ class Pooling:
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
         self.key, self.matrix = values["key"], values["matrix"]
-        self.max_pixels = DEFAULT_MAX_PIXELS
 
 
 def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,18 +129,19 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Allow -o to overwrite the input file.")]
 
 
-def _read(source: str | None, pool: Pooling) -> Any:
+def _read(source: str | None, key: str | None = None, matrix: str | None = None,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """Load the one input array (a file, - for standard input, or --matrix)."""
     from poolcli.io import arrays
 
-    if pool.matrix is not None:
+    if matrix is not None:
         if source is not None:
             raise UsageError("give an input file or --matrix, not both")
-        return arrays.Loaded(arrays.parse_matrix(pool.matrix), "--matrix", {"kind": "text"})
+        return arrays.Loaded(arrays.parse_matrix(matrix), "--matrix", {"kind": "text"})
     if source is None:
         raise UsageError("no input; give a file (x.npy, x.txt, an image), - for standard input, or --matrix")
     if source == "-":
-        return arrays.read_stdin(pool.key)
+        return arrays.read_stdin(key)
     path = Path(source)
     if not path.exists():
         raise InputError(f"{source}: no such file")
@@ -151,13 +151,13 @@ def _read(source: str | None, pool: Pooling) -> Any:
     if suffix in IMAGE_SUFFIX_SET:
         from poolcli.io import images
 
-        return images.read_image(path, getattr(pool, "max_pixels", images.DEFAULT_MAX_PIXELS))
+        return images.read_image(path, max_pixels)
     if suffix not in arrays.ARRAY_SUFFIXES:
         raise UsageError(
             f"{source}: unknown input type {suffix or '(no suffix)'}; poolcli reads .npy, .npz, .txt, .csv and images"
         )
     try:
-        return arrays.read_array(path, pool.key)
+        return arrays.read_array(path, key)
     except PermissionError:
         raise InputError(f"{source}: permission denied") from None
 
@@ -169,8 +169,7 @@ def _emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_
 
     if output is not None:
         if output != "-":
-            _refuse_overwrite(output, loaded.name, in_place)
-            if arrays.same_file(output, loaded.name):
+            if _refuse_overwrite(output, loaded.name, in_place):
                 array = array.copy()  # the input may be memory-mapped from the file being replaced
         arrays.write_array(output, array, indices)
         return
@@ -236,13 +235,12 @@ def forward(
     from poolcli.io import arrays
 
     pooling = Pooling(pool)
-    pooling.max_pixels = max_pixels
     terminal, image_format = _check_format(fmt)
     sources = inputs or []
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
         return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite,
                       _task(pooling, linear, quality, image_format, max_pixels))
-    loaded = _read(sources[0] if sources else None, pooling)
+    loaded = _read(sources[0] if sources else None, pooling.key, pooling.matrix, max_pixels)
     if loaded.meta.get("kind") == "image":
         if indices is not None:
             raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
@@ -311,11 +309,14 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
     return 1 if summary.failed else 0
 
 
-def _refuse_overwrite(output: str, source: str, in_place: bool) -> None:
+def _refuse_overwrite(output: str, source: str, in_place: bool) -> bool:
+    """Refuse -o naming the input file unless --in-place; return whether it names it."""
     from poolcli.io import arrays
 
-    if source not in ("-", "--matrix") and arrays.same_file(output, source) and not in_place:
+    same = source not in ("-", "--matrix") and arrays.same_file(output, source)
+    if same and not in_place:
         raise UsageError(f"-o {output} is the input file; pass --in-place to overwrite it")
+    return same
 
 
 @app.command(epilog="Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
@@ -339,13 +340,13 @@ def backward(
     from poolcli.engine import run_backward
 
     pooling = Pooling(pool, ties=ties.value)
-    loaded = _read(input, pooling)
+    loaded = _read(input, pooling.key, pooling.matrix)
     g = pooling.spec.bind(loaded.array.shape)
     upstream = None
     if grad is not None:
         if grad == "-" and input == "-":
             raise UsageError("the input and --grad cannot both come from standard input")
-        grad_loaded = _read(grad, _Plain(pooling.key))
+        grad_loaded = _read(grad, pooling.key)
         upstream = grad_loaded.array
         if upstream.shape != g.out_shape:
             raise UsageError(
@@ -354,13 +355,6 @@ def backward(
             )
     dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params)
     _emit(dx, output, full, _check_format(fmt)[0], loaded, in_place)
-
-
-class _Plain:
-    """Input options for a second file (no --matrix)."""
-
-    def __init__(self, key: str | None) -> None:
-        self.key, self.matrix = key, None
 
 
 @app.command(epilog="Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
