@@ -1,0 +1,202 @@
+"""What every command shares: the typer app, the pooling options, reading the input and emitting the result.
+
+>>> Pooling({**{name: default for name, (_, (default, _)) in POOL_OPTIONS.items()}, "kernel": "3"}).spec.kernel
+(3,)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from poolcli.engine import ALIASES, OPS, TIES
+from poolcli.errors import InputError, UsageError
+from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+
+WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
+IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
+
+Op = Enum("Op", {name: name for name in [*OPS, *ALIASES]}, type=str)  # type: ignore[misc]
+Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
+
+
+TERMINAL_FORMATS = ("table", "json")
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
+
+
+app = typer.Typer(
+    name="poolcli",
+    help="Pooling operators of convolutional networks, forward and backward, on NumPy arrays and images.",
+    epilog=(
+        "Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  "
+        "poolcli backward x.npy --ties split"
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _option(default: Any, *names: str, panel: str, **kw: Any) -> tuple[Any, Any]:
+    return default, typer.Option(*names, rich_help_panel=panel, **kw)
+
+
+# The options every pooling command shares: (default, typer.Option) by parameter name.
+POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
+    "op": (Op, _option(Op("max"), "--op", panel=OPERATOR, help="Pooling operator.")),
+    "kernel": (str | None, _option(None, "-k", "--kernel", panel=WINDOW, metavar="K[,K…]",
+                                      help="Window size, one or one per spatial axis. Default: 2.")),
+    "stride": (str | None, _option(None, "-s", "--stride", panel=WINDOW, metavar="S[,S…]",
+                                      help="Step between windows. Default: the kernel.")),
+    "padding": (str, _option("0", "-p", "--padding", panel=WINDOW,
+                             metavar="P|P,P|TOP,BOTTOM,LEFT,RIGHT|valid|same|same-lower",
+                             help="Padding: both sides, per axis, begin,end per axis, or a mode.")),
+    "dilation": (str, _option("1", "-d", "--dilation", panel=WINDOW, metavar="D[,D…]",
+                              help="Spacing between window taps.")),
+    "ceil": (bool, _option(False, "--ceil", panel=WINDOW, help="Ceil instead of floor in the output size.")),
+    "global_pool": (bool, _option(False, "--global", panel=WINDOW, help="One window over the whole spatial extent.")),
+    "output_size": (str | None, _option(None, "--output-size", panel=WINDOW, metavar="N[,N…]",
+                                           help="Adaptive pooling to this output size.")),
+    "dims": (int | None, _option(None, "--dims", panel=WINDOW, metavar="N",
+                                    help="Number of trailing spatial axes. Default: 1 for a 1-D input, else 2.")),
+    "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW,
+                                    help="The input is (…, H, W, C) rather than (…, C, H, W).")),
+    "count_pad": (bool, _option(True, "--count-pad/--no-count-pad", panel=OPERATOR,
+                                help="avg: padded cells count in the divisor (as PyTorch).")),
+    "p": (float, _option(2.0, "--p", panel=OPERATOR, help="lp: the norm's exponent.")),
+    "mean": (bool, _option(False, "--mean", panel=OPERATOR, help="lp: the root-mean variant (mean |x|^p)^(1/p).")),
+    "alpha": (float, _option(0.5, "--alpha", panel=OPERATOR, help="mixed: share of max in alpha*max + (1-alpha)*avg.")),
+    "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz file.")),
+    "matrix": (str | None, _option(None, "--matrix", panel=INPUT, metavar='"1 2; 3 4"',
+                                      help="An inline matrix: rows split by ;, values by spaces or commas.")),
+}
+WINDOW_NAMES = ("kernel", "stride", "padding", "dilation", "ceil", "global_pool", "output_size", "dims",
+                "channels_last")
+PARAM_NAMES = ("count_pad", "p", "mean", "alpha")
+
+
+class Pooling:
+    """What the shared options say: the operator, its WindowSpec and Params, and where the input comes from."""
+
+    def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
+        from poolcli.options import op_params, window_spec
+
+        self.op = values["op"].value
+        self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
+        self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
+        self.key, self.matrix = values["key"], values["matrix"]
+
+
+def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared window, operator and input options, collected into its ``pool`` argument."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "pool"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+        for name, (kind, (default, option)) in POOL_OPTIONS.items()
+    ]
+
+    @functools.wraps(fn)
+    def command(**kw: Any) -> Any:
+        values = {name: kw.pop(name) for name in POOL_OPTIONS}
+        kw["pool"] = values
+        return fn(**kw)
+
+    command.__signature__ = sig.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    return command
+
+
+OutputOpt = Annotated[str | None, typer.Option("-o", "--output", rich_help_panel=OUTPUT, metavar="OUT",
+                                                  help="Write the result: .npy, .npz, .txt, .csv, or - for .npy bytes "
+                                                       "on standard output.")]
+FullOpt = Annotated[bool, typer.Option("--full", rich_help_panel=OUTPUT, help="Print every value, not just the edges.")]
+FormatOpt = Annotated[str, typer.Option("--format", rich_help_panel=OUTPUT, metavar="table|json|png|jpg|…",
+                                        help="Terminal output: tables or JSON; or the image format to write.")]
+InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
+                                          help="Allow -o to overwrite the input file.")]
+
+
+def read_input(source: str | None, key: str | None = None, matrix: str | None = None,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+    """Load the one input array (a file, - for standard input, or --matrix)."""
+    from poolcli.io import arrays
+
+    if matrix is not None:
+        if source is not None:
+            raise UsageError("give an input file or --matrix, not both")
+        return arrays.Loaded(arrays.parse_matrix(matrix), "--matrix", {"kind": "text"})
+    if source is None:
+        raise UsageError("no input; give a file (x.npy, x.txt, an image), - for standard input, or --matrix")
+    if source == "-":
+        return arrays.read_stdin(key)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{source}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{source} is a folder; give a file, or use --out-dir to pool every image in it")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIX_SET:
+        from poolcli.io import images
+
+        return images.read_image(path, max_pixels)
+    if suffix not in arrays.ARRAY_SUFFIXES:
+        raise UsageError(
+            f"{source}: unknown input type {suffix or '(no suffix)'}; poolcli reads .npy, .npz, .txt, .csv and images"
+        )
+    try:
+        return arrays.read_array(path, key)
+    except PermissionError:
+        raise InputError(f"{source}: permission denied") from None
+
+
+def emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_place: bool,
+          indices: Any = None) -> None:
+    """Write the result to -o, or show it on the terminal (tables or JSON)."""
+    from poolcli.io import arrays
+
+    if output is not None:
+        if output != "-":
+            if refuse_overwrite(output, loaded.name, in_place):
+                array = array.copy()  # the input may be memory-mapped from the file being replaced
+        arrays.write_array(output, array, indices)
+        return
+    if fmt == "json":
+        from poolcli.render.table import to_json
+
+        sys.stdout.write(to_json(array) + "\n")
+        return
+    from rich.console import Console
+
+    from poolcli.render.table import render_array
+
+    # --full promises every value: let tables be as wide as they need rather than squeezed
+    Console(width=1 << 16 if full else None).print(render_array(array, full))
+
+
+def check_format(fmt: str) -> tuple[str, str | None]:
+    """--format: a terminal format (table, json) or an image format for written images."""
+    word = fmt.lower()
+    if word in TERMINAL_FORMATS:
+        return word, None
+    if word in IMAGE_FORMATS:
+        return "table", word
+    raise UsageError(f"--format {fmt}: give table or json (terminal), or an image format: {', '.join(IMAGE_FORMATS)}")
+
+
+def refuse_overwrite(output: str, source: str, in_place: bool) -> bool:
+    """Refuse -o naming the input file unless --in-place; return whether it names it."""
+    from poolcli.io import arrays
+
+    same = source not in ("-", "--matrix") and arrays.same_file(output, source)
+    if same and not in_place:
+        raise UsageError(f"-o {output} is the input file; pass --in-place to overwrite it")
+    return same

@@ -1,0 +1,150 @@
+"""``poolcli forward``: pool one array or image, or a batch of them into --out-dir.
+
+>>> from poolcli.cli import main
+>>> main(["forward", "--matrix", "1 2; 3 4", "--format", "json"])
+{"shape": [1, 1], "dtype": "int64", "data": [[4]]}
+0
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from poolcli.cli.common import (
+    BATCH,
+    IMAGE_SUFFIX_SET,
+    OUTPUT,
+    FormatOpt,
+    FullOpt,
+    InPlaceOpt,
+    OutputOpt,
+    Pooling,
+    app,
+    check_format,
+    emit,
+    pooling_options,
+    read_input,
+    refuse_overwrite,
+)
+from poolcli.errors import UsageError
+from poolcli.io.images import DEFAULT_MAX_PIXELS
+
+
+@app.command(epilog="Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  "
+             'poolcli forward --matrix "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16" --op avg  ·  '
+             "poolcli forward photos/ --op avg -k 4 --out-dir small/  ·  "
+             "poolcli forward x.npy --op max --indices idx.npy -o y.npy")
+@pooling_options
+def forward(
+    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", show_default=False,
+                                                       help="Array files, images, folders or globs; - for stdin.")]
+    = None,
+    output: OutputOpt = None,
+    indices: Annotated[str | None, typer.Option("--indices", rich_help_panel=OUTPUT, metavar="IDX.npy",
+                                                help="max/min: save the arg-max of each output cell (flat per "
+                                                     "plane, as PyTorch's return_indices).")] = None,
+    full: FullOpt = False,
+    fmt: FormatOpt = "table",
+    in_place: InPlaceOpt = False,
+    out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
+                                                help="Pool every input into this folder, mirroring the input tree.")]
+    = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", rich_help_panel=BATCH,
+                                            help="Go into sub-folders of folder inputs.")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", rich_help_panel=BATCH, metavar="N",
+                                             help="Worker processes. Default: all cores.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=BATCH,
+                                            help="Replace outputs that exist (default: skip them).")] = False,
+    linear: Annotated[bool, typer.Option("--linear", rich_help_panel=BATCH,
+                                         help="Average in linear light (sRGB decoded, pooled, re-encoded).")] = False,
+    quality: Annotated[int | None, typer.Option("--quality", rich_help_panel=BATCH, min=1, max=100, metavar="Q",
+                                                help="JPEG/WebP quality. Default: the input JPEG's own.")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N",
+                                            help="Refuse images with more pixels (decompression bombs).")]
+    = DEFAULT_MAX_PIXELS,
+    pool: Any = None,
+) -> None:
+    """Pool the input: one window per output cell. Images keep their mode, bit depth and format."""
+    from poolcli.engine import run_forward, run_indices
+    from poolcli.io import arrays
+
+    pooling = Pooling(pool)
+    terminal, image_format = check_format(fmt)
+    sources = inputs or []
+    if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
+        return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite,
+                      _task(pooling, linear, quality, image_format, max_pixels))
+    loaded = read_input(sources[0] if sources else None, pooling.key, pooling.matrix, max_pixels)
+    if loaded.meta.get("kind") == "image":
+        if indices is not None:
+            raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
+        from poolcli.io import images
+
+        y = images.pool_image(loaded, pooling, linear)
+        if output is not None and (Path(output).suffix.lower() in IMAGE_SUFFIX_SET or image_format):
+            refuse_overwrite(output, loaded.name, in_place)
+            images.write_image(output, y, loaded.meta, image_format, quality)
+            return None
+        return emit(y, output, full, terminal, loaded, in_place)
+    g = pooling.spec.bind(loaded.array.shape)
+    idx = None
+    if indices is not None:
+        if indices == "-" or Path(indices).suffix.lower() != ".npy":
+            raise UsageError(f"--indices {indices}: give a .npy file name")
+        y, idx = run_indices(loaded.array, g, pooling.op)
+    else:
+        y = run_forward(loaded.array, g, pooling.op, pooling.params)
+    emit(y, output, full, terminal, loaded, in_place, idx if output and output.endswith(".npz") else None)
+    if idx is not None:
+        arrays.write_array(indices, idx)
+    return None
+
+
+def _task(pooling: Pooling, linear: bool, quality: int | None, image_format: str | None, max_pixels: int) -> Any:
+    from poolcli.batch import Task
+
+    return Task(pooling, linear, quality, image_format, max_pixels)
+
+
+def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,
+           jobs: int | None, overwrite: bool, task: Any) -> int:
+    """forward over many files into --out-dir; exit 1 if any failed."""
+    from rich.console import Console
+
+    from poolcli import batch
+
+    if out_dir is None:
+        raise UsageError(f"{len(sources)} inputs given; name a folder for the results with --out-dir")
+    if output is not None or indices is not None:
+        raise UsageError("--out-dir writes one file per input; drop -o/--indices")
+    if "-" in sources or task.pooling.matrix is not None:
+        raise UsageError("a batch reads files; standard input and --matrix take one array, without --out-dir")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give 1 or more worker processes")
+    if not sources:
+        raise UsageError("no input; give image or array files, folders or globs")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
+    pairs = batch.collect(sources, folder, recursive, task.image_format)
+    if not pairs:
+        raise UsageError(f"no images or arrays found in {', '.join(sources)}"
+                         + ("" if recursive else "; add --recursive to look in sub-folders"))
+    for src, dst in pairs:
+        if src.exists() and dst.exists() and os.path.samefile(src, dst):
+            raise UsageError(f"--out-dir {out_dir} would overwrite the input {src}; choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    summary = batch.run_batch(pairs, task, jobs or batch.default_jobs(), overwrite, console)
+    for src, reason in summary.failed:
+        print(f"poolcli: failed: {src}: {reason}", file=sys.stderr)
+    skipped = f", skipped {len(summary.skipped)} (exist; --overwrite replaces them)" if summary.skipped else ""
+    print(f"poolcli: done {len(summary.done)}{skipped}, failed {len(summary.failed)} → {folder}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+

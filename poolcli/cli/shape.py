@@ -1,0 +1,60 @@
+"""``poolcli shape``: the output shape and each axis's formula, from a shape or a file header.
+
+>>> from poolcli.cli import main
+>>> main(["shape", "1,3,224,224", "-k", "3", "-s", "2", "-p", "1", "--json"])  # doctest: +ELLIPSIS
+{"input": [1, 3, 224, 224], "output": [1, 3, 112, 112], ...}
+0
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from poolcli.cli.common import IMAGE_SUFFIX_SET, OUTPUT, Pooling, app, pooling_options
+from poolcli.errors import UsageError
+
+
+@app.command(epilog="Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
+@pooling_options
+def shape(
+    source: Annotated[str, typer.Argument(metavar="SHAPE|FILE", help="A shape like 1,3,224,224, or a .npy file "
+                                                                     "(only its header is read).")],
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Machine-readable answer.")] = False,
+    pool: Any = None,
+) -> None:
+    """Output shape of a pooling, with each axis's formula and its numbers filled in."""
+    from poolcli.engine import describe
+    from poolcli.options import parse_shape
+
+    pooling = Pooling(pool)
+    path = Path(source)
+    if path.is_file():
+        from poolcli.io import arrays
+
+        if path.suffix.lower() in IMAGE_SUFFIX_SET:
+            from poolcli.io import images
+
+            in_shape = images.image_shape(path)
+            pooling.spec = replace(pooling.spec, dims=2, channels_last=len(in_shape) == 3)
+        elif path.suffix.lower() == ".npy":
+            in_shape = arrays.npy_header_shape(path)
+        else:
+            raise UsageError(f"{source}: shape reads .npy and image headers; give one, or a shape like 1,3,224,224")
+    else:
+        in_shape = parse_shape(source)
+    g = pooling.spec.bind(in_shape)
+    axes = describe(g)
+    if as_json:
+        print(json.dumps({"input": list(in_shape), "output": list(g.out_shape), "op": pooling.op, "axes": axes}))
+        return
+    # plain text: shape is the command scripts call most, and rich would double its start-up
+    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}", "axis  size  output size"]
+    lines += [f"{row['axis']:<4} {row['size']:>5}  {row['formula']}" for row in axes]
+    print("\n".join(lines))
+
+
