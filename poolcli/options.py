@@ -82,3 +82,26 @@ def window_spec(
 def op_params(count_pad: bool, p: float, mean: bool, alpha: float, ties: str = "first") -> Params:
     """The operator options of the command line."""
     return Params(count_pad=count_pad, p=p, mean=mean, alpha=alpha, ties=ties)
+
+
+def parse_region(text: str) -> tuple[tuple[int | None, int | None], ...]:
+    """``R0:R1,C0:C1`` (half-open, ends may be left out, like NumPy slices); one span for a 1-D plane.
+
+    >>> parse_region("0:8,4:")
+    ((0, 8), (4, None))
+    """
+    spans = []
+    for part in str(text).split(","):
+        bounds = part.strip().split(":")
+        if len(bounds) != 2:
+            raise UsageError(f"--region {text}: give rows and columns as R0:R1,C0:C1, like 0:8,16:24")
+        try:
+            lo, hi = (int(b) if b.strip() else None for b in bounds)
+        except ValueError:
+            raise UsageError(f"--region {text}: {part!r} is not a span of whole numbers like 0:8") from None
+        if (lo is not None and lo < 0) or (hi is not None and lo is not None and hi <= lo):
+            raise UsageError(f"--region {text}: {part.strip()} is empty; give START:END with START < END")
+        spans.append((lo, hi))
+    if len(spans) > 2:
+        raise UsageError(f"--region {text}: give at most rows and columns, R0:R1,C0:C1")
+    return tuple(spans)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from poolcli.cli import backward, forward, shape  # noqa: F401  (each registers its command)
+from poolcli.cli import backward, forward, shape, visualize  # noqa: F401  (each registers its command)
 from poolcli.cli.common import app
 from poolcli.errors import PoolcliError
 

@@ -1,0 +1,153 @@
+"""``poolcli visualize``: one plane's windows, selected cells, output and gradient, on the terminal or as a PNG.
+
+>>> from poolcli.cli import main
+>>> main(["visualize", "--matrix", "1 5; 3 2"])  # doctest: +ELLIPSIS
+max · kernel 2×2, stride 2×2 · plane 2×2
+...
+[v] = arg-max of a window (--ties first)
+0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from poolcli.cli.common import (
+    INPUT,
+    OPERATOR,
+    OUTPUT,
+    InPlaceOpt,
+    Pooling,
+    Ties,
+    app,
+    pooling_options,
+    read_input,
+    refuse_overwrite,
+)
+from poolcli.errors import UsageError
+from poolcli.io.images import DEFAULT_MAX_PIXELS
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@app.command(epilog="Examples:  poolcli visualize x.npy -k 3 -s 2 -p 1  ·  poolcli visualize x.npy --backward "
+             "--ties split  ·  poolcli visualize x.npy --plane 3 --region 0:8,8:16  ·  "
+             "poolcli visualize x.npy --op avg -o fig.png  ·  poolcli visualize photo.jpg --op avg -k 8 -o fig.png")
+@pooling_options
+def visualize(
+    input: Annotated[str | None, typer.Argument(metavar="INPUT", help="Array file, image, or - for stdin.",
+                                                   show_default=False)] = None,
+    backward: Annotated[bool, typer.Option("--backward", rich_help_panel=OPERATOR,
+                                           help="Also show the gradient each input cell receives.")] = False,
+    grad: Annotated[str | None, typer.Option("--grad", rich_help_panel=INPUT, metavar="G",
+                                                help="Upstream gradient for --backward, shaped like the output. "
+                                                     "Default: ones.")] = None,
+    ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR,
+                                       help="max/min: which tied cells are selected.")] = Ties("first"),
+    plane: Annotated[str | None, typer.Option("--plane", rich_help_panel=INPUT, metavar="N|I,J,…",
+                                                 help="The plane to show: a flat number, or one index per leading "
+                                                      "axis. Default: 0.")] = None,
+    region: Annotated[str | None, typer.Option("--region", rich_help_panel=INPUT, metavar="R0:R1,C0:C1",
+                                                  help="The part of a large plane to show (half-open, like "
+                                                       "NumPy slices).")] = None,
+    output: Annotated[str | None, typer.Option("-o", "--output", rich_help_panel=OUTPUT, metavar="FIGURE.png",
+                                                  help="Draw a picture instead of printing.")] = None,
+    linear: Annotated[bool, typer.Option("--linear", rich_help_panel=OPERATOR,
+                                         help="Images: average in linear light.")] = False,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=INPUT, metavar="N",
+                                            help="Refuse images with more pixels.")] = DEFAULT_MAX_PIXELS,
+    in_place: InPlaceOpt = False,
+    pool: Any = None,
+) -> None:
+    """Show the pooling of one plane: windows, the cells they select, the output and the gradient mask."""
+    from dataclasses import replace
+
+    from poolcli.options import parse_ints, parse_region
+    from poolcli.render.scene import build_scene
+
+    pooling = Pooling(pool, ties=ties.value)
+    if output is not None and Path(output).suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"-o {output}: visualize draws a picture; name a .png (or .jpg, .webp) file")
+    spans = parse_region(region) if region is not None else None
+    picked = parse_ints(plane, "--plane") if plane is not None else None
+    loaded = read_input(input, pooling.key, pooling.matrix, max_pixels)
+    image = loaded.meta.get("kind") == "image"
+    if image and output is not None:
+        if picked is not None or spans is not None:
+            raise UsageError("--plane and --region pick part of an array; an image figure shows the whole image")
+        return _image_figure(loaded, pooling, linear, output, in_place)
+    x = loaded.array
+    spec = replace(pooling.spec, dims=2, channels_last=x.ndim == 3) if image else pooling.spec
+    upstream = None
+    if grad is not None:
+        if not backward and output is None:
+            raise UsageError("--grad goes with --backward (the gradient it shows)")
+        upstream = read_input(grad, pooling.key).array
+        want = spec.bind(x.shape).out_shape
+        if upstream.shape != want:
+            raise UsageError(f"--grad {grad} has shape {upstream.shape} but this pooling outputs {want}")
+    scene = build_scene(x, spec, pooling.op, pooling.params, picked, upstream)
+    if output is not None:
+        from poolcli.io.atomic import atomic_write
+        from poolcli.render.figure import scene_figure
+
+        refuse_overwrite(output, loaded.name, in_place)
+        figure = scene_figure(scene)
+        with atomic_write(output) as f:
+            figure.save(f, format=_pil_format(output))
+        return None
+    _print(scene, spans, backward)
+    return None
+
+
+def _pil_format(path: str) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(suffix, suffix.upper())
+
+
+def _print(scene: Any, spans: Any, backward: bool) -> None:
+    from rich.console import Console
+
+    from poolcli.render.grid import Region, render_scene
+
+    console = Console(highlight=False)
+    region = None
+    if spans is not None:
+        h, w = scene.x.shape
+        if h == 1 and len(spans) == 1:
+            spans = ((0, 1), *spans)
+        elif len(spans) == 1:
+            spans = (*spans, (0, w))
+        (r0, r1), (c0, c1) = spans
+        region = Region(r0 or 0, min(h, r1 if r1 is not None else h), c0 or 0, min(w, c1 if c1 is not None else w))
+        if region.r0 >= h or region.c0 >= w:
+            raise UsageError(f"--region starts outside the {h}×{w} plane" if h > 1 else
+                             f"--region starts outside the plane of length {w}")
+    console.print(render_scene(scene, console.width, region, backward))
+
+
+def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_place: bool) -> None:
+    from poolcli.io import images
+    from poolcli.io.atomic import atomic_write
+    from poolcli.render.figure import image_figure
+    from poolcli.render.scene import window_text
+
+    pooled = images.pool_image(loaded, pooling, linear)
+    h, w = loaded.shape[:2]
+    g = replace_dims(pooling).bind((h, w))
+    light = " · linear light" if linear else ""
+    title = f"{Path(loaded.name).name} · {pooling.op} · {window_text(g)}{light}"
+    refuse_overwrite(output, loaded.name, in_place)
+    figure = image_figure(loaded.array, pooled, title)
+    with atomic_write(output) as f:
+        figure.save(f, format=_pil_format(output))
+
+
+def replace_dims(pooling: Pooling) -> Any:
+    """The window options as applied to an image's height and width."""
+    from dataclasses import replace
+
+    return replace(pooling.spec, dims=2, channels_last=False)

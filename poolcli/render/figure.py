@@ -1,0 +1,219 @@
+"""A Scene as a picture (Pillow only): input heat map with the window grid and selected cells, output, gradient mask.
+
+>>> import numpy as np
+>>> from poolcli.engine import WindowSpec, Params
+>>> from poolcli.render.scene import build_scene
+>>> fig = scene_figure(build_scene(np.arange(16.0).reshape(4, 4), WindowSpec(kernel=2), "max", Params()))
+>>> fig.mode, fig.width > fig.height
+('RGB', True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from poolcli.render.grid import fmt
+from poolcli.render.scene import Scene
+
+# viridis at 9 stops: perceptually even, readable in grey and for colour-blind readers
+VIRIDIS = np.array([
+    (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
+], dtype=np.float64)
+BACKGROUND, INK, FAINT = (255, 255, 255), (30, 30, 30), (110, 110, 110)
+ZERO = (236, 236, 236)  # gradient cells that receive nothing
+WINDOW_COLOURS = ((255, 255, 255), (255, 120, 0))  # neighbouring windows alternate
+SELECTED = (230, 20, 60)
+MARGIN, GAP, PANEL = 24, 36, 480  # pixels; PANEL is the longest side of the input heat map
+
+
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's own scalable font (no system fonts needed)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def plain(text: str) -> str:
+    """Text the built-in font can draw (it has no ×): ``plain("3×3")`` is ``'3x3'``."""
+    return text.replace("×", "x")
+
+
+def colourise(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Map values to viridis RGB (uint8); NaN is grey. ``colourise(np.array([0.0, 1.0]))[1]`` is viridis' yellow.
+
+    >>> colourise(np.array([0.0, 1.0])).tolist()
+    [[68, 1, 84], [253, 231, 37]]
+    """
+    a = np.asarray(a, dtype=np.float64)
+    finite = np.isfinite(a)
+    if lo is None or hi is None:
+        vals = a[finite]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+    t = np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.full(a.shape, 0.5)
+    t = np.where(finite, t, 0) * (len(VIRIDIS) - 1)
+    i = np.minimum(t.astype(np.int64), len(VIRIDIS) - 2)
+    f = (t - i)[..., None]
+    rgb = VIRIDIS[i] * (1 - f) + VIRIDIS[i + 1] * f
+    rgb[~finite] = (128, 128, 128)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def _cell_size(h: int, w: int) -> int:
+    return int(np.clip(PANEL // max(h, w), 1, 64))
+
+
+def _heat(a: np.ndarray, cell: int, zero_grey: bool = False) -> Image.Image:
+    rgb = colourise(a)
+    if zero_grey:
+        rgb[a == 0] = ZERO
+    img = Image.fromarray(rgb, "RGB")
+    return img.resize((a.shape[1] * cell, a.shape[0] * cell), Image.Resampling.NEAREST)
+
+
+def _values(draw: ImageDraw.ImageDraw, a: np.ndarray, cell: int, at: tuple[int, int], hide_zero: bool = False) -> None:
+    """Write each value in its cell when cells are large enough to read."""
+    if cell < 30 or a.size > 4096:
+        return
+    face = font(max(9, cell // 3))
+    rgb = colourise(a)
+    for (r, c), v in np.ndenumerate(a):
+        if hide_zero and v == 0:
+            continue
+        text = fmt(v, a.dtype.kind)
+        light = rgb[r, c] @ np.array([0.299, 0.587, 0.114]) > 140 or (hide_zero and v == 0)
+        cx, cy = at[0] + c * cell + cell / 2, at[1] + r * cell + cell / 2
+        draw.text((cx, cy), text, fill=INK if light else (255, 255, 255), font=face, anchor="mm")
+
+
+def _windows(draw: ImageDraw.ImageDraw, scene: Scene, cell: int, at: tuple[int, int]) -> None:
+    """Outline every window; neighbours alternate colour and inset, so overlaps stay visible."""
+    if cell < 4 or len(scene.rows) * len(scene.cols) > 4096:
+        return
+    width = 2 if cell >= 12 else 1
+    for i, rows in enumerate(scene.rows):
+        for j, cols in enumerate(scene.cols):
+            parity = (i + j) % 2
+            inset = parity * (width + 1)
+            box = (at[0] + cols[0] * cell + inset, at[1] + rows[0] * cell + inset,
+                   at[0] + (cols[-1] + 1) * cell - 1 - inset, at[1] + (rows[-1] + 1) * cell - 1 - inset)
+            draw.rectangle(box, outline=WINDOW_COLOURS[parity], width=width)
+
+
+def _selected(draw: ImageDraw.ImageDraw, mask: np.ndarray, cell: int, at: tuple[int, int]) -> None:
+    for r, c in np.argwhere(mask):
+        x0, y0 = at[0] + c * cell, at[1] + r * cell
+        if cell >= 8:
+            pad = max(2, cell // 6)
+            draw.ellipse((x0 + pad, y0 + pad, x0 + cell - 1 - pad, y0 + cell - 1 - pad), outline=SELECTED,
+                         width=max(2, cell // 12))
+        else:
+            draw.rectangle((x0, y0, x0 + cell - 1, y0 + cell - 1), fill=SELECTED)
+
+
+def _range(a: np.ndarray) -> str:
+    f = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    return f"min {fmt(f.min(), a.dtype.kind)} · max {fmt(f.max(), a.dtype.kind)}" if f.size else "no finite values"
+
+
+class Canvas:
+    """Panels laid out left to right under a title, each with a label above and a note below."""
+
+    def __init__(self, title: str) -> None:
+        self.title = plain(title)
+        self.panels: list[tuple[str, Image.Image, str, object]] = []
+
+    def add(self, label: str, image: Image.Image, note: str = "", draw=None) -> None:
+        self.panels.append((plain(label), image, plain(note), draw))
+
+    def render(self) -> Image.Image:
+        big, small = font(20), font(15)
+        top = MARGIN + 34
+        label_h, note_h = 26, 24
+        width = MARGIN * 2 + sum(p[1].width for p in self.panels) + GAP * (len(self.panels) - 1)
+        height = top + label_h + max(p[1].height for p in self.panels) + note_h + MARGIN
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        width = max(width, int(probe.textlength(self.title, font=big)) + 2 * MARGIN)
+        for label, *_ in self.panels:
+            width = max(width, int(probe.textlength(label, font=small)) + 2 * MARGIN)
+        canvas = Image.new("RGB", (width, height), BACKGROUND)
+        draw = ImageDraw.Draw(canvas)
+        draw.text((MARGIN, MARGIN), self.title, fill=INK, font=big)
+        x = MARGIN
+        for label, image, note, extra in self.panels:
+            y = top + label_h
+            draw.text((x, top), label, fill=INK, font=small)
+            canvas.paste(image, (x, y))
+            draw.rectangle((x - 1, y - 1, x + image.width, y + image.height), outline=FAINT)
+            if extra is not None:
+                extra(draw, (x, y))
+            draw.text((x, y + image.height + 6), note, fill=FAINT, font=small)
+            x += image.width + GAP
+        return canvas
+
+
+def scene_figure(scene: Scene, title: str | None = None) -> Image.Image:
+    """Input heat map (windows outlined, selected cells ringed), output heat map and gradient mask, side by side."""
+    h, w = scene.x.shape
+    cell = _cell_size(h, w)
+    x, y, gx = scene.x, scene.y, scene.grad
+    canvas = Canvas(title or f"{scene.op} · {scene.window}")
+
+    def over_input(draw: ImageDraw.ImageDraw, at: tuple[int, int]) -> None:
+        _values(draw, x, cell, at)
+        _windows(draw, scene, cell, at)
+        if scene.selected is not None:
+            _selected(draw, scene.selected, cell, at)
+
+    what = " · selected cells ringed" if scene.selected is not None else ""
+    canvas.add(f"input {h}×{w} · windows outlined{what}", _heat(x, cell), _range(x), over_input)
+    canvas.add(f"output {y.shape[0]}×{y.shape[1]}", _heat(y, cell), _range(y),
+               lambda draw, at: _values(draw, y, cell, at))
+    if gx is not None:
+        receive = int(np.count_nonzero(gx))
+        canvas.add("gradient to the input", _heat(gx, cell, zero_grey=True),
+                   f"{receive} of {gx.size} cells receive gradient",
+                   lambda draw, at: _values(draw, gx, cell, at, hide_zero=True))
+    return canvas.render()
+
+
+def to_display(a: np.ndarray) -> Image.Image:
+    """An image array (H,W) or (H,W,C) as an 8-bit picture for showing: alpha over white, >8-bit scaled down."""
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        f = a.astype(np.float64)
+        top = 65535.0 if a.dtype == np.uint16 or (a.dtype.kind in "iu" and f.max() > 255) else max(1.0, f.max())
+        if a.dtype.kind == "f" and f.max() <= 1.0:
+            top = 1.0
+        a = np.rint(np.clip(f / top, 0, 1) * 255).astype(np.uint8)
+    if a.ndim == 2:
+        return Image.fromarray(a, "L").convert("RGB")
+    if a.shape[-1] in (2, 4):
+        colour = a[..., :-1] if a.shape[-1] == 4 else np.repeat(a[..., :1], 3, axis=-1)
+        alpha = a[..., -1:].astype(np.float64) / 255
+        mixed = colour * alpha + 255 * (1 - alpha)
+        return Image.fromarray(np.rint(mixed).astype(np.uint8), "RGB")
+    return Image.fromarray(a[..., :3], "RGB")
+
+
+def image_figure(original: np.ndarray, pooled: np.ndarray, title: str) -> Image.Image:
+    """The original and the pooled image side by side, the pooled one enlarged (nearest) to the same size."""
+    before, after = to_display(original), to_display(pooled)
+    longest = max(before.size)
+    shrink = max(1, -(-longest // 640))
+    grow = max(1, 320 // longest)
+    if shrink > 1:
+        shown, note = before.reduce(shrink), f"shown at 1/{shrink} (box filter)"
+    elif grow > 1:
+        shown = before.resize((before.width * grow, before.height * grow), Image.Resampling.NEAREST)
+        note = f"enlarged ×{grow}, nearest neighbour"
+    else:
+        shown, note = before, "actual pixels"
+    big = after.resize(shown.size, Image.Resampling.NEAREST)
+    canvas = Canvas(title)
+    canvas.add(f"original {before.width}×{before.height}", shown, note)
+    zoom = shown.width / after.width
+    canvas.add(f"pooled {after.width}×{after.height}", big, f"enlarged ×{zoom:.3g}, nearest neighbour")
+    return canvas.render()

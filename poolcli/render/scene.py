@@ -1,0 +1,142 @@
+"""What ``visualize`` shows, before it is drawn: one 2-D plane, its windows, the selected cells, output and gradient.
+
+A 1-D plane is shown as one row. The terminal grid (``render.grid``) and the picture
+(``render.figure``) both draw a Scene.
+
+>>> import numpy as np
+>>> from poolcli.engine import WindowSpec, Params
+>>> s = build_scene(np.arange(16).reshape(4, 4), WindowSpec(kernel=2), "max", Params())
+>>> s.y
+array([[ 5,  7],
+       [13, 15]])
+>>> s.rows, s.cols
+([[0, 1], [2, 3]], [[0, 1], [2, 3]])
+>>> np.argwhere(s.selected).tolist()
+[[1, 1], [1, 3], [3, 1], [3, 3]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from poolcli.engine import AdaptiveAxis, Geometry, Params, WindowSpec, get_op, run_backward, run_forward
+from poolcli.errors import UsageError
+
+SELECTING = ("max", "min", "mixed")  # operators whose backward picks cells within a window
+
+
+@dataclass
+class Scene:
+    """One plane: input ``x`` and output ``y`` (2-D), the input rows/cols each output row/col reads,
+    the cells the operator selected (or None), the gradient each input cell receives (or None)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: list[list[int]]
+    cols: list[list[int]]
+    selected: np.ndarray | None
+    grad: np.ndarray | None
+    op: str
+    params: Params
+    plane: tuple[int, ...] = ()
+    shape: tuple[int, ...] = ()
+    window: str = ""
+
+    def coverage(self) -> np.ndarray:
+        """How many windows read each input cell."""
+        r = np.zeros(self.x.shape[0], dtype=np.int64)
+        c = np.zeros(self.x.shape[1], dtype=np.int64)
+        for cells in self.rows:
+            r[cells] += 1
+        for cells in self.cols:
+            c[cells] += 1
+        return np.multiply.outer(r, c)
+
+    def parity(self) -> np.ndarray:
+        """For each input cell, (window row + window column) % 2 of the first window reading it; -1 if none."""
+        r = np.full(self.x.shape[0], -1, dtype=np.int64)
+        c = np.full(self.x.shape[1], -1, dtype=np.int64)
+        for i, cells in reversed(list(enumerate(self.rows))):
+            r[cells] = i
+        for j, cells in reversed(list(enumerate(self.cols))):
+            c[cells] = j
+        return np.where((r[:, None] >= 0) & (c[None, :] >= 0), (r[:, None] + c[None, :]) % 2, -1)
+
+
+def pick_plane(x: np.ndarray, dims: int, plane: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The plane ``plane`` of ``x`` (spatial axes last): a flat index, or one index per leading axis.
+
+    >>> pick_plane(np.zeros((2, 3, 4, 4)), 2, (4,))[1]
+    (1, 1)
+    """
+    lead = x.shape[: x.ndim - dims]
+    count = int(np.prod(lead)) if lead else 1
+    if not plane:
+        plane = (0,)
+    if len(plane) == 1 and len(lead) != 1:
+        if not 0 <= plane[0] < count:
+            raise UsageError(f"--plane {plane[0]}: the input has {count} plane{'s' if count != 1 else ''} "
+                             f"(leading shape {lead}); give 0 to {count - 1}")
+        index = tuple(int(i) for i in np.unravel_index(plane[0], lead)) if lead else ()
+    else:
+        if len(plane) != len(lead) or any(not 0 <= p < n for p, n in zip(plane, lead)):
+            raise UsageError(f"--plane {','.join(map(str, plane))}: the leading axes are {lead}; give one index "
+                             "per leading axis within them, or one flat plane number")
+        index = tuple(plane)
+    return x[index], index
+
+
+def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane: tuple[int, ...] | None = None,
+                grad: np.ndarray | None = None) -> Scene:
+    """Run ``op`` on one plane of ``x`` and collect what visualize draws. ``grad`` is the full upstream gradient."""
+    g = spec.bind(x.shape)  # checks the geometry on the whole input
+    if g.dims > 2:
+        raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
+    xe = np.moveaxis(x, -1, len(g.lead) - 1) if g.channels_last and g.lead else x
+    sheet, index = pick_plane(xe, g.dims, plane)
+    flat = replace(spec, dims=g.dims, channels_last=False)
+    pg = flat.bind(sheet.shape)
+    y = run_forward(sheet, pg, op, params)
+    upstream = None
+    if grad is not None:
+        ge = np.moveaxis(grad, -1, len(g.lead) - 1) if g.channels_last and g.lead else grad
+        upstream = ge[index]
+    dx = run_backward(sheet, pg, upstream, op, params)
+    selected = None
+    name = get_op(op).name
+    if name in SELECTING:
+        picked = run_backward(sheet, pg, None, "max" if name == "mixed" else name, params)
+        selected = picked != 0
+    first, last = pg.axes[0], pg.axes[-1]
+    rows = [first.window(o) for o in range(first.out)] if g.dims == 2 else [[0]]
+    cols = [last.window(o) for o in range(last.out)]
+    if g.dims == 1:
+        sheet, y, dx = sheet[None], y[None], dx[None]
+        selected = None if selected is None else selected[None]
+    return Scene(sheet, y, rows, cols, selected, dx, name, params, index, tuple(x.shape), window_text(pg))
+
+
+def window_text(g: Geometry) -> str:
+    """The window options in words: ``kernel 3×3, stride 2×2, padding 1``.
+
+    >>> window_text(WindowSpec(kernel=3, stride=2, padding=1).bind((9, 9)))
+    'kernel 3×3, stride 2×2, padding 1'
+    """
+    axes = g.axes
+    if any(isinstance(a, AdaptiveAxis) for a in axes):
+        return "adaptive to " + "×".join(str(a.out) for a in axes)
+
+    def join(values: list) -> str:
+        return str(values[0]) if len(set(values)) == 1 and len(values) > 1 else "×".join(map(str, values))
+
+    parts = [f"kernel {'×'.join(str(a.kernel) for a in axes)}", f"stride {'×'.join(str(a.stride) for a in axes)}"]
+    pads = [p for a in axes for p in a.pad]
+    if any(pads):
+        parts.append(f"padding {join(pads) if len(set(pads)) == 1 else ','.join(map(str, pads))}")
+    if any(a.dilation > 1 for a in axes):
+        parts.append(f"dilation {'×'.join(str(a.dilation) for a in axes)}")
+    if any(a.ceil for a in axes):
+        parts.append("ceil")
+    return ", ".join(parts)
