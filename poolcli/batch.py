@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolcli.errors import PoolcliError, UsageError
+from poolcli.errors import Interrupted, PoolcliError, UsageError
 from poolcli.io.arrays import ARRAY_SUFFIXES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
@@ -110,6 +111,10 @@ def _work(src: Path, dst: Path, task: Task) -> tuple[str, str]:
         return "failed", f"internal error ({type(e).__name__}: {e})"
 
 
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: bool, console: Any) -> Summary:
     """Pool every pair, ``jobs`` files at a time, showing progress on ``console`` when it is a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -140,9 +145,11 @@ def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: 
             for src, dst in todo:
                 record(src, _work(src, dst, task))
             return summary
-        executor = ProcessPoolExecutor(max_workers=min(jobs, len(todo)))
+        # Ctrl-C reaches the whole process group: workers ignore it and finish the file in hand
+        # (written atomically), while this process cancels the rest and reports the interruption.
+        executor = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_ignore_interrupts)
+        pending: dict[Future, Path] = {}
         try:
-            pending: dict[Future, Path] = {}
             queue = iter(todo)
             for src, dst in queue:  # keep a few files per worker in flight, not the whole batch
                 pending[executor.submit(_work, src, dst, task)] = src
@@ -155,6 +162,12 @@ def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: 
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending[executor.submit(_work, *nxt, task)] = nxt[0]
+        except KeyboardInterrupt:
+            executor.shutdown(wait=True, cancel_futures=True)  # the files in hand finish; none is left half-written
+            finished = [f for f in pending if f.done() and not f.cancelled() and f.exception() is None]
+            done = len(summary.done) + sum(1 for f in finished if f.result()[0] == "done")
+            raise Interrupted(f"interrupted after {done} of {len(todo)} files; every output written is complete, "
+                              "and running the same command again skips them") from None
         except BaseException:
             executor.shutdown(wait=False, cancel_futures=True)
             raise

@@ -33,3 +33,9 @@ class OutputError(PoolcliError):
     """An output that cannot be written (exit 1)."""
 
     exit_code = 1
+
+
+class Interrupted(PoolcliError):
+    """Ctrl-C (exit 130, as a shell reports SIGINT)."""
+
+    exit_code = 130

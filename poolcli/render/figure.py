@@ -124,6 +124,7 @@ class Canvas:
     def __init__(self, title: str) -> None:
         self.title = plain(title)
         self.panels: list[tuple[str, Image.Image, str, object]] = []
+        self.origins: list[tuple[int, int]] = []  # top-left corner of each panel's image, once rendered
 
     def add(self, label: str, image: Image.Image, note: str = "", draw=None) -> None:
         self.panels.append((plain(label), image, plain(note), draw))
@@ -142,10 +143,12 @@ class Canvas:
         draw = ImageDraw.Draw(canvas)
         draw.text((MARGIN, MARGIN), self.title, fill=INK, font=big)
         x = MARGIN
+        self.origins = []
         for label, image, note, extra in self.panels:
             y = top + label_h
             draw.text((x, top), label, fill=INK, font=small)
             canvas.paste(image, (x, y))
+            self.origins.append((x, y))
             draw.rectangle((x - 1, y - 1, x + image.width, y + image.height), outline=FAINT)
             if extra is not None:
                 extra(draw, (x, y))
@@ -156,6 +159,11 @@ class Canvas:
 
 def scene_figure(scene: Scene, title: str | None = None) -> Image.Image:
     """Input heat map (windows outlined, selected cells ringed), output heat map and gradient mask, side by side."""
+    return scene_canvas(scene, title).render()
+
+
+def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
+    """The panels of ``scene_figure``, not yet drawn."""
     h, w = scene.x.shape
     cell = _cell_size(h, w)
     x, y, gx = scene.x, scene.y, scene.grad
@@ -176,7 +184,7 @@ def scene_figure(scene: Scene, title: str | None = None) -> Image.Image:
         canvas.add("gradient to the input", _heat(gx, cell, zero_grey=True),
                    f"{receive} of {gx.size} cells receive gradient",
                    lambda draw, at: _values(draw, gx, cell, at, hide_zero=True))
-    return canvas.render()
+    return canvas
 
 
 def to_display(a: np.ndarray) -> Image.Image:

@@ -14,12 +14,12 @@ by lines, so the picture reads without colour too (``NO_COLOR``); selected cells
 >>> print("\\n".join(line.rstrip() for line in c.file.getvalue().splitlines()[:8]))
 max · kernel 2×2, stride 2×2 · plane 4×4
 <BLANKLINE>
-input                             output
-       0    1 │  2    3                0    1
-  0    0    1 │  2    3           0    5    7
-  1    4  [ 5]│  6  [ 7]          1   13   15
-    ──────────┼──────────
-  2    8    9 │ 10   11
+input                      output
+      0    1    2    3           0    1
+  0   0    1 │  2    3       0   5    7
+  1   4   [5]│  6   [7]      1  13   15
+    ─────────┼─────────
+  2   8    9 │ 10   11
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Grid:
             if i > 0 and r in self.row_edges:
                 rule = Text(" " * (self.label + 1))
                 for k in range(len(self.cols)):
-                    rule.append(("┼" if self._sep(k) == "│" else "─") + "─" * (self.width + 2))
+                    rule.append(("┼" if self._sep(k) == "│" else "─" if k else " ") + "─" * (self.width + 2))
                 out.append(rule)
             line = Text(str(r).rjust(self.label + 1), style="dim")
             for k, c in enumerate(self.cols):
@@ -171,10 +171,12 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
     kind = x.dtype.kind
 
     def in_cell(r: int, c: int) -> tuple[str, str]:
-        v = fmt(x[r, c], kind).rjust(cell)
+        v = fmt(x[r, c], kind)
         picked = sel is not None and bool(sel[r, c])
         style = OUTSIDE if cover[r, c] == 0 else OVERLAP if cover[r, c] > 1 else TINTS[parity[r, c]]
-        return (f"[{v}]", f"{style} {SELECTED}") if picked else (f" {v} ", style)
+        if picked:
+            return f"[{v}]".rjust(cell + 2), f"{style} {SELECTED}"
+        return f" {v.rjust(cell)} ", style
 
     out_rows = crop.shown(scene.rows, crop.r0, crop.r1) if x.shape[0] > 1 else [0]
     out_cols = crop.shown(scene.cols, crop.c0, crop.c1)
