@@ -86,8 +86,9 @@ def pool_file(src: Path, dst: Path, task: Task) -> None:
         raise PoolcliError(f"{src}: no such file")
     if src.suffix.lower() in IMAGE_SUFFIXES:
         loaded = images.read_image(src, task.max_pixels)
-        y = images.pool_image(loaded, task.pooling, task.linear)
-        if dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format:
+        as_image = dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format is not None
+        y = images.pool_image(loaded, task.pooling, task.linear, keep_pil=as_image)
+        if as_image:
             images.write_image(str(dst), y, loaded.meta, task.image_format, task.quality)
         else:
             arrays.write_array(str(dst), y)

@@ -253,3 +253,18 @@ def test_ctrl_c_stops_a_batch_leaving_only_whole_files(tmp_path: Path):
         with Image.open(p) as im:
             im.load()
             assert im.size == (200, 200)
+
+
+def test_region_crops_the_picture_too(tmp_path: Path):
+    x = np.arange(64.0).reshape(8, 8)
+    r = poolcli("visualize", "-", "--region", "2:6,4:8", "-o", tmp_path / "fig.png", input=_npy(x))
+    assert r.code == 0, r.stderr
+    img = np.asarray(Image.open(tmp_path / "fig.png").convert("RGB"))
+    scene = build_scene(x, WindowSpec(kernel=2), "max", Params()).crop(2, 6, 4, 8)
+    (ix, iy), (ox, oy), _ = figure_panels(scene)
+    cell = figure._cell_size(4, 4)
+    heat, yheat = figure.colourise(x[2:6, 4:8]), figure.colourise(np.array([[27.0, 29], [43, 45]]))
+    for i, j in np.ndindex(4, 4):
+        assert tuple(img[iy + i * cell + cell // 2, ix + j * cell + cell // 8]) == tuple(heat[i, j])
+    for i, j in np.ndindex(2, 2):
+        assert tuple(img[oy + i * cell + 3, ox + j * cell + 3]) == tuple(yheat[i, j])

@@ -95,7 +95,10 @@ def visualize(
         from poolcli.render.figure import scene_figure
 
         refuse_overwrite(output, loaded.name, in_place)
-        figure = scene_figure(scene)
+        if spans is not None:
+            region = _region(scene, spans)
+            scene = scene.crop(region.r0, region.r1, region.c0, region.c1)
+        figure = scene_figure(scene, _figure_title(scene))
         with atomic_write(output) as f:
             figure.save(f, format=_pil_format(output))
         return None
@@ -111,22 +114,33 @@ def _pil_format(path: str) -> str:
 def _print(scene: Any, spans: Any, backward: bool) -> None:
     from rich.console import Console
 
-    from poolcli.render.grid import Region, render_scene
+    from poolcli.render.grid import render_scene
 
     console = Console(highlight=False)
-    region = None
-    if spans is not None:
-        h, w = scene.x.shape
-        if h == 1 and len(spans) == 1:
-            spans = ((0, 1), *spans)
-        elif len(spans) == 1:
-            spans = (*spans, (0, w))
-        (r0, r1), (c0, c1) = spans
-        region = Region(r0 or 0, min(h, r1 if r1 is not None else h), c0 or 0, min(w, c1 if c1 is not None else w))
-        if region.r0 >= h or region.c0 >= w:
-            raise UsageError(f"--region starts outside the {h}×{w} plane" if h > 1 else
-                             f"--region starts outside the plane of length {w}")
+    region = None if spans is None else _region(scene, spans)
     console.print(render_scene(scene, console.width, region, backward))
+
+
+def _region(scene: Any, spans: Any) -> Any:
+    """--region's spans as a Region of the scene's plane (a 1-D plane takes one span: its cells)."""
+    from poolcli.render.grid import Region
+
+    h, w = scene.x.shape
+    if h == 1 and len(spans) == 1:
+        spans = ((0, 1), *spans)
+    elif len(spans) == 1:
+        spans = (*spans, (0, w))
+    (r0, r1), (c0, c1) = spans
+    region = Region(r0 or 0, min(h, r1 if r1 is not None else h), c0 or 0, min(w, c1 if c1 is not None else w))
+    if region.r0 >= h or region.c0 >= w:
+        raise UsageError(f"--region starts outside the {h}×{w} plane" if h > 1 else
+                         f"--region starts outside the plane of length {w}")
+    return region
+
+
+def _figure_title(scene: Any) -> str:
+    plane = f" · plane {','.join(map(str, scene.plane))} of {'×'.join(map(str, scene.shape))}" if scene.plane else ""
+    return f"{scene.op} · {scene.window}{plane}"
 
 
 def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_place: bool) -> None:

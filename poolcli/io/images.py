@@ -162,13 +162,14 @@ def _pillow_reduces(meta: dict, g: Any, op: str, linear: bool) -> tuple[int, int
     return sides[0], sides[1]
 
 
-def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = True) -> np.ndarray:
+def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = True, keep_pil: bool = False) -> Any:
     """Pool an image over height and width, channel by channel, back in its own dtype.
 
     Averages of images with alpha run on premultiplied colour, so a transparent pixel's hidden
     colour never bleeds; ``linear`` averages in linear light (sRGB decoded, pooled, re-encoded).
     Plain 2x/4x/8x box averages of 8-bit images go through Pillow's ``Image.reduce``, which
-    gives the same numbers faster (``fast=False`` forces the engine).
+    gives the same numbers faster (``fast=False`` forces the engine); with ``keep_pil`` that path
+    returns the Pillow image itself, saving a copy when it is written straight back.
     """
     from dataclasses import replace
 
@@ -186,7 +187,8 @@ def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = Tru
         img = meta.get("pil") or Image.fromarray(loaded.array)
         if img.size != (ow * kw, oh * kh):
             img = img.crop((0, 0, ow * kw, oh * kh))
-        return np.asarray(img.reduce((kw, kh)))
+        small = img.reduce((kw, kh))
+        return small if keep_pil else np.asarray(small)
     array = loaded.array
     dtype = array.dtype
     integer = dtype.kind in "iu"
@@ -227,8 +229,9 @@ def _pil_format(suffix: str) -> str | None:
     return Image.EXTENSION.get(suffix.lower())
 
 
-def write_image(path: str, array: np.ndarray, meta: dict, fmt: str | None = None, quality: int | None = None) -> None:
-    """Write ``array`` as an image in the input's mode and bit depth, keeping ICC profile, EXIF and JPEG quality."""
+def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quality: int | None = None) -> None:
+    """Write ``array`` (or a Pillow image) as an image in the input's mode and bit depth, keeping ICC profile,
+    EXIF and JPEG quality."""
     from PIL import Image
 
     target = Path(path)
@@ -238,11 +241,11 @@ def write_image(path: str, array: np.ndarray, meta: dict, fmt: str | None = None
     if pil_format is None:
         raise UsageError(f"-o {path}: unknown image type {target.suffix or '(none)'}; use .png, .jpg, .tif, .webp …")
     mode = meta.get("mode", "")
-    if array.dtype == np.uint16:
-        if array.ndim != 2:
-            raise UsageError("16-bit colour images are written as .npy; Pillow writes 16 bits for grey only")
-        img = Image.fromarray(array)
+    if isinstance(array, Image.Image):
+        img = array
     else:
+        if array.dtype == np.uint16 and array.ndim != 2:
+            raise UsageError("16-bit colour images are written as .npy; Pillow writes 16 bits for grey only")
         img = Image.fromarray(array)
     if mode == "1":
         img = img.convert("1", dither=Image.Dither.NONE)

@@ -37,8 +37,8 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def plain(text: str) -> str:
-    """Text the built-in font can draw (it has no ×): ``plain("3×3")`` is ``'3x3'``."""
-    return text.replace("×", "x")
+    """Text the built-in font can draw (it has no × or –): ``plain("3×3")`` is ``'3x3'``."""
+    return text.replace("×", "x").replace("–", "-")
 
 
 def colourise(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -75,22 +75,33 @@ def _heat(a: np.ndarray, cell: int, zero_grey: bool = False) -> Image.Image:
 
 def _values(draw: ImageDraw.ImageDraw, a: np.ndarray, cell: int, at: tuple[int, int], hide_zero: bool = False) -> None:
     """Write each value in its cell when cells are large enough to read."""
-    if cell < 30 or a.size > 4096:
+    if cell < 24 or a.size > 4096:
         return
-    face = font(max(9, cell // 3))
+    texts = {rc: fmt(v, a.dtype.kind) for rc, v in np.ndenumerate(a) if not (hide_zero and v == 0)}
+    longest = max(texts.values(), key=len, default="")
+    size = max(9, cell // 3)
+    face = font(size)
+    while size > 9 and draw.textlength(longest, font=face) > cell - 6:
+        size -= 1
+        face = font(size)
+    if draw.textlength(longest, font=face) > cell - 4:
+        return  # values would run into each other: the heat map says enough
     rgb = colourise(a)
-    for (r, c), v in np.ndenumerate(a):
-        if hide_zero and v == 0:
-            continue
-        text = fmt(v, a.dtype.kind)
+    for (r, c), text in texts.items():
+        v = a[r, c]
         light = rgb[r, c] @ np.array([0.299, 0.587, 0.114]) > 140 or (hide_zero and v == 0)
         cx, cy = at[0] + c * cell + cell / 2, at[1] + r * cell + cell / 2
         draw.text((cx, cy), text, fill=INK if light else (255, 255, 255), font=face, anchor="mm")
 
 
+def outlines_windows(scene: Scene, cell: int) -> bool:
+    """Whether windows are outlined: only while they stay readable."""
+    return cell >= 10 and len(scene.rows) * len(scene.cols) <= 1024
+
+
 def _windows(draw: ImageDraw.ImageDraw, scene: Scene, cell: int, at: tuple[int, int]) -> None:
     """Outline every window; neighbours alternate colour and inset, so overlaps stay visible."""
-    if cell < 4 or len(scene.rows) * len(scene.cols) > 4096:
+    if not outlines_windows(scene, cell):
         return
     width = 2 if cell >= 12 else 1
     for i, rows in enumerate(scene.rows):
@@ -109,8 +120,11 @@ def _selected(draw: ImageDraw.ImageDraw, mask: np.ndarray, cell: int, at: tuple[
             pad = max(2, cell // 6)
             draw.ellipse((x0 + pad, y0 + pad, x0 + cell - 1 - pad, y0 + cell - 1 - pad), outline=SELECTED,
                          width=max(2, cell // 12))
+        elif cell >= 3:
+            dot = cell // 3
+            draw.rectangle((x0 + dot, y0 + dot, x0 + cell - 1 - dot, y0 + cell - 1 - dot), fill=SELECTED)
         else:
-            draw.rectangle((x0, y0, x0 + cell - 1, y0 + cell - 1), fill=SELECTED)
+            draw.point((x0, y0), fill=SELECTED)
 
 
 def _range(a: np.ndarray) -> str:
@@ -175,8 +189,14 @@ def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
         if scene.selected is not None:
             _selected(draw, scene.selected, cell, at)
 
-    what = " · selected cells ringed" if scene.selected is not None else ""
-    canvas.add(f"input {h}×{w} · windows outlined{what}", _heat(x, cell), _range(x), over_input)
+    what = []
+    if outlines_windows(scene, cell):
+        what.append("windows outlined")
+    if scene.selected is not None:
+        what.append("selected cells ringed" if cell >= 8 else "selected cells dotted")
+    label = f"input {h}×{w}" if scene.offset == (0, 0) and scene.shape[-2:] in ((h, w), (w,)) else (
+        f"input rows {scene.offset[0]}–{scene.offset[0] + h - 1}, cols {scene.offset[1]}–{scene.offset[1] + w - 1}")
+    canvas.add(" · ".join([label, *what]), _heat(x, cell), _range(x), over_input)
     canvas.add(f"output {y.shape[0]}×{y.shape[1]}", _heat(y, cell), _range(y),
                lambda draw, at: _values(draw, y, cell, at))
     if gx is not None:

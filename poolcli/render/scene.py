@@ -43,6 +43,26 @@ class Scene:
     plane: tuple[int, ...] = ()
     shape: tuple[int, ...] = ()
     window: str = ""
+    offset: tuple[int, int] = (0, 0)  # where a cropped scene's first cell sits in the plane
+
+    def crop(self, r0: int, r1: int, c0: int, c1: int) -> Scene:
+        """The part rows r0:r1, cols c0:c1 of the input, with the windows that start inside it.
+
+        >>> s = build_scene(np.arange(36).reshape(6, 6), WindowSpec(kernel=2), "max", Params())
+        >>> part = s.crop(2, 6, 0, 2)
+        >>> part.x.shape, part.y.tolist(), part.rows
+        ((4, 2), [[13], [25]], [[0, 1], [2, 3]])
+        """
+        keep_r = [i for i, w in enumerate(self.rows) if r0 <= w[0] < r1]
+        keep_c = [j for j, w in enumerate(self.cols) if c0 <= w[0] < c1]
+        if not keep_r or not keep_c:
+            raise UsageError("--region holds no window start; widen it")
+        rows = [[r - r0 for r in self.rows[i] if r < r1] for i in keep_r]
+        cols = [[c - c0 for c in self.cols[j] if c < c1] for j in keep_c]
+        part = (slice(r0, r1), slice(c0, c1))
+        return replace(self, x=self.x[part], y=self.y[np.ix_(keep_r, keep_c)], rows=rows, cols=cols,
+                       selected=None if self.selected is None else self.selected[part],
+                       grad=None if self.grad is None else self.grad[part], offset=(r0, c0))
 
     def coverage(self) -> np.ndarray:
         """How many windows read each input cell."""
