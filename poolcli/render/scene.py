@@ -51,7 +51,7 @@ class Scene:
         >>> s = build_scene(np.arange(36).reshape(6, 6), WindowSpec(kernel=2), "max", Params())
         >>> part = s.crop(2, 6, 0, 2)
         >>> part.x.shape, part.y.tolist(), part.rows
-        ((4, 2), [[13], [25]], [[0, 1], [2, 3]])
+        ((4, 2), [[19], [31]], [[0, 1], [2, 3]])
         """
         keep_r = [i for i, w in enumerate(self.rows) if r0 <= w[0] < r1]
         keep_c = [j for j, w in enumerate(self.cols) if c0 <= w[0] < c1]
