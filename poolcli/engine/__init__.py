@@ -23,8 +23,26 @@ from poolcli.errors import UsageError
 
 __all__ = [
     "ALIASES", "OPS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "Params", "WindowSpec",
-    "describe", "get_op", "run_backward", "run_forward", "run_indices",
+    "bind", "describe", "get_op", "run_backward", "run_backward_other", "run_forward", "run_indices",
 ]
+
+
+def bind(op: str, shape: tuple[int, ...], spec: WindowSpec, params: Params = Params(), **arrays: np.ndarray):
+    """The plan of operator ``op`` for an input of ``shape``: a Geometry for windowed operators.
+
+    ``arrays`` are the extra inputs some operators take: ``indices`` (unpool), ``other`` (bilinear).
+
+    >>> bind("kmax", (4, 4), WindowSpec(), Params(k=2, axis=0)).out_shape
+    (2, 4)
+    """
+    pool = get_op(op)
+    unknown = set(arrays) - set(pool.arrays)
+    given = {k: v for k, v in arrays.items() if v is not None}
+    if unknown & set(given):
+        names = {"indices": "--from-indices", "other": "--with"}
+        raise UsageError(f"{', '.join(names.get(n, n) for n in sorted(unknown & set(given)))} "
+                         f"does not go with --op {pool.name}")
+    return pool.bind(tuple(shape), spec, params, **{k: v for k, v in given.items() if k in pool.arrays})
 
 
 def check_array(x: np.ndarray) -> np.ndarray:
@@ -82,3 +100,11 @@ def run_backward(
     grad = grad.astype(dtype, copy=False)
     dx = get_op(op).backward(_to_engine(x, g), g, _to_engine(grad, g), params)
     return _to_caller(dx.astype(dtype, copy=False), g)
+
+
+def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:
+    """bilinear with --with: the gradient with respect to the other array."""
+    x = check_array(x)
+    dtype = gradient_dtype(np.result_type(x.dtype, g.other.dtype)) if g.other is not None else np.float64
+    grad = np.ones(g.out_shape, dtype=dtype) if grad is None else check_array(grad).astype(dtype, copy=False)
+    return get_op("bilinear").backward_other(x, g, grad, params)

@@ -14,67 +14,15 @@ array([[ 3.5,  5.5],
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from poolcli.engine.base import TIES, Op, Params, _accumulator, float_type, highest, lowest
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.kernels import add_region, inps, outs, reduce_axis, region, scatter_axis, set_region
 from poolcli.errors import UsageError
 
-TIES = ("first", "all", "split")
-
-
-@dataclass(frozen=True)
-class Params:
-    """Operator options (window options live on WindowSpec).
-
-    ``count_pad``: padded cells count in an average's divisor (PyTorch's default);
-    ``p``, ``mean``: the Lp norm's exponent and its root-mean variant;
-    ``alpha``: the max share of ``mixed``; ``ties``: first, all or split (backward).
-    """
-
-    count_pad: bool = True
-    p: float = 2.0
-    mean: bool = False
-    alpha: float = 0.5
-    ties: str = "first"
-
-    def __post_init__(self) -> None:
-        if self.ties not in TIES:
-            raise UsageError(f"--ties {self.ties}: give one of {', '.join(TIES)}")
-        if not (self.p > 0 and np.isfinite(self.p)):
-            raise UsageError(f"--p {self.p}: the norm's exponent must be a finite number above 0")
-        if not 0 <= self.alpha <= 1:
-            raise UsageError(f"--alpha {self.alpha}: the max share must be between 0 and 1")
-
-
-def float_type(dtype: np.dtype) -> np.dtype:
-    """The dtype an averaging operator returns: floats keep theirs, integers and bools give float64."""
-    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
-
-
-def _accumulator(dtype: np.dtype) -> np.dtype:
-    """The dtype sums run in: float16 sums in float32 (as PyTorch), integers in float64."""
-    return np.dtype(np.float32) if dtype == np.float16 else float_type(dtype)
-
-
-def lowest(dtype: np.dtype) -> object:
-    """The dtype's lowest value, the padding of a max."""
-    if dtype == np.bool_:
-        return False
-    if np.issubdtype(dtype, np.floating):
-        return -np.inf
-    return np.iinfo(dtype).min
-
-
-def highest(dtype: np.dtype) -> object:
-    """The dtype's highest value, the padding of a min."""
-    if dtype == np.bool_:
-        return True
-    if np.issubdtype(dtype, np.floating):
-        return np.inf
-    return np.iinfo(dtype).max
+__all__ = ["OPS", "TIES", "Op", "Params", "float_type", "get_op", "highest", "lowest", "separable", "spread",
+           "window_sum"]
 
 
 CHUNK_BYTES = 1 << 19  # blocks of planes this large keep a block's intermediates in cache
@@ -170,24 +118,6 @@ def select_indices(x: np.ndarray, y: np.ndarray, g: Geometry) -> np.ndarray:
     return idx
 
 
-class Op:
-    """One operator: name, forward and backward in the engine layout."""
-
-    name = ""
-    summary = ""
-    windowed = True
-    keeps_int = False  # integer inputs keep their dtype (max/min), else float64
-
-    def out_dtype(self, dtype: np.dtype) -> np.dtype:
-        return dtype if self.keeps_int or np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
-
-    def forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
-        raise NotImplementedError
-
-    def backward(self, x: np.ndarray, g: Geometry, grad: np.ndarray, params: Params) -> np.ndarray:
-        raise NotImplementedError
-
-
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
     ufunc, fill = np.maximum, staticmethod(lowest)
@@ -257,15 +187,33 @@ class Mixed(Op):
 
     def forward(self, x, g, params):
         hi = OPS["max"].forward(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
-        return params.alpha * hi + (1 - params.alpha) * OPS["avg"].forward(x, g, params)
+        a = _share(params)
+        return a * hi + (1 - a) * OPS["avg"].forward(x, g, params)
 
     def backward(self, x, g, grad, params):
-        return params.alpha * OPS["max"].backward(x, g, grad, params) + (1 - params.alpha) * OPS[
-            "avg"
-        ].backward(x, g, grad, params)
+        a = _share(params)
+        return a * OPS["max"].backward(x, g, grad, params) + (1 - a) * OPS["avg"].backward(x, g, grad, params)
 
 
-OPS: dict[str, Op] = {op.name: op for op in (Max(), Min(), Avg(), Lp(), Mixed())}
+def _share(params: Params) -> float:
+    a = params.alpha_or(0.5)
+    if not 0 <= a <= 1:
+        raise UsageError(f"--alpha {a}: the max share must be between 0 and 1")
+    return a
+
+
+def _all_ops() -> dict[str, Op]:
+    from poolcli.engine.bilinear import BilinearPool
+    from poolcli.engine.kmax import KMax
+    from poolcli.engine.lrn import LRN
+    from poolcli.engine.unpool import Unpool
+    from poolcli.engine.upsample import Upsample
+
+    ops = (Max(), Min(), Avg(), Lp(), Mixed(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool())
+    return {op.name: op for op in ops}
+
+
+OPS: dict[str, Op] = _all_ops()
 ALIASES = {"mean": "avg"}
 
 

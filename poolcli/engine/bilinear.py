@@ -1,0 +1,140 @@
+"""Bilinear (second-order) pooling: per sample, the mean over locations of the outer product x_l y_l^T.
+
+For features ``(…, C, H, W)`` (the channel axis just before the spatial axes, or last with
+``--channels-last``) the result is ``(…, C, C')``: every axis before the channels is a sample.
+``y`` is ``x`` unless another array is given (same samples and locations, its own channels).
+``--signed-sqrt`` then maps z to sign(z)·sqrt(|z|), and ``--l2-normalize`` divides each
+sample's matrix by its Frobenius norm (in that order, as in bilinear CNNs).
+
+>>> import numpy as np
+>>> from poolcli.engine.geometry import WindowSpec
+>>> x = np.array([[[1.0, 3.0]], [[2.0, 0.0]]])  # C=2, H=1, W=2
+>>> BilinearPool().forward(x, BilinearPool().bind(x.shape, WindowSpec(), Params()), Params())
+array([[5., 1.],
+       [1., 2.]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from poolcli.engine.base import Op, Params, Plan, float_type
+from poolcli.engine.lrn import channel_axis
+from poolcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class BilinearPlan(Plan):
+    channel_axis: int = 0
+    dims: int = 2
+    other: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+class BilinearPool(Op):
+    name, summary, windowed = "bilinear", "second-order pooling (1/HW) sum x y^T per sample (--with)", False
+    arrays = ("other",)
+
+    def bind(self, shape, spec, params, other=None, **arrays):
+        shape = tuple(int(n) for n in shape)
+        if spec.kernel is not None or spec.stride is not None or spec.output_size is not None:
+            raise UsageError("bilinear pools over every location; drop -k/-s/--output-size")
+        axis, dims = channel_axis(shape, spec, "bilinear")
+        c = shape[axis]
+        c2 = c
+        if other is not None:
+            other = np.asarray(other)
+            want = shape[:axis] + (None,) + shape[axis + 1 :]
+            if other.ndim != len(shape) or any(w is not None and w != n for w, n in zip(want, other.shape)):
+                raise UsageError(f"--with has shape {other.shape} but the input {shape}; they must agree on every "
+                                 f"axis but the channels (axis {axis})")
+            if other.dtype.kind not in "biuf":
+                raise UsageError(f"--with holds {other.dtype} values; give real numbers")
+            c2 = other.shape[axis]
+        lead = tuple(n for i, n in enumerate(shape) if i != axis and not _spatial(i, axis, dims, spec, len(shape)))
+        locations = int(np.prod([shape[i] for i in range(len(shape)) if _spatial(i, axis, dims, spec, len(shape))]))
+        if locations == 0:
+            raise UsageError("the input has no locations to pool over")
+        rows = ({"axis": "channels", "size": c, "out": c2, "kind": "bilinear",
+                 "formula": f"(1/{locations}) · Σ x yᵀ over {locations} locations = {c}×{c2}"},)
+        return BilinearPlan(shape, lead + (c, c2), rows, channel_axis=axis, dims=dims, other=other)
+
+    def _flat(self, a: np.ndarray, plan: BilinearPlan) -> np.ndarray:
+        """(samples, channels, locations) view/copy of an array in the caller's layout."""
+        n = a.ndim
+        if plan.channel_axis == n - 1:  # channels last: (…, H, W, C)
+            lead = a.shape[: n - plan.dims - 1]
+            m = np.moveaxis(a, -1, n - plan.dims - 1)
+        else:
+            lead = a.shape[: plan.channel_axis]
+            m = a
+        return m.reshape((int(np.prod(lead)), m.shape[len(lead)], -1))
+
+    def _unflat(self, flat: np.ndarray, plan: BilinearPlan, like: tuple[int, ...]) -> np.ndarray:
+        n = len(like)
+        if plan.channel_axis == n - 1:
+            moved = like[: n - plan.dims - 1] + like[-1:] + like[n - plan.dims - 1 : -1]
+            return np.moveaxis(flat.reshape(moved), n - plan.dims - 1, -1)
+        return flat.reshape(like)
+
+    def _operands(self, x: np.ndarray, plan: BilinearPlan) -> tuple[np.ndarray, np.ndarray, bool]:
+        dtype = float_type(np.result_type(x.dtype, plan.other.dtype) if plan.other is not None else x.dtype)
+        a = self._flat(x, plan).astype(dtype, copy=False)
+        if plan.other is None:
+            return a, a, True
+        return a, self._flat(plan.other, plan).astype(dtype, copy=False), False
+
+    def _chain(self, x: np.ndarray, plan: BilinearPlan, params: Params):
+        a, b, same = self._operands(x, plan)
+        z = a @ np.swapaxes(b, 1, 2) / a.shape[-1]
+        s = np.sign(z) * np.sqrt(np.abs(z)) if params.signed_sqrt else z
+        norm = None
+        if params.l2_normalize:
+            norm = np.sqrt((s * s).sum(axis=(1, 2), keepdims=True))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(norm > 0, s / norm, 0)
+        else:
+            out = s
+        return a, b, same, z, s, norm, out
+
+    def forward(self, x, plan, params):
+        out = self._chain(x, plan, params)[-1]
+        return out.reshape(plan.out_shape)
+
+    def _dz(self, x, plan, grad, params):
+        a, b, same, z, s, norm, out = self._chain(x, plan, params)
+        g = grad.reshape(out.shape).astype(out.dtype, copy=False)
+        if norm is not None:
+            u = out
+            with np.errstate(invalid="ignore", divide="ignore"):
+                g = np.where(norm > 0, (g - u * (u * g).sum(axis=(1, 2), keepdims=True)) / norm, 0)
+        if params.signed_sqrt:
+            root = np.sqrt(np.abs(z))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                g = np.where(root > 0, g / (2 * root), 0)  # d sqrt|z| is unbounded at 0: taken as 0 there
+        return a, b, same, g / a.shape[-1]
+
+    def backward(self, x, plan, grad, params):
+        a, b, same, dz = self._dz(x, plan, grad, params)
+        da = dz @ b
+        if same:
+            da = da + np.swapaxes(dz, 1, 2) @ a
+        return self._unflat(da, plan, x.shape).astype(grad.dtype, copy=False)
+
+    def backward_other(self, x: np.ndarray, plan: BilinearPlan, grad: np.ndarray, params: Params) -> np.ndarray:
+        """The gradient with respect to the --with array."""
+        if plan.other is None:
+            raise UsageError("there is no --with array to take the gradient of")
+        a, b, _, dz = self._dz(x, plan, grad, params)
+        db = np.swapaxes(dz, 1, 2) @ a
+        return self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)
+
+
+def _spatial(i: int, axis: int, dims: int, spec, ndim: int) -> bool:
+    if spec.channels_last:
+        return ndim - dims - 1 <= i < ndim - 1
+    return i > axis
+
+
+__all__ = ["BilinearPlan", "BilinearPool"]

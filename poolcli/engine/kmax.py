@@ -1,0 +1,94 @@
+"""K-max pooling: the k largest values along one axis, kept in their original order.
+
+Ties go to the lower index; NaN counts as larger than any number (as ``torch.topk``).
+
+>>> import numpy as np
+>>> x = np.array([[3, 1, 4, 1], [5, 9, 2, 6], [5, 3, 5, 8], [9, 7, 9, 3]])
+>>> plan = KMax().bind(x.shape, None, Params(k=2, axis=0))
+>>> KMax().forward(x, plan, Params(k=2, axis=0))
+array([[5, 9, 5, 6],
+       [9, 7, 9, 8]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poolcli.engine.base import Op, Params, Plan
+from poolcli.errors import GeometryError, UsageError
+
+
+@dataclass(frozen=True)
+class KMaxPlan(Plan):
+    axis: int = -1
+    k: int = 1
+
+
+def normalise_axis(axis: int, ndim: int) -> int:
+    """``axis`` as a non-negative index: ``normalise_axis(-1, 3)`` is 2."""
+    if not -ndim <= axis < ndim:
+        raise UsageError(f"--axis {axis}: the input has {ndim} axes; give 0 to {ndim - 1} (or -1 for the last)")
+    return axis % ndim
+
+
+def choose(x: np.ndarray, k: int) -> np.ndarray:
+    """Positions (ascending) of the k largest values along the last axis; ties to the lower index, NaN largest."""
+    n = x.shape[-1]
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    if x.dtype.kind == "f" and np.isnan(x).any():
+        nan = np.isnan(x)
+        order = np.lexsort((-np.where(nan, 0, x), ~nan), axis=-1)  # NaN first, then largest; stable
+        return np.sort(order[..., :k], axis=-1)
+    t = np.partition(x, n - k, axis=-1)[..., n - k : n - k + 1]  # the k-th largest value
+    greater = x > t
+    eq = x == t
+    need = k - greater.sum(axis=-1, keepdims=True)
+    chosen = greater | (eq & (np.cumsum(eq, axis=-1) <= need))
+    return np.nonzero(chosen.reshape(-1, n))[1].reshape(x.shape[:-1] + (k,))
+
+
+class KMax(Op):
+    name, summary, windowed, keeps_int = "kmax", "the --k largest values along --axis, in their order", False, True
+
+    def bind(self, shape, spec, params, **arrays):
+        shape = tuple(int(n) for n in shape)
+        if not shape:
+            raise GeometryError("the input is a single number (0-D); kmax needs an axis")
+        axis = normalise_axis(params.axis, len(shape))
+        n = shape[axis]
+        if params.k > n:
+            raise GeometryError(f"--k {params.k}: axis {axis} holds only {n} values; give --k {n} or less")
+        out = shape[:axis] + (params.k,) + shape[axis + 1 :]
+        row = {"axis": str(axis), "size": n, "out": params.k, "kind": "kmax",
+               "formula": f"the {params.k} largest of {n}, in their order = {params.k}"}
+        return KMaxPlan(shape, out, (row,), axis=axis, k=params.k)
+
+    def positions(self, x: np.ndarray, plan: KMaxPlan) -> np.ndarray:
+        """Where the kept values sit along the axis (the axis moved last)."""
+        return choose(np.moveaxis(x, plan.axis, -1), plan.k)
+
+    def forward(self, x, plan, params):
+        moved = np.moveaxis(x, plan.axis, -1)
+        return np.moveaxis(np.take_along_axis(moved, choose(moved, plan.k), axis=-1), -1, plan.axis)
+
+    def backward(self, x, plan, grad, params):
+        moved = np.moveaxis(x, plan.axis, -1)
+        g = np.moveaxis(grad, plan.axis, -1)
+        pos = choose(moved, plan.k)
+        dx = np.zeros(moved.shape, dtype=grad.dtype)
+        if params.ties == "first":
+            np.put_along_axis(dx, pos, g, axis=-1)
+        else:  # every cell equal to a kept value shares (split) or takes (all) that output's gradient
+            kept = np.take_along_axis(moved, pos, axis=-1)
+            tied = moved[..., None, :] == kept[..., :, None]
+            if moved.dtype.kind == "f":
+                tied |= np.isnan(moved[..., None, :]) & np.isnan(kept[..., :, None])
+            share = g / tied.sum(axis=-1) if params.ties == "split" else g
+            dx = np.einsum("...j,...jn->...n", share, tied.astype(grad.dtype))
+        return np.moveaxis(dx, -1, plan.axis)
+
+
+__all__ = ["KMax", "KMaxPlan", "Params", "choose", "normalise_axis"]

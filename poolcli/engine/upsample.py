@@ -1,0 +1,175 @@
+"""Upsampling: nearest or (bi/tri)linear interpolation by a factor or to a size, and its exact adjoint.
+
+Linear interpolation in several axes is the product of 1-D interpolations, so each axis is
+done in turn: a gather of two neighbours and a weighted sum. The backward pass is the adjoint
+of each 1-D step (a segmented sum, since source cells are non-decreasing), in reverse order.
+Coordinates follow PyTorch's ``interpolate``: with ``--scale``, the factor itself maps output
+to input; with ``--output-size``, in/out; ``--align-corners`` maps corner to corner.
+
+>>> import numpy as np
+>>> from poolcli.engine.geometry import WindowSpec
+>>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+>>> up = Upsample()
+>>> up.forward(x, up.bind(x.shape, WindowSpec(), Params(scale=2)), Params(scale=2))
+array([[1., 1., 2., 2.],
+       [1., 1., 2., 2.],
+       [3., 3., 4., 4.],
+       [3., 3., 4., 4.]])
+>>> p = Params(mode="bilinear", align_corners=True)
+>>> up.forward(x, up.bind(x.shape, WindowSpec(output_size=3), p), p)
+array([[1. , 1.5, 2. ],
+       [2. , 2.5, 3. ],
+       [3. , 3.5, 4. ]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poolcli.engine.base import Op, Params, Plan, float_type
+from poolcli.engine.geometry import axis_names
+from poolcli.errors import GeometryError, UsageError
+
+
+@dataclass(frozen=True)
+class Interp:
+    """One axis: for each output cell, two source cells and their weights (w1 = 0 for nearest)."""
+
+    i0: np.ndarray
+    i1: np.ndarray
+    w1: np.ndarray
+    size: int
+
+
+@dataclass(frozen=True)
+class UpsamplePlan(Plan):
+    dims: int = 2
+    axes: tuple[Interp, ...] = ()
+    moved: bool = False
+
+
+def interp_axis(n: int, out: int, scale: float | None, mode: str, align_corners: bool) -> Interp:
+    """Source cells and weights of one axis, PyTorch's coordinate rules.
+
+    >>> interp_axis(2, 4, 2.0, "bilinear", False).w1.tolist()
+    [0.0, 0.25, 0.75, 0.0]
+    """
+    dst = np.arange(out)
+    if mode == "nearest":
+        # PyTorch computes this index in single precision; so does this, to pick the same cells
+        ratio = np.float32(1 / scale) if scale else np.float32(n) / np.float32(out)
+        src = np.minimum(np.floor(dst.astype(np.float32) * ratio).astype(np.int64), n - 1)
+        return Interp(src, src, np.zeros(out), n)
+    if align_corners:
+        ratio = (n - 1) / (out - 1) if out > 1 else 0.0
+        pos = dst * ratio
+    else:
+        ratio = 1 / scale if scale else n / out
+        pos = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+    i0 = np.minimum(pos.astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w1 = np.clip(pos - i0, 0.0, 1.0)
+    return Interp(i0, i1, np.where(i1 == i0, 0.0, w1), n)
+
+
+def _shape(a: np.ndarray, axis: int) -> tuple[int, ...]:
+    return (-1,) + (1,) * (a.ndim - axis - 1)
+
+
+def apply_axis(x: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
+    """Interpolate ``x`` along ``axis``."""
+    lo = np.take(x, ip.i0, axis=axis)
+    if not ip.w1.any():
+        return lo
+    hi = np.take(x, ip.i1, axis=axis)
+    w1 = ip.w1.astype(x.dtype).reshape(_shape(x, axis))
+    lo += (hi - lo) * w1
+    return lo
+
+
+def _segment_sum(g: np.ndarray, axis: int, src: np.ndarray, size: int) -> np.ndarray:
+    """``out[src[j]] += g[j]`` along ``axis``, for non-decreasing ``src``."""
+    starts = np.flatnonzero(np.diff(src, prepend=-1))
+    out_shape = list(g.shape)
+    out_shape[axis] = size
+    out = np.zeros(out_shape, dtype=g.dtype)
+    sums = np.add.reduceat(g, starts, axis=axis)
+    index = [slice(None)] * g.ndim
+    index[axis] = src[starts]
+    out[tuple(index)] = sums
+    return out
+
+
+def adjoint_axis(g: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
+    """The transpose of ``apply_axis``: each source cell gets the weighted gradients of the outputs it fed."""
+    if not ip.w1.any():
+        return _segment_sum(g, axis, ip.i0, ip.size)
+    w1 = ip.w1.astype(g.dtype).reshape(_shape(g, axis))
+    part1 = g * w1
+    return _segment_sum(g - part1, axis, ip.i0, ip.size) + _segment_sum(part1, axis, ip.i1, ip.size)
+
+
+class Upsample(Op):
+    name, summary, windowed = "upsample", "nearest or (bi/tri)linear by --scale or to --output-size", False
+
+    def bind(self, shape, spec, params, **arrays):
+        shape = tuple(int(n) for n in shape)
+        ndim = len(shape)
+        if ndim == 0:
+            raise GeometryError("the input is a single number (0-D); upsample needs an axis")
+        scales = params.scales
+        cl = spec.channels_last
+        if spec.dims is None and scales is not None and len(scales) > 1 and spec.output_size is None:
+            from dataclasses import replace
+
+            spec = replace(spec, dims=len(scales))
+        dims = spec.resolve_dims(ndim - (1 if cl else 0))
+        if cl and ndim < dims + 1:
+            raise GeometryError(f"--channels-last needs a channel axis after {dims} spatial axes, not shape {shape}")
+        if spec.kernel is not None or spec.stride is not None or spec.global_pool:
+            raise UsageError("upsample takes --scale or --output-size, not -k/-s/--global")
+        sizes = shape[ndim - dims - 1 : -1] if cl else shape[ndim - dims :]
+        names = axis_names(dims)
+        if (scales is None) == (spec.output_size is None):
+            raise UsageError("upsample needs --scale S (one factor or one per axis) or --output-size N, not "
+                             + ("both" if scales is not None else "neither"))
+        if scales is not None:
+            if len(scales) not in (1, dims):
+                raise UsageError(f"--scale has {len(scales)} factors; give 1 or one per spatial axis ({dims})")
+            per = scales * dims if len(scales) == 1 else scales
+            outs = tuple(int(np.floor(n * s)) for n, s in zip(sizes, per))
+        else:
+            per = (None,) * dims
+            outs = spec._per_axis(spec.output_size, "output_size", dims, 1)
+        for name, o in zip(names, outs):
+            if o < 1:
+                raise GeometryError(f"axis {name}: upsampling gives size {o}; give a larger --scale or --output-size")
+        mode = params.mode
+        axes = tuple(interp_axis(n, o, s, mode, params.align_corners) for n, o, s in zip(sizes, outs, per))
+        out = (shape[: ndim - dims - 1] + outs + shape[-1:]) if cl else shape[: ndim - dims] + outs
+        rows = tuple({"axis": nm, "size": n, "out": o, "kind": "upsample",
+                      "formula": (f"floor({n} · {s:g}) = {o}" if s is not None else f"--output-size = {o}")}
+                     for nm, n, o, s in zip(names, sizes, outs, per))
+        return UpsamplePlan(shape, out, rows, dims=dims, axes=axes, moved=cl)
+
+    def _first(self, a: np.ndarray, plan: UpsamplePlan) -> int:
+        return a.ndim - plan.dims - (1 if plan.moved else 0)
+
+    def forward(self, x, plan, params):
+        y = x.astype(float_type(x.dtype), copy=False)
+        first = self._first(y, plan)
+        for i, ip in enumerate(plan.axes):
+            y = apply_axis(y, first + i, ip)
+        return y if y is not x else y.copy()
+
+    def backward(self, x, plan, grad, params):
+        first = self._first(grad, plan)
+        g = grad
+        for i in reversed(range(plan.dims)):
+            g = adjoint_axis(g, first + i, plan.axes[i])
+        return g
+
+
+__all__ = ["Interp", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "interp_axis"]
