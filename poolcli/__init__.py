@@ -11,7 +11,13 @@ array([[ 3.5,  5.5],
 4.0
 
 Window options are those of :class:`WindowSpec`; operator options (``count_pad``,
-``p``, ``mean``, ``alpha``, ``ties``) those of :class:`Params`.
+``p``, ``mean``, ``alpha``, ``ties``, ``k``, ``axis``, ``mode``, ``scale``,
+``align_corners``, ``size``, ``beta``, ``bias``, ``signed_sqrt``, ``l2_normalize``) those of
+:class:`Params`. ``unpool`` takes ``indices=``, ``bilinear`` an optional ``other=``.
+
+>>> poolcli.forward(np.array([[1, 3], [4, 2]]), "kmax", k=1)
+array([[3],
+       [4]])
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from poolcli.engine import (
     Geometry,
     Params,
     WindowSpec,
+    bind,
     run_backward,
+    run_backward_other,
     run_forward,
     run_indices,
 )
@@ -61,22 +69,33 @@ def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
     return WindowSpec(**options).bind(shape)
 
 
-def forward(x: np.ndarray, op: str = "max", *, return_indices: bool = False, **options: Any):
+def forward(x: np.ndarray, op: str = "max", *, return_indices: bool = False, indices: np.ndarray | None = None,
+            other: np.ndarray | None = None, **options: Any):
     """Pool ``x`` with operator ``op``; with ``return_indices`` (max, min) also the flat per-plane arg-max.
 
-    >>> forward(np.array([[1, 5], [3, 2]]), kernel=2, return_indices=True)
+    >>> y, idx = forward(np.array([[1, 5], [3, 2]]), kernel=2, return_indices=True)
+    >>> y, idx
     (array([[5]]), array([[1]]))
+    >>> forward(y, "unpool", indices=idx, kernel=2)
+    array([[0, 5],
+           [0, 0]])
     """
     x = np.asarray(x)
     spec, params = _split(options)
-    g = spec.bind(x.shape)
+    g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
     if return_indices:
         return run_indices(x, g, op)
     return run_forward(x, g, op, params)
 
 
-def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = "max", **options: Any) -> np.ndarray:
-    """Gradient of the pooling with respect to ``x`` for upstream ``grad`` (default: ones).
+def _array(a: Any) -> np.ndarray | None:
+    return None if a is None else np.asarray(a)
+
+
+def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = "max", *, indices: np.ndarray | None = None,
+             other: np.ndarray | None = None, **options: Any) -> Any:
+    """Gradient of the pooling with respect to ``x`` for upstream ``grad`` (default: ones);
+    for ``bilinear`` with ``other``, the pair (to x, to other).
 
     >>> backward(np.array([[1.0, 5.0], [5.0, 2.0]]), op="max", kernel=2, ties="split")
     array([[0. , 0.5],
@@ -84,4 +103,9 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = "max", **o
     """
     x = np.asarray(x)
     spec, params = _split(options)
-    return run_backward(x, spec.bind(x.shape), None if grad is None else np.asarray(grad), op, params)
+    g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+    upstream = None if grad is None else np.asarray(grad)
+    dx = run_backward(x, g, upstream, op, params)
+    if other is not None:
+        return dx, run_backward_other(x, g, upstream, params)
+    return dx

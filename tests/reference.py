@@ -109,3 +109,155 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
             else:
                 raise ValueError(op)
     return y, dx, idx
+
+
+# ---- the operators that are not windowed ---------------------------------------------------------------
+
+
+def _lines(shape, axis):
+    """Every index tuple of ``shape`` with ``axis`` left open (as a slice)."""
+    others = [range(n) if i != axis else [slice(None)] for i, n in enumerate(shape)]
+    return list(product(*others))
+
+
+def kmax(x, k, axis=-1, grad=None, ties="first"):
+    """K largest along ``axis`` in their order, ties to the lower index, NaN largest; returns (y, dx)."""
+    x = np.asarray(x)
+    axis %= x.ndim
+    out_shape = list(x.shape)
+    out_shape[axis] = k
+    y = np.zeros(out_shape, dtype=x.dtype)
+    dx = np.zeros(x.shape, dtype=np.float64)
+    g = np.ones(out_shape) if grad is None else grad
+    for line in _lines(x.shape, axis):
+        values = [x[line][i] for i in range(x.shape[axis])]
+
+        def rank(i, values=values):
+            v = values[i]
+            is_nan = v != v
+            return (0 if is_nan else 1, 0 if is_nan else -float(v), i)
+
+        kept = sorted(sorted(range(len(values)), key=rank)[:k])
+        gl = g[line]
+        for j, i in enumerate(kept):
+            y[line][j] = values[i]
+            if ties == "first":
+                dx[line][i] += gl[j]
+                continue
+            same = [m for m, v in enumerate(values) if v == values[i] or (v != v and values[i] != values[i])]
+            for m in same:
+                dx[line][m] += gl[j] / len(same) if ties == "split" else gl[j]
+    return y, dx
+
+
+def unpool(values, indices, sizes, grad=None):
+    """Max-unpooling of the planes of ``values`` (spatial axes last) to ``sizes``; returns (y, dvalues)."""
+    dims = len(sizes)
+    lead = values.shape[: values.ndim - dims]
+    y = np.zeros(lead + tuple(sizes), dtype=values.dtype)
+    dv = np.zeros(values.shape, dtype=np.float64)
+    for li in product(*(range(n) for n in lead)):
+        for oi in product(*(range(n) for n in values.shape[values.ndim - dims :])):
+            cell = np.unravel_index(int(indices[li + oi]), sizes)
+            y[li + tuple(cell)] = values[li + oi]
+            if grad is not None:
+                dv[li + oi] = grad[li + tuple(cell)]
+    return y, dv
+
+
+def _source(dst, n, out, scale, mode, align_corners):
+    """Per SPEC/PyTorch: the (cell, weight) pairs one output coordinate reads along one axis."""
+    from fractions import Fraction
+
+    if mode == "nearest":
+        ratio = Fraction(1) / Fraction(scale) if scale else Fraction(n, out)
+        return [(min(math.floor(dst * ratio), n - 1), 1.0)]
+    if align_corners:
+        pos = dst * (n - 1) / (out - 1) if out > 1 else 0.0
+    else:
+        ratio = 1 / scale if scale else n / out
+        pos = max((dst + 0.5) * ratio - 0.5, 0.0)
+    i0 = min(int(pos), n - 1)
+    i1 = min(i0 + 1, n - 1)
+    w = min(max(pos - i0, 0.0), 1.0)
+    return [(i0, 1 - w), (i1, w)] if i1 != i0 else [(i0, 1.0)]
+
+
+def upsample(x, dims, outs, scales=None, mode="nearest", align_corners=False, grad=None):
+    """Interpolate the trailing ``dims`` axes to ``outs``; returns (y, dx)."""
+    x = np.asarray(x, dtype=np.float64)
+    lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims :]
+    scales = scales or [None] * dims
+    y = np.zeros(lead + tuple(outs))
+    dx = np.zeros(x.shape)
+    for li in product(*(range(n) for n in lead)):
+        for oi in product(*(range(o) for o in outs)):
+            per_axis = [_source(oi[a], sizes[a], outs[a], scales[a], mode, align_corners) for a in range(dims)]
+            for corner in product(*per_axis):
+                cell = tuple(c for c, _ in corner)
+                weight = math.prod(w for _, w in corner)
+                y[li + oi] += weight * x[li + cell]
+                if grad is not None:
+                    dx[li + cell] += weight * grad[li + oi]
+    return y, dx
+
+
+def lrn(x, size=5, alpha=1e-4, beta=0.75, bias=1.0, axis=1, grad=None):
+    """Local response normalisation across ``axis``; returns (y, dx)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.zeros(x.shape)
+    dx = np.zeros(x.shape)
+    g = np.ones(x.shape) if grad is None else grad
+    c = x.shape[axis]
+    for line in _lines(x.shape, axis):
+        v, gl = x[line], g[line]
+
+        def window(i):
+            return [j for j in range(i - size // 2, i + (size - 1) // 2 + 1) if 0 <= j < c]
+
+        d = [bias + alpha / size * sum(v[j] ** 2 for j in window(i)) for i in range(c)]
+        for i in range(c):
+            y[line][i] = v[i] * d[i] ** -beta
+            dx[line][i] += gl[i] * d[i] ** -beta
+            for m in window(i):  # D_i depends on x_m
+                dx[line][m] += gl[i] * v[i] * -beta * d[i] ** (-beta - 1) * alpha / size * 2 * v[m]
+    return y, dx
+
+
+def bilinear(x, y=None, signed_sqrt=False, l2_normalize=False, grad=None):
+    """Second-order pooling of one sample: x (C, L), y (C2, L); returns (z, dx, dy)."""
+    x = np.asarray(x, dtype=np.float64)
+    same = y is None
+    y = x if same else np.asarray(y, dtype=np.float64)
+    c, n = x.shape
+    c2 = y.shape[0]
+    z = np.zeros((c, c2))
+    for i in range(c):
+        for j in range(c2):
+            z[i, j] = sum(x[i, loc] * y[j, loc] for loc in range(n)) / n
+    s = np.array([[math.copysign(math.sqrt(abs(v)), v) for v in row] for row in z]) if signed_sqrt else z.copy()
+    norm = math.sqrt(sum(v * v for v in s.ravel())) if l2_normalize else 1.0
+    out = s / norm if norm > 0 else np.zeros_like(s)
+    g = np.ones((c, c2)) if grad is None else np.asarray(grad, dtype=np.float64)
+    ds = np.zeros((c, c2))
+    dot = sum(out[i, j] * g[i, j] for i in range(c) for j in range(c2))
+    for i in range(c):
+        for j in range(c2):
+            ds[i, j] = (g[i, j] - (out[i, j] * dot if l2_normalize else 0)) / norm if norm > 0 else 0.0
+    dz = np.zeros((c, c2))
+    for i in range(c):
+        for j in range(c2):
+            if signed_sqrt:
+                dz[i, j] = ds[i, j] / (2 * math.sqrt(abs(z[i, j]))) if z[i, j] != 0 else 0.0
+            else:
+                dz[i, j] = ds[i, j]
+    dx = np.zeros(x.shape)
+    dy = np.zeros(y.shape)
+    for i in range(c):
+        for j in range(c2):
+            for loc in range(n):
+                dx[i, loc] += dz[i, j] * y[j, loc] / n
+                dy[j, loc] += dz[i, j] * x[i, loc] / n
+    if same:
+        dx = dx + dy
+    return out, dx, dy

@@ -103,7 +103,7 @@ class BilinearPool(Op):
         return out.reshape(plan.out_shape)
 
     def _dz(self, x, plan, grad, params):
-        a, b, same, z, s, norm, out = self._chain(x, plan, params)
+        a, b, same, z, _, norm, out = self._chain(x, plan, params)
         g = grad.reshape(out.shape).astype(out.dtype, copy=False)
         if norm is not None:
             u = out
@@ -126,7 +126,7 @@ class BilinearPool(Op):
         """The gradient with respect to the --with array."""
         if plan.other is None:
             raise UsageError("there is no --with array to take the gradient of")
-        a, b, _, dz = self._dz(x, plan, grad, params)
+        a, _, _, dz = self._dz(x, plan, grad, params)
         db = np.swapaxes(dz, 1, 2) @ a
         return self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)
 

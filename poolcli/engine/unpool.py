@@ -126,4 +126,4 @@ class Unpool(Op):
         return self._back(dx, plan, self._engine_shape(plan.in_shape, plan))
 
 
-__all__ = ["Unpool", "UnpoolPlan", "implied_size"]
+__all__ = ["Params", "Unpool", "UnpoolPlan", "implied_size"]

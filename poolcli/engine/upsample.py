@@ -124,6 +124,9 @@ class Upsample(Op):
         if spec.dims is None and scales is not None and len(scales) > 1 and spec.output_size is None:
             from dataclasses import replace
 
+            if len(scales) > ndim - (1 if cl else 0):
+                raise GeometryError(f"--scale {','.join(f'{s:g}' for s in scales)} has {len(scales)} values but the "
+                                    f"input has only {ndim} axes; give 1 factor or one per spatial axis")
             spec = replace(spec, dims=len(scales))
         dims = spec.resolve_dims(ndim - (1 if cl else 0))
         if cl and ndim < dims + 1:
@@ -172,4 +175,4 @@ class Upsample(Op):
         return g
 
 
-__all__ = ["Interp", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "interp_axis"]
+__all__ = ["Interp", "Params", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "interp_axis"]

@@ -1,0 +1,190 @@
+"""kmax, unpool, upsample, lrn and bilinear against the plain-loop oracle, over random shapes and options."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import poolcli
+from poolcli import UsageError
+from poolcli.errors import GeometryError
+from tests import reference
+
+CASES = settings(max_examples=120, deadline=None)
+
+
+def small_array(draw, shape, dtype="float64", low=-3, high=3):
+    size = math.prod(shape)
+    values = draw(st.lists(st.integers(low, high), min_size=size, max_size=size))
+    return np.array(values, dtype=dtype).reshape(shape)
+
+
+@CASES
+@given(data=st.data())
+def test_kmax_matches_the_oracle(data):
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    k = data.draw(st.integers(1, shape[axis]))
+    dtype = data.draw(st.sampled_from(["float64", "int32", "float32"]))
+    x = small_array(data.draw, shape, dtype)
+    if dtype == "float64" and data.draw(st.booleans()):
+        x.ravel()[data.draw(st.integers(0, x.size - 1))] = np.nan
+    ties = data.draw(st.sampled_from(["first", "all", "split"]))
+    out_shape = list(shape)
+    out_shape[axis] = k
+    grad = small_array(data.draw, tuple(out_shape), "float64", 1, 4)
+    y = poolcli.forward(x, "kmax", k=k, axis=axis)
+    want, dx_want = reference.kmax(x, k, axis, grad, ties)
+    assert y.dtype == x.dtype
+    np.testing.assert_array_equal(y, want)
+    dx = poolcli.backward(x, grad, "kmax", k=k, axis=axis, ties=ties)
+    assert dx.dtype == (np.float32 if dtype == "float32" else np.float64)
+    np.testing.assert_allclose(dx, dx_want, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+def test_kmax_on_columns_is_the_top_two_of_each_column():
+    x = np.array([[3, 1, 4, 1], [5, 9, 2, 6], [5, 3, 5, 8], [9, 7, 9, 3]])
+    y = poolcli.forward(x, "kmax", k=2, axis=0)
+    assert y.tolist() == [[5, 9, 5, 6], [9, 7, 9, 8]]
+
+
+@CASES
+@given(data=st.data())
+def test_unpool_inverts_the_indices_of_max_pooling(data):
+    dims = data.draw(st.integers(1, 3))
+    lead = tuple(data.draw(st.lists(st.integers(1, 2), max_size=2)))
+    k = data.draw(st.integers(1, 3))
+    s = data.draw(st.integers(1, 3))
+    sides = tuple(data.draw(st.lists(st.integers(k, k + 5), min_size=dims, max_size=dims)))
+    x = small_array(data.draw, lead + sides, "float64", -9, 9)
+    try:
+        y, idx = poolcli.forward(x, "max", return_indices=True, kernel=k, stride=s, dims=dims)
+    except GeometryError:
+        return
+    target = tuple(data.draw(st.integers(n, n + 2)) for n in sides)
+    up = poolcli.forward(y, "unpool", indices=idx, output_size=target, dims=dims)
+    grad = small_array(data.draw, lead + target, "float64", -4, 4)
+    want, dv_want = reference.unpool(y, idx, target, grad)
+    np.testing.assert_array_equal(up, want)
+    np.testing.assert_array_equal(poolcli.backward(y, grad, "unpool", indices=idx, output_size=target, dims=dims),
+                                  dv_want)
+
+
+def test_unpool_size_follows_the_geometry_as_pytorch():
+    x = np.arange(25.0).reshape(5, 5)
+    y, idx = poolcli.forward(x, kernel=3, stride=2, padding=1, return_indices=True)
+    up = poolcli.forward(y, "unpool", indices=idx, kernel=3, stride=2, padding=1)
+    assert up.shape == (5, 5)  # (3 - 1) * 2 - 2 + 3 = 5
+    assert set(np.flatnonzero(up)) == set(idx.ravel()) and (up[up != 0] == x[up != 0]).all()
+
+
+@pytest.mark.parametrize("indices,message", [
+    (np.array([[0, 99]]), "outside the unpooled plane"),
+    (np.array([[0, -1]]), "outside the unpooled plane"),
+    (np.array([[0, 1, 2]]), "shape"),
+    (np.array([[0.0, 1.0]]), "whole numbers"),
+])
+def test_unpool_refuses_bad_indices(indices, message):
+    with pytest.raises(UsageError, match=message):
+        poolcli.forward(np.array([[1.0, 2.0]]), "unpool", indices=indices, kernel=2)
+
+
+@CASES
+@given(data=st.data())
+def test_upsample_matches_the_oracle(data):
+    dims = data.draw(st.integers(1, 3))
+    lead = tuple(data.draw(st.lists(st.integers(1, 2), max_size=2)))
+    sides = tuple(data.draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims)))
+    mode = data.draw(st.sampled_from(["nearest", "bilinear"]))
+    align = mode == "bilinear" and data.draw(st.booleans())
+    x = small_array(data.draw, lead + sides, data.draw(st.sampled_from(["float64", "int16"])), -9, 9)
+    if data.draw(st.booleans()):
+        scales = tuple(data.draw(st.sampled_from([0.5, 1, 1.5, 2, 2.5, 3])) for _ in range(dims))
+        outs = tuple(math.floor(n * f) for n, f in zip(sides, scales))
+        if min(outs) < 1:
+            return
+        options = {"scale": scales}
+        ref_scales = list(scales)
+    else:
+        outs = tuple(data.draw(st.integers(1, 8)) for _ in range(dims))
+        options = {"output_size": outs}
+        ref_scales = None
+    grad = small_array(data.draw, lead + outs, "float64", -3, 3)
+    y = poolcli.forward(x, "upsample", mode=mode, align_corners=align, dims=dims, **options)
+    want, dx_want = reference.upsample(x, dims, outs, ref_scales, mode, align, grad)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    dx = poolcli.backward(x, grad, "upsample", mode=mode, align_corners=align, dims=dims, **options)
+    np.testing.assert_allclose(dx, dx_want, rtol=1e-12, atol=1e-12)
+
+
+@CASES
+@given(data=st.data())
+def test_lrn_matches_the_oracle(data):
+    dims = data.draw(st.integers(1, 2))
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=dims + 1, max_size=dims + 2)))
+    channels_last = data.draw(st.booleans())
+    size = data.draw(st.integers(1, 6))
+    alpha = data.draw(st.sampled_from([1e-4, 0.1, 1.0]))
+    beta = data.draw(st.sampled_from([0.75, 0.5, 1.0, 2.0]))
+    bias = data.draw(st.sampled_from([1.0, 2.0, 0.5]))
+    x = small_array(data.draw, shape, "float64", -4, 4) / 2
+    grad = small_array(data.draw, shape, "float64", -3, 3)
+    options = dict(size=size, alpha=alpha, beta=beta, bias=bias, dims=dims, channels_last=channels_last)
+    axis = len(shape) - 1 if channels_last else len(shape) - dims - 1
+    want, dx_want = reference.lrn(x, size, alpha, beta, bias, axis, grad)
+    np.testing.assert_allclose(poolcli.forward(x, "lrn", **options), want, rtol=1e-12)
+    np.testing.assert_allclose(poolcli.backward(x, grad, "lrn", **options), dx_want, rtol=1e-10, atol=1e-12)
+
+
+@CASES
+@given(data=st.data())
+def test_bilinear_matches_the_oracle(data):
+    samples = data.draw(st.integers(1, 3))
+    c, c2 = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    h, w = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    with_other = data.draw(st.booleans())
+    signed, l2 = data.draw(st.booleans()), data.draw(st.booleans())
+    x = small_array(data.draw, (samples, c, h, w), "float64", -3, 3)
+    y = small_array(data.draw, (samples, c2, h, w), "float64", -3, 3) if with_other else None
+    options = dict(signed_sqrt=signed, l2_normalize=l2)
+    cw = c2 if with_other else c
+    grad = small_array(data.draw, (samples, c, cw), "float64", -2, 2)
+    z = poolcli.forward(x, "bilinear", other=y, **options)
+    grads = poolcli.backward(x, grad, "bilinear", other=y, **options)
+    dx, dy = grads if with_other else (grads, None)
+    for n in range(samples):
+        want, dx_want, dy_want = reference.bilinear(x[n].reshape(c, -1), None if y is None else y[n].reshape(c2, -1),
+                                                    signed, l2, grad[n])
+        np.testing.assert_allclose(z[n], want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx[n].reshape(c, -1), dx_want, rtol=1e-9, atol=1e-12)
+        if with_other:
+            np.testing.assert_allclose(dy[n].reshape(c2, -1), dy_want, rtol=1e-9, atol=1e-12)
+
+
+def test_bilinear_channels_last_agrees_with_channels_first():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
+    first = poolcli.forward(x, "bilinear", signed_sqrt=True)
+    last = poolcli.forward(np.moveaxis(x, 1, -1), "bilinear", signed_sqrt=True, channels_last=True)
+    np.testing.assert_allclose(first, last, rtol=1e-12)
+    assert first.shape == (2, 3, 3)
+
+
+@pytest.mark.parametrize("op,options,error,message", [
+    ("kmax", {"k": 5}, GeometryError, "holds only 4"),
+    ("kmax", {"axis": 3}, UsageError, "--axis 3"),
+    ("upsample", {}, UsageError, "--scale"),
+    ("upsample", {"scale": 2, "output_size": 3}, UsageError, "not both"),
+    ("upsample", {"scale": 0.1}, GeometryError, "size 0"),
+    ("upsample", {"scale": (2, 2, 2)}, GeometryError, "3 values"),
+    ("lrn", {}, GeometryError, "across channels"),
+    ("bilinear", {}, GeometryError, "across channels"),
+    ("unpool", {}, UsageError, "--from-indices"),
+])
+def test_new_operators_explain_bad_options(op, options, error, message):
+    with pytest.raises(error, match=message):
+        poolcli.forward(np.ones((4, 4)), op, **options)
