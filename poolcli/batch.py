@@ -94,7 +94,7 @@ def pool_file(src: Path, dst: Path, task: Task) -> None:
             arrays.write_array(str(dst), y)
         return
     loaded = arrays.read_array(src, task.pooling.key)
-    g = task.pooling.spec.bind(loaded.array.shape)
+    g = task.pooling.bind(loaded.array.shape)
     arrays.write_array(str(dst), run_forward(loaded.array, g, task.pooling.op, task.pooling.params))
 
 

@@ -39,3 +39,9 @@ class Interrupted(PoolcliError):
     """Ctrl-C (exit 130, as a shell reports SIGINT)."""
 
     exit_code = 130
+
+
+class CheckFailed(PoolcliError):
+    """backward --check found the analytic gradient off by more than the tolerance (exit 1)."""
+
+    exit_code = 1

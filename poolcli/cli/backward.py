@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from poolcli.cli.common import (
+    CHECK,
     INPUT,
     OPERATOR,
     FormatOpt,
@@ -27,11 +28,13 @@ from poolcli.cli.common import (
     pooling_options,
     read_input,
 )
-from poolcli.errors import UsageError
+from poolcli.errors import CheckFailed, UsageError
 
 
 @app.command(epilog="Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
-             "poolcli backward x.npy -k 3 -s 2 -p 1 --grad g.npy -o dx.npy")
+             "poolcli backward x.npy -k 3 -s 2 -p 1 --grad g.npy -o dx.npy  ·  "
+             "poolcli backward --check --random 2,3,8,8 --op lrn  ·  "
+             "poolcli backward --check --random 2,4,6,6 --op all")
 @pooling_options
 def backward(
     input: Annotated[str | None, typer.Argument(metavar="INPUT", help="Array file, or - for stdin.",
@@ -40,19 +43,33 @@ def backward(
                                                 help="Upstream gradient, shaped like the forward output. "
                                                      "Default: ones.")] = None,
     ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR,
-                                       help="max/min: who gets the gradient of tied cells.")] = Ties("first"),
+                                       help="max/min/kmax: who gets the gradient of tied cells.")] = Ties("first"),
+    check: Annotated[bool, typer.Option("--check", rich_help_panel=CHECK,
+                                        help="Compare the backward with central finite differences (float64); "
+                                             "exit 1 above --tolerance. --op all checks every operator.")] = False,
+    random: Annotated[str | None, typer.Option("--random", rich_help_panel=CHECK, metavar="SHAPE",
+                                                  help="--check on a random normal input of this shape.")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", rich_help_panel=CHECK,
+                                             help="--check: the largest error that passes.")] = 1e-6,
     output: OutputOpt = None,
     full: FullOpt = False,
     fmt: FormatOpt = "table",
     in_place: InPlaceOpt = False,
     pool: Any = None,
-) -> None:
+) -> int | None:
     """Gradient of the pooling with respect to its input: which cells receive gradient, and how much."""
-    from poolcli.engine import run_backward
+    from poolcli.engine import run_backward, run_backward_other
 
     pooling = Pooling(pool, ties=ties.value)
+    if check or random is not None:
+        if not check:
+            raise UsageError("--random goes with --check")
+        return _check(input, pooling, random, tolerance, output)
+    if pooling.op == "all":
+        raise UsageError("--op all goes with --check")
     loaded = read_input(input, pooling.key, pooling.matrix)
-    g = pooling.spec.bind(loaded.array.shape)
+    arrays = pooling.arrays()
+    g = pooling.bind(loaded.array.shape, arrays)
     upstream = None
     if grad is not None:
         if grad == "-" and input == "-":
@@ -65,6 +82,102 @@ def backward(
                 "use the gradient of this output, or the forward run's -k/-s/-p"
             )
     dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params)
-    emit(dx, output, full, check_format(fmt)[0], loaded, in_place)
+    extra = None
+    if "other" in arrays and output is not None and output.lower().endswith(".npz"):
+        extra = {"with": run_backward_other(loaded.array, g, upstream, pooling.params)}
+    emit(dx, output, full, check_format(fmt)[0], loaded, in_place, extra)
+    return None
 
 
+CHECKED = ("max", "min", "avg", "lp", "mixed", "kmax", "unpool", "upsample", "lrn", "bilinear")
+
+
+def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: float, output: str | None) -> int:
+    """backward --check: one line per operator; exit 1 if any is above the tolerance."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from poolcli.check import gradcheck
+    from poolcli.errors import PoolcliError
+    from poolcli.options import parse_shape
+
+    if output is not None:
+        raise UsageError("--check prints its findings; drop -o")
+    if not tolerance > 0:
+        raise UsageError(f"--tolerance {tolerance}: give a number above 0")
+    if random is not None:
+        if source is not None or pooling.matrix is not None:
+            raise UsageError("--random makes the input; drop the input file")
+        shape = parse_shape(random)
+        x = np.random.default_rng(0).normal(size=shape)
+        what = f"a random normal {'×'.join(map(str, shape))} input (seed 0)"
+    else:
+        loaded = read_input(source, pooling.key, pooling.matrix)
+        x = loaded.array
+        what = f"{loaded.name}, shape {'×'.join(map(str, x.shape))}"
+    ops = CHECKED if pooling.op == "all" else (pooling.op,)
+    given = pooling.arrays()
+    print(f"backward --check on {what}: central differences, h = 1e-6·max(1, |x|), tolerance {tolerance:g}")
+    failed = []
+    for op in ops:
+        arrays = dict(given)
+        try:
+            if op == "unpool" and "indices" not in arrays:
+                arrays["indices"] = _random_indices(x, pooling, op)
+            arrays = {k: v for k, v in arrays.items() if k in _takes(op)}
+
+            params = pooling.params
+            if op == "upsample" and params.scale is None and pooling.spec.output_size is None:
+                params = replace(params, scale=2.0)  # --op all: upsample needs a factor; 2 unless given
+
+            def bind(a: Any, op: str = op, params: Any = params, **arrays: Any) -> Any:
+                from poolcli.engine import bind as engine_bind
+
+                return engine_bind(op, a.shape, pooling.spec, params, **arrays)
+
+            result = gradcheck(x, bind, op, params, arrays)
+        except PoolcliError as e:
+            if pooling.op != "all":
+                raise
+            print(f"{op:<9} skipped: {e}")
+            continue
+        verdict = "ok" if result.worst <= tolerance else "FAILED"
+        where = ""
+        if result.where is not None and result.worst > tolerance:
+            kind, index = result.where
+            where = (f" at {'--with ' if kind == 'with' else ''}{index}: analytic {result.analytic:.6g}, "
+                     f"numeric {result.numeric:.6g}")
+        print(f"{op:<9} worst relative error {result.worst:.1e} over {result.cells} cells  {verdict}{where}")
+        if result.worst > tolerance:
+            failed.append(op)
+    if failed:
+        hint = (" (equal values make max, min and kmax non-differentiable there)"
+                if set(failed) & {"max", "min", "kmax", "mixed"} else "")
+        raise CheckFailed(f"the backward of {', '.join(failed)} differs from finite differences by more than "
+                          f"--tolerance {tolerance:g}{hint}")
+    return 0
+
+
+def _takes(op: str) -> tuple[str, ...]:
+    from poolcli.engine import get_op
+
+    return get_op(op).arrays
+
+
+def _random_indices(x: Any, pooling: Pooling, op: str) -> Any:
+    """Indices for checking unpool: distinct random cells of each unpooled plane."""
+    import numpy as np
+
+    from poolcli.check import random_indices
+    from poolcli.engine import bind
+
+    plan = bind(op, x.shape, pooling.spec, pooling.params)
+    values = x.shape
+    if plan.moved:
+        values = values[: x.ndim - plan.dims - 1] + values[-1:] + values[x.ndim - plan.dims - 1 : -1]
+    try:
+        idx = random_indices(values, plan.sizes, plan.dims)
+    except ValueError:
+        raise UsageError("unpool: more values than cells in the unpooled plane; give --output-size") from None
+    return np.moveaxis(idx, x.ndim - plan.dims - 1, -1) if plan.moved else idx

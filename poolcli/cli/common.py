@@ -17,14 +17,17 @@ from typing import Annotated, Any
 import typer
 
 from poolcli.engine import ALIASES, OPS, TIES
+from poolcli.engine.base import MODES
 from poolcli.errors import InputError, UsageError
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
+MORE, CHECK = "kmax, unpool, upsample, lrn, bilinear", "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
-Op = Enum("Op", {name: name for name in [*OPS, *ALIASES]}, type=str)  # type: ignore[misc]
+Op = Enum("Op", {name: name for name in [*OPS, *ALIASES, "all"]}, type=str)  # type: ignore[misc]
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
+Mode = Enum("Mode", {name: name for name in MODES}, type=str)  # type: ignore[misc]
 
 
 TERMINAL_FORMATS = ("table", "json")
@@ -74,18 +77,38 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
                                 help="avg: padded cells count in the divisor (as PyTorch).")),
     "p": (float, _option(2.0, "--p", panel=OPERATOR, help="lp: the norm's exponent.")),
     "mean": (bool, _option(False, "--mean", panel=OPERATOR, help="lp: the root-mean variant (mean |x|^p)^(1/p).")),
-    "alpha": (float, _option(0.5, "--alpha", panel=OPERATOR, help="mixed: share of max in alpha*max + (1-alpha)*avg.")),
+    "alpha": (float | None, _option(None, "--alpha", panel=OPERATOR, show_default=False,
+                                    help="mixed: share of max in alpha*max + (1-alpha)*avg (0.5); "
+                                         "lrn: the scale of the sum of squares (1e-4).")),
+    "top_k": (int, _option(2, "--k", panel=MORE, metavar="K", help="kmax: how many values to keep.")),
+    "axis": (int, _option(-1, "--axis", panel=MORE, metavar="AXIS", help="kmax: the axis to keep them along.")),
+    "mode": (Mode, _option(Mode("nearest"), "--mode", panel=MORE, help="upsample: interpolation.")),
+    "scale": (str | None, _option(None, "--scale", panel=MORE, metavar="S[,S…]",
+                                     help="upsample: factor, one or one per spatial axis (or --output-size).")),
+    "align_corners": (bool, _option(False, "--align-corners", panel=MORE,
+                                    help="upsample bilinear: map corner cells onto corner cells.")),
+    "from_indices": (str | None, _option(None, "--from-indices", panel=MORE, metavar="IDX.npy",
+                                            help="unpool: the indices saved by forward --op max --indices.")),
+    "size": (int, _option(5, "--size", panel=MORE, metavar="N", help="lrn: channels in the window.")),
+    "beta": (float, _option(0.75, "--beta", panel=MORE, help="lrn: exponent.")),
+    "bias": (float, _option(1.0, "--bias", panel=MORE, help="lrn: constant added to the scaled sum.")),
+    "with_": (str | None, _option(None, "--with", panel=MORE, metavar="Y",
+                                     help="bilinear: second features (default: the input itself).")),
+    "signed_sqrt": (bool, _option(False, "--signed-sqrt", panel=MORE, help="bilinear: sign(z)·sqrt(|z|).")),
+    "l2_normalize": (bool, _option(False, "--l2-normalize", panel=MORE,
+                                   help="bilinear: divide each sample's matrix by its norm.")),
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz file.")),
     "matrix": (str | None, _option(None, "--matrix", panel=INPUT, metavar='"1 2; 3 4"',
                                       help="An inline matrix: rows split by ;, values by spaces or commas.")),
 }
 WINDOW_NAMES = ("kernel", "stride", "padding", "dilation", "ceil", "global_pool", "output_size", "dims",
                 "channels_last")
-PARAM_NAMES = ("count_pad", "p", "mean", "alpha")
+PARAM_NAMES = ("count_pad", "p", "mean", "alpha", "top_k", "axis", "mode", "scale", "align_corners", "size", "beta",
+               "bias", "signed_sqrt", "l2_normalize")
 
 
 class Pooling:
-    """What the shared options say: the operator, its WindowSpec and Params, and where the input comes from."""
+    """What the shared options say: the operator, its WindowSpec and Params, and where the inputs come from."""
 
     def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
         from poolcli.options import op_params, window_spec
@@ -94,6 +117,28 @@ class Pooling:
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
         self.key, self.matrix = values["key"], values["matrix"]
+        self.from_indices, self.with_ = values["from_indices"], values["with_"]
+
+    def arrays(self) -> dict[str, Any]:
+        """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
+        found: dict[str, Any] = {}
+        if self.from_indices is not None:
+            found["indices"] = read_input(self.from_indices, "indices" if _is_npz(self.from_indices) else None).array
+        if self.with_ is not None:
+            found["other"] = read_input(self.with_, self.key).array
+        return found
+
+    def bind(self, shape: tuple[int, ...], arrays: dict[str, Any] | None = None) -> Any:
+        """The operator's plan for an input of this shape (a Geometry for windowed operators)."""
+        from poolcli.engine import bind
+
+        if self.op == "all":
+            raise UsageError("--op all goes with backward --check; pick one operator here")
+        return bind(self.op, shape, self.spec, self.params, **(self.arrays() if arrays is None else arrays))
+
+
+def _is_npz(path: str) -> bool:
+    return path.lower().endswith(".npz")
 
 
 def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -159,7 +204,7 @@ def read_input(source: str | None, key: str | None = None, matrix: str | None = 
 
 
 def emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_place: bool,
-          indices: Any = None) -> None:
+          extra: dict[str, Any] | None = None) -> None:
     """Write the result to -o, or show it on the terminal (tables or JSON)."""
     from poolcli.io import arrays
 
@@ -167,7 +212,7 @@ def emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_p
         if output != "-":
             if refuse_overwrite(output, loaded.name, in_place):
                 array = array.copy()  # the input may be memory-mapped from the file being replaced
-        arrays.write_array(output, array, indices)
+        arrays.write_array(output, array, extra)
         return
     if fmt == "json":
         from poolcli.render.table import to_json

@@ -91,7 +91,7 @@ def forward(
             images.write_image(output, y, loaded.meta, image_format, quality)
             return None
         return emit(y, output, full, terminal, loaded, in_place)
-    g = pooling.spec.bind(loaded.array.shape)
+    g = pooling.bind(loaded.array.shape)
     idx = None
     if indices is not None:
         if indices == "-" or Path(indices).suffix.lower() != ".npy":
@@ -99,7 +99,8 @@ def forward(
         y, idx = run_indices(loaded.array, g, pooling.op)
     else:
         y = run_forward(loaded.array, g, pooling.op, pooling.params)
-    emit(y, output, full, terminal, loaded, in_place, idx if output and output.endswith(".npz") else None)
+    npz = idx is not None and output is not None and output.lower().endswith(".npz")
+    emit(y, output, full, terminal, loaded, in_place, {"indices": idx} if npz else None)
     if idx is not None:
         arrays.write_array(indices, idx)
     return None

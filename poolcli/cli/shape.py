@@ -47,8 +47,8 @@ def shape(
             raise UsageError(f"{source}: shape reads .npy and image headers; give one, or a shape like 1,3,224,224")
     else:
         in_shape = parse_shape(source)
-    g = pooling.spec.bind(in_shape)
-    axes = describe(g)
+    g = pooling.bind(in_shape)
+    axes = g.describe() if hasattr(g, "describe") else describe(g)
     if as_json:
         print(json.dumps({"input": list(in_shape), "output": list(g.out_shape), "op": pooling.op, "axes": axes}))
         return

@@ -86,10 +86,10 @@ def visualize(
         if not backward and output is None:
             raise UsageError("--grad goes with --backward (the gradient it shows)")
         upstream = read_input(grad, pooling.key).array
-        want = spec.bind(x.shape).out_shape
+        want = pooling.bind(x.shape).out_shape
         if upstream.shape != want:
             raise UsageError(f"--grad {grad} has shape {upstream.shape} but this pooling outputs {want}")
-    scene = build_scene(x, spec, pooling.op, pooling.params, picked, upstream)
+    scene = build_scene(x, spec, pooling.op, pooling.params, picked, upstream, pooling.arrays())
     if output is not None:
         from poolcli.io.atomic import atomic_write
         from poolcli.render.figure import scene_figure

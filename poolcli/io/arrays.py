@@ -164,8 +164,11 @@ def _text_matrix(array: np.ndarray, name: str) -> np.ndarray:
     return array.reshape(1, -1) if array.ndim < 2 else array
 
 
-def write_array(path: str, array: np.ndarray, indices: np.ndarray | None = None) -> None:
-    """Write ``array`` to ``path`` by its suffix (atomically), or as .npy bytes to standard output for ``-``."""
+def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``array`` to ``path`` by its suffix (atomically), or as .npy bytes to standard output for ``-``.
+
+    A ``.npz`` holds ``array`` as ``output`` plus the ``extra`` named arrays (indices, a second gradient).
+    """
     if path == "-":
         if stdout_isatty():
             raise UsageError("refusing to write .npy bytes to a terminal; redirect to a file or pipe (-o - > y.npy)")
@@ -185,8 +188,7 @@ def write_array(path: str, array: np.ndarray, indices: np.ndarray | None = None)
             if suffix == ".npy":
                 np.save(f, array, allow_pickle=False)
             elif suffix == ".npz":
-                extra = {} if indices is None else {"indices": indices}
-                np.savez(f, output=array, **extra)
+                np.savez(f, output=array, **(extra or {}))
             else:
                 sep = "," if suffix == ".csv" else ("\t" if suffix == ".tsv" else " ")
                 rows = matrix.astype(np.int64) if matrix.dtype == np.bool_ else matrix

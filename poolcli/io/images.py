@@ -173,12 +173,12 @@ def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = Tru
     """
     from dataclasses import replace
 
-    from poolcli.engine import run_forward
+    from poolcli.engine import bind, run_forward
 
     meta = loaded.meta
     shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
     spec = replace(pool.spec, dims=2, channels_last=len(shape) == 3)
-    g = spec.bind(shape)
+    g = bind(pool.op, shape, spec, pool.params, **getattr(pool, "arrays", dict)())
     sides = _pillow_reduces(meta, g, pool.op, linear) if fast else None
     if sides is not None:
         from PIL import Image

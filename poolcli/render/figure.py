@@ -193,12 +193,20 @@ def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
     if outlines_windows(scene, cell):
         what.append("windows outlined")
     if scene.selected is not None:
-        what.append("selected cells ringed" if cell >= 8 else "selected cells dotted")
+        kept = "kept" if not scene.windowed else "selected"
+        what.append(f"{kept} cells ringed" if cell >= 8 else f"{kept} cells dotted")
     label = f"input {h}×{w}" if scene.offset == (0, 0) and scene.shape[-2:] in ((h, w), (w,)) else (
         f"input rows {scene.offset[0]}–{scene.offset[0] + h - 1}, cols {scene.offset[1]}–{scene.offset[1] + w - 1}")
     canvas.add(" · ".join([label, *what]), _heat(x, cell), _range(x), over_input)
-    canvas.add(f"output {y.shape[0]}×{y.shape[1]}", _heat(y, cell), _range(y),
-               lambda draw, at: _values(draw, y, cell, at))
+    out_cell = min(cell, _cell_size(*y.shape)) if not scene.windowed else cell
+
+    def over_output(draw: ImageDraw.ImageDraw, at: tuple[int, int]) -> None:
+        _values(draw, y, out_cell, at)
+        if scene.out_marked is not None:
+            _selected(draw, scene.out_marked, out_cell, at)
+
+    landed = " · landing cells ringed" if scene.out_marked is not None else ""
+    canvas.add(f"output {y.shape[0]}×{y.shape[1]}{landed}", _heat(y, out_cell), _range(y), over_output)
     if gx is not None:
         receive = int(np.count_nonzero(gx))
         canvas.add("gradient to the input", _heat(gx, cell, zero_grey=True),

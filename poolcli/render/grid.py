@@ -141,7 +141,8 @@ def fit_region(scene: Scene, width: int, cell: int) -> tuple[Region, bool]:
         for c1 in range(w, 0, -1):
             total = label + c1 * (cell + 3)
             if side:
-                total += 4 + label + len(Region(0, r1, 0, c1).shown(scene.cols, 0, c1)) * (cell + 3)
+                shown = len(Region(0, r1, 0, c1).shown(scene.cols, 0, c1)) if scene.windowed else scene.y.shape[1]
+                total += 4 + label + shown * (cell + 3)
             if total <= width and (not side or c1 >= min(w, 4)):
                 return Region(0, r1, 0, c1), side
     return Region(0, r1, 0, 1), False
@@ -173,19 +174,30 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
     def in_cell(r: int, c: int) -> tuple[str, str]:
         v = fmt(x[r, c], kind)
         picked = sel is not None and bool(sel[r, c])
-        style = OUTSIDE if cover[r, c] == 0 else OVERLAP if cover[r, c] > 1 else TINTS[parity[r, c]]
+        if not scene.windowed:
+            style = ""
+        else:
+            style = OUTSIDE if cover[r, c] == 0 else OVERLAP if cover[r, c] > 1 else TINTS[parity[r, c]]
         if picked:
             return f"[{v}]".rjust(cell + 2), f"{style} {SELECTED}"
         return f" {v.rjust(cell)} ", style
 
-    out_rows = crop.shown(scene.rows, crop.r0, crop.r1) if x.shape[0] > 1 else [0]
-    out_cols = crop.shown(scene.cols, crop.c0, crop.c1)
+    if scene.windowed:
+        out_rows = crop.shown(scene.rows, crop.r0, crop.r1) if x.shape[0] > 1 else [0]
+        out_cols = crop.shown(scene.cols, crop.c0, crop.c1)
+    else:  # the output's own top-left part, as much as fits
+        fits = max(1, (width - 4 - max(2, len(str(y.shape[0] - 1)))) // (cell + 3))
+        out_rows, out_cols = list(range(min(y.shape[0], MAX_ROWS))), list(range(min(y.shape[1], fits)))
     lo, hi = _finite_range(y)
     out = Grid(out_rows, out_cols, cell, set(), set())
     ykind = y.dtype.kind
+    marked = scene.out_marked
 
     def out_cell(r: int, c: int) -> tuple[str, str]:
-        return f" {fmt(y[r, c], ykind).rjust(cell)} ", heat(float(y[r, c]), lo, hi)
+        v = fmt(y[r, c], ykind)
+        if marked is not None and marked[r, c]:
+            return f"[{v}]".rjust(cell + 2), f"bold {heat(float(y[r, c]), lo, hi)}"
+        return f" {v.rjust(cell)} ", heat(float(y[r, c]), lo, hi)
 
     left, right = grid.lines(in_cell), out.lines(out_cell)
     parts: list[RenderableType] = [Text(_title(scene), style="bold"), Text()]
@@ -227,6 +239,20 @@ def _cells(n: int) -> str:
 
 def _legend(scene: Scene, crop: Region, auto: bool) -> list[str]:
     h, w = scene.x.shape
+    if not scene.windowed:
+        lines = []
+        if scene.selected is not None:
+            lines.append("[v] = kept (ties to the lower index)" if scene.params.ties == "first" else
+                         f"[v] = kept; backward --ties {scene.params.ties} also reaches cells equal to a kept value")
+        if scene.out_marked is not None:
+            lines.append("[v] in the output = where a value landed (the arg-max cell it came from)")
+        oh, ow = scene.y.shape
+        if (crop.r0, crop.r1, crop.c0, crop.c1) != (0, h, 0, w):
+            lines.append(f"showing rows {crop.r0}–{crop.r1 - 1}, cols {crop.c0}–{crop.c1 - 1} of the {h}×{w} input"
+                         + ("; --region R0:R1,C0:C1 shows another part" if auto else ""))
+        if oh > MAX_ROWS or scene.y.shape != (oh, ow):
+            lines.append(f"the output is {oh}×{ow}")
+        return lines
     lines = []
     windows = f"cols {_range_text(scene.cols)}"
     if h > 1:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from poolcli.engine import AdaptiveAxis, Geometry, Params, WindowSpec, get_op, run_backward, run_forward
+from poolcli.engine import AdaptiveAxis, Geometry, Params, WindowSpec, bind, get_op, run_backward, run_forward
 from poolcli.errors import UsageError
 
 SELECTING = ("max", "min", "mixed")  # operators whose backward picks cells within a window
@@ -44,6 +44,8 @@ class Scene:
     shape: tuple[int, ...] = ()
     window: str = ""
     offset: tuple[int, int] = (0, 0)  # where a cropped scene's first cell sits in the plane
+    out_marked: np.ndarray | None = None  # output cells to mark (unpool: where the values landed)
+    windowed: bool = True  # False for kmax, unpool, upsample, lrn, bilinear: no windows to draw
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Scene:
         """The part rows r0:r1, cols c0:c1 of the input, with the windows that start inside it.
@@ -53,13 +55,16 @@ class Scene:
         >>> part.x.shape, part.y.tolist(), part.rows
         ((4, 2), [[19], [31]], [[0, 1], [2, 3]])
         """
+        part = (slice(r0, r1), slice(c0, c1))
+        if not self.windowed:  # no windows tie the output to the input: crop the input only
+            return replace(self, x=self.x[part], selected=None if self.selected is None else self.selected[part],
+                           grad=None if self.grad is None else self.grad[part], offset=(r0, c0))
         keep_r = [i for i, w in enumerate(self.rows) if r0 <= w[0] < r1]
         keep_c = [j for j, w in enumerate(self.cols) if c0 <= w[0] < c1]
         if not keep_r or not keep_c:
             raise UsageError("--region holds no window start; widen it")
         rows = [[r - r0 for r in self.rows[i] if r < r1] for i in keep_r]
         cols = [[c - c0 for c in self.cols[j] if c < c1] for j in keep_c]
-        part = (slice(r0, r1), slice(c0, c1))
         return replace(self, x=self.x[part], y=self.y[np.ix_(keep_r, keep_c)], rows=rows, cols=cols,
                        selected=None if self.selected is None else self.selected[part],
                        grad=None if self.grad is None else self.grad[part], offset=(r0, c0))
@@ -109,8 +114,10 @@ def pick_plane(x: np.ndarray, dims: int, plane: tuple[int, ...] | None) -> tuple
 
 
 def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane: tuple[int, ...] | None = None,
-                grad: np.ndarray | None = None) -> Scene:
+                grad: np.ndarray | None = None, arrays: dict[str, np.ndarray] | None = None) -> Scene:
     """Run ``op`` on one plane of ``x`` and collect what visualize draws. ``grad`` is the full upstream gradient."""
+    if not get_op(op).windowed:
+        return _plain_scene(x, spec, op, params, plane, grad, arrays or {})
     g = spec.bind(x.shape)  # checks the geometry on the whole input
     if g.dims > 2:
         raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
@@ -136,6 +143,60 @@ def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane:
         sheet, y, dx = sheet[None], y[None], dx[None]
         selected = None if selected is None else selected[None]
     return Scene(sheet, y, rows, cols, selected, dx, name, params, index, tuple(x.shape), window_text(pg))
+
+
+def _plain_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane: tuple[int, ...] | None,
+                 grad: np.ndarray | None, arrays: dict[str, np.ndarray]) -> Scene:
+    """A scene for the operators without windows: the plane, its output, marked cells and the gradient.
+
+    kmax marks the kept cells; unpool marks where each value landed in the output.
+    """
+    pool = get_op(op)
+    g = bind(op, x.shape, spec, params, **arrays)
+    y = run_forward(x, g, op, params)
+    dx = run_backward(x, g, grad, op, params)
+    name = pool.name
+    marked_in = marked_out = None
+    if name == "bilinear":
+        xe, ye, de = pool._flat(x, g), y.reshape((-1, *y.shape[-2:])), pool._flat(dx, g)
+        dims, text = 2, f"(1/L)·Σ x yᵀ over L = {xe.shape[-1]} locations · input shown as channels × locations"
+    else:
+        xe, ye, de = x, y, dx
+        if name == "kmax":
+            dims = min(2, x.ndim)
+            if g.axis < x.ndim - dims:
+                raise UsageError(f"visualize --op kmax draws the last {dims} axes; keep along one of them "
+                                 f"(--axis {x.ndim - dims} or more)")
+            mask = np.zeros(np.moveaxis(x, g.axis, -1).shape, dtype=bool)
+            np.put_along_axis(mask, pool.positions(x, g), True, axis=-1)
+            marked_in = np.moveaxis(mask, -1, g.axis)
+            text = f"the {g.k} largest along axis {g.axis}, in their order"
+        elif name == "lrn":
+            dims = x.ndim - g.channel_axis - 1 if not spec.channels_last else spec.resolve_dims(x.ndim - 1)
+            if spec.channels_last:
+                xe, ye, de = (np.moveaxis(a, -1, x.ndim - dims - 1) for a in (x, y, dx))
+            text = f"size {params.size}, alpha {params.alpha_or(1e-4):g}, beta {params.beta:g}, bias {params.bias:g}"
+        else:  # upsample, unpool
+            dims = g.dims
+            if name == "unpool":
+                marked_out = run_forward(np.ones(x.shape, dtype=np.int8), g, op, params) != 0
+            if g.moved:
+                xe, ye, de = (np.moveaxis(a, -1, a.ndim - dims - 1) for a in (x, y, dx))
+                marked_out = None if marked_out is None else np.moveaxis(marked_out, -1, x.ndim - dims - 1)
+            text = (f"{params.mode}, to {'×'.join(map(str, ye.shape[ye.ndim - dims:]))}" if name == "upsample"
+                    else f"unpooled to {'×'.join(map(str, ye.shape[ye.ndim - dims:]))}")
+        if dims > 2:
+            raise UsageError("visualize draws 1-D and 2-D planes; for --dims 3 look at the numbers with forward")
+    sheet, index = pick_plane(xe, dims, plane)
+    y2, d2 = ye[index], de[index]
+    m_in = None if marked_in is None else marked_in[index]
+    m_out = None if marked_out is None else marked_out[index]
+    if dims == 1:
+        sheet, y2, d2 = sheet[None], y2[None], d2[None]
+        m_in = None if m_in is None else m_in[None]
+        m_out = None if m_out is None else m_out[None]
+    return Scene(sheet, y2, [], [], m_in, d2, name, params, index, tuple(x.shape), text, out_marked=m_out,
+                 windowed=False)
 
 
 def window_text(g: Geometry) -> str:
