@@ -25,6 +25,7 @@ array([[1. , 1.5, 2. ],
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -89,16 +90,63 @@ def apply_axis(x: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
     return lo
 
 
+def _pieces(dst: np.ndarray, src: np.ndarray) -> list[tuple[slice | np.ndarray, slice | np.ndarray]]:
+    """Split paired index arrays into runs where both step evenly, as slices (views, not copies).
+
+    Interpolation indices are regular but for a cell or two at the edges, so this gives a
+    handful of slices; irregular ones (more than 8 runs) stay index arrays.
+
+    >>> _pieces(np.array([0, 0, 1, 2]), np.array([0, 1, 3, 5]))
+    [(slice(0, 1, 1), slice(0, 1, 1)), (slice(0, 3, 1), slice(1, 6, 2))]
+    """
+    n = len(dst)
+    if n == 1:
+        return [(slice(int(dst[0]), int(dst[0]) + 1, 1), slice(int(src[0]), int(src[0]) + 1, 1))]
+    cuts = [0]
+    i = 0
+    while i < n - 1:
+        a, b = dst[i + 1] - dst[i], src[i + 1] - src[i]
+        j = i + 1
+        while j < n - 1 and dst[j + 1] - dst[j] == a and src[j + 1] - src[j] == b:
+            j += 1
+        if a <= 0 or b <= 0:  # not a slice: this pair stands alone
+            j = i
+        cuts.append(j + 1)
+        i = j + 1
+        if len(cuts) > 9:
+            return [(dst, src)]
+    if cuts[-1] != n:
+        cuts.append(n)
+    out = []
+    for lo, hi in pairwise(cuts):
+        d, s = dst[lo:hi], src[lo:hi]
+        step_d = int(d[1] - d[0]) if len(d) > 1 else 1
+        step_s = int(s[1] - s[0]) if len(s) > 1 else 1
+        out.append((slice(int(d[0]), int(d[-1]) + 1, step_d), slice(int(s[0]), int(s[-1]) + 1, step_s)))
+    return out
+
+
 def _segment_sum(g: np.ndarray, axis: int, src: np.ndarray, size: int) -> np.ndarray:
-    """``out[src[j]] += g[j]`` along ``axis``, for non-decreasing ``src``."""
+    """``out[src[j]] += g[j]`` along ``axis``, for non-decreasing ``src``.
+
+    The outputs that are the j-th of their source cell's run have distinct sources, so each
+    such j is one plain (unaccumulated) indexed add; there are as many passes as the longest run.
+
+    >>> _segment_sum(np.arange(5.0), 0, np.array([0, 0, 1, 2, 2]), 3)
+    array([1., 2., 7.])
+    """
+    n = len(src)
     starts = np.flatnonzero(np.diff(src, prepend=-1))
+    runs = np.diff(np.append(starts, n))
+    offset = np.arange(n) - np.repeat(starts, runs)
     out_shape = list(g.shape)
     out_shape[axis] = size
     out = np.zeros(out_shape, dtype=g.dtype)
-    sums = np.add.reduceat(g, starts, axis=axis)
-    index = [slice(None)] * g.ndim
-    index[axis] = src[starts]
-    out[tuple(index)] = sums
+    lead = (slice(None),) * axis
+    for j in range(int(runs.max())):
+        sel = np.flatnonzero(offset == j)
+        for dst, part in _pieces(src[sel], sel):
+            out[lead + (dst,)] += g[lead + (part,)]
     return out
 
 

@@ -1,0 +1,109 @@
+"""Time kmax, unpool, upsample, lrn and bilinear pooling, forward and backward, beside PyTorch on 1 thread.
+
+Run: python benchmarks/bench_operators.py [--repeat 5] [--only kmax,lrn]
+Each row: poolcli's best time, torch's best time (1 thread), and the ratio (target: 2 or less).
+torch's side is the nearest thing it has: topk + sort + gather for kmax, max_unpool2d,
+interpolate, local_response_norm, and an einsum for bilinear pooling; backward is autograd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+import poolcli
+
+TARGET = 2.0
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def cases(rng: np.random.Generator):
+    """(name, poolcli forward, poolcli backward, torch function of a tensor, input)."""
+    x = rng.standard_normal((32, 128, 1024), dtype=np.float32)
+    yield "kmax k=64 of 1024", x, dict(op="kmax", k=64), lambda torch, t: torch.gather(
+        t, -1, torch.topk(t, 64, dim=-1).indices.sort(dim=-1).values)
+
+    big = rng.standard_normal((8, 64, 128, 128), dtype=np.float32)
+    values, idx = poolcli.forward(big, kernel=2, return_indices=True)
+    yield "unpool 2x2 to 128x128", values, dict(op="unpool", indices=idx, kernel=2), None  # torch side built below
+
+    x = rng.standard_normal((8, 64, 128, 128), dtype=np.float32)
+    yield "upsample nearest x2", x, dict(op="upsample", scale=2), lambda torch, t: torch.nn.functional.interpolate(
+        t, scale_factor=2, mode="nearest")
+    yield "upsample bilinear x2", x, dict(op="upsample", scale=2, mode="bilinear"), \
+        lambda torch, t: torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+
+    x = rng.standard_normal((8, 64, 64, 64), dtype=np.float32)
+    yield "lrn size 5", x, dict(op="lrn"), lambda torch, t: torch.nn.functional.local_response_norm(t, 5)
+
+    x = rng.standard_normal((32, 256, 28, 28), dtype=np.float32)
+    yield "bilinear 256 ch, 28x28", x, dict(op="bilinear"), lambda torch, t: torch.einsum(
+        "ncl,ndl->ncd", t.flatten(2), t.flatten(2)) / 784
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}"
+          + (f", torch {torch.__version__} (1 thread)" if torch else ", torch not installed"))
+    if torch is not None:
+        torch.set_num_threads(1)
+    print(f"{'operator':26} {'pass':8} {'poolcli':>10} {'torch':>10} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    for name, x, options, torch_fn in cases(rng):
+        if args.only and not any(word in name for word in args.only.split(",")):
+            continue
+        options = dict(options)
+        op = options.pop("op")
+        y = poolcli.forward(x, op, **options)
+        grad = rng.standard_normal(y.shape).astype(y.dtype)
+        ours = {"forward": lambda x=x, op=op, options=options: poolcli.forward(x, op, **options),
+                "backward": lambda x=x, grad=grad, op=op, options=options: poolcli.backward(x, grad, op, **options)}
+        theirs = {}
+        if torch is not None:
+            t = torch.from_numpy(x)
+            if op == "unpool":
+                ti = torch.from_numpy(options["indices"])
+
+                def torch_fn(torch, a, ti=ti):
+                    return torch.nn.functional.max_unpool2d(a, ti, 2)
+
+            tg = torch.from_numpy(grad)
+
+            def fwd_bwd(t=t, tg=tg, fn=torch_fn):
+                leaf = t.clone().requires_grad_(True)
+                fn(torch, leaf).backward(tg)
+
+            def fwd(t=t, fn=torch_fn):
+                with torch.no_grad():
+                    fn(torch, t)
+
+            theirs = {"forward": fwd, "backward": fwd_bwd}
+        for which in ("forward", "backward"):
+            mine = best_of(ours[which], args.repeat)
+            other = best_of(theirs[which], args.repeat) if theirs else float("nan")
+            # torch's backward row is forward + backward (autograd needs the forward); so is ours
+            if which == "backward" and theirs:
+                mine += best_of(ours["forward"], args.repeat) if op in ("unpool", "upsample") else 0.0
+            print(f"{name:26} {which:8} {mine * 1e3:8.1f}ms {other * 1e3:8.1f}ms {mine / other:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
