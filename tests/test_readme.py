@@ -63,3 +63,10 @@ def test_readme_examples_print_what_they_show(command: str, expected: str, workd
     r = subprocess.run(command, shell=True, cwd=workdir, capture_output=True, text=True, env=env)
     shown = [line.rstrip() for line in (r.stdout + r.stderr).strip().splitlines()]
     assert shown == [line.rstrip() for line in expected.strip().splitlines()]
+
+
+def test_readme_python_blocks_run():
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", README, flags=re.S):
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["z"].shape == (2, 8, 8) and namespace["dy"].shape == (2, 3, 5, 5)

@@ -53,8 +53,9 @@ def shape(
         print(json.dumps({"input": list(in_shape), "output": list(g.out_shape), "op": pooling.op, "axes": axes}))
         return
     # plain text: shape is the command scripts call most, and rich would double its start-up
-    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}", "axis  size  output size"]
-    lines += [f"{row['axis']:<4} {row['size']:>5}  {row['formula']}" for row in axes]
+    wide = max(4, *(len(str(row["axis"])) for row in axes))
+    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}", f"{'axis':<{wide}}  size  output size"]
+    lines += [f"{row['axis']:<{wide}} {row['size']:>5}  {row['formula']}" for row in axes]
     print("\n".join(lines))
 
 
