@@ -159,7 +159,9 @@ def test_visualize_marks_kept_cells_and_landing_cells(tmp_path: Path):
 
 @pytest.mark.parametrize("args,message", [
     (("forward", "--matrix", "1 2", "--op", "all"), "--op all goes with backward --check"),
-    (("forward", "--matrix", "1 2", "--with", "samples/ties.txt"), "--with does not go with --op max"),
+    (("forward", "--matrix", "1 2", "--with", "samples/ties.txt"), "--with goes with --op bilinear, not --op max"),
+    (("forward", "--matrix", "1 2", "--k", "3"), "the window size is -k/--kernel"),
+    (("forward", "--matrix", "1 2", "--op", "avg", "--scale", "2"), "--scale goes with --op upsample"),
     (("forward", "--matrix", "1 2", "--op", "upsample", "--scale", "x"), "--scale x"),
     (("forward", "--matrix", "1 2", "--op", "upsample", "--mode", "cubic"), "--mode"),
     (("backward", "--random", "3,3"), "--random goes with --check"),

@@ -114,6 +114,7 @@ class Pooling:
         from poolcli.options import op_params, window_spec
 
         self.op = values["op"].value
+        _check_belongs(self.op, values)
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
         self.key, self.matrix = values["key"], values["matrix"]
@@ -135,6 +136,37 @@ class Pooling:
         if self.op == "all":
             raise UsageError("--op all goes with backward --check; pick one operator here")
         return bind(self.op, shape, self.spec, self.params, **(self.arrays() if arrays is None else arrays))
+
+
+# Operator options and the operators they go with: giving one to another operator is a mistake
+# (most often --k for -k), said rather than ignored.
+BELONGS = {
+    "top_k": ("--k", ("kmax",), " (the window size is -k/--kernel)"),
+    "axis": ("--axis", ("kmax",), ""),
+    "mode": ("--mode", ("upsample",), ""),
+    "scale": ("--scale", ("upsample",), ""),
+    "align_corners": ("--align-corners", ("upsample",), ""),
+    "from_indices": ("--from-indices", ("unpool",), ""),
+    "size": ("--size", ("lrn",), " (the window size is -k/--kernel)"),
+    "beta": ("--beta", ("lrn",), ""),
+    "bias": ("--bias", ("lrn",), ""),
+    "with_": ("--with", ("bilinear",), ""),
+    "signed_sqrt": ("--signed-sqrt", ("bilinear",), ""),
+    "l2_normalize": ("--l2-normalize", ("bilinear",), ""),
+    "p": ("--p", ("lp",), ""),
+    "mean": ("--mean", ("lp",), ""),
+    "alpha": ("--alpha", ("mixed", "lrn"), ""),
+}
+
+
+def _check_belongs(op: str, values: dict[str, Any]) -> None:
+    if op == "all":
+        return
+    for name, (flag, ops, hint) in BELONGS.items():
+        default = POOL_OPTIONS[name][1][0]
+        value = values.get(name, default)
+        if getattr(value, "value", value) != getattr(default, "value", default) and op not in ops:
+            raise UsageError(f"{flag} goes with --op {' or '.join(ops)}, not --op {op}{hint}")
 
 
 def _is_npz(path: str) -> bool:
