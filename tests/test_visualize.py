@@ -172,11 +172,13 @@ def test_picture_shows_heat_windows_selection_and_gradient(tmp_path: Path):
     heat = figure.colourise(TIES)
     for r_, c in np.ndindex(TIES.shape):
         # the left edge of a cell, inside the window outline and clear of the value and the ring
-        assert tuple(img[iy + r_ * cell + cell // 2, ix + c * cell + cell // 8]) == tuple(heat[r_, c])
+        probe = figure.ring_inset(cell) - 2  # past the outline (at most 5 px in), before the ring
+        assert tuple(img[iy + r_ * cell + cell // 2, ix + c * cell + probe]) == tuple(heat[r_, c])
     # selected cells carry a ring, the others do not
     _, dx, _ = reference.pool(TIES.astype(float), ties="all")
     for (r_, c), v in np.ndenumerate(dx):
-        ring = img[iy + r_ * cell + cell // 2, ix + c * cell + cell // 6 : ix + c * cell + cell // 6 + max(2, cell // 12) + 1]
+        start = ix + c * cell + figure.ring_inset(cell)
+        ring = img[iy + r_ * cell + cell // 2, start : start + figure.ring_width(cell) + 1]
         assert (v != 0) == any(tuple(p) == figure.SELECTED for p in ring)
     # window (0, 0) is outlined in the first colour at its corner, window (0, 1) in the second, inset
     assert tuple(img[iy + cell // 2, ix]) == figure.WINDOW_COLOURS[0]
@@ -265,6 +267,7 @@ def test_region_crops_the_picture_too(tmp_path: Path):
     cell = figure._cell_size(4, 4)
     heat, yheat = figure.colourise(x[2:6, 4:8]), figure.colourise(np.array([[27.0, 29], [43, 45]]))
     for i, j in np.ndindex(4, 4):
-        assert tuple(img[iy + i * cell + cell // 2, ix + j * cell + cell // 8]) == tuple(heat[i, j])
+        probe = figure.ring_inset(cell) - 2
+        assert tuple(img[iy + i * cell + cell // 2, ix + j * cell + probe]) == tuple(heat[i, j])
     for i, j in np.ndindex(2, 2):
         assert tuple(img[oy + i * cell + 3, ox + j * cell + 3]) == tuple(yheat[i, j])

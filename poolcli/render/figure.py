@@ -96,7 +96,7 @@ def _values(draw: ImageDraw.ImageDraw, a: np.ndarray, cell: int, at: tuple[int, 
 
 def outlines_windows(scene: Scene, cell: int) -> bool:
     """Whether windows are outlined: only while they stay readable."""
-    return cell >= 10 and len(scene.rows) * len(scene.cols) <= 1024
+    return scene.windowed and cell >= 10 and 0 < len(scene.rows) * len(scene.cols) <= 1024
 
 
 def _windows(draw: ImageDraw.ImageDraw, scene: Scene, cell: int, at: tuple[int, int]) -> None:
@@ -113,13 +113,22 @@ def _windows(draw: ImageDraw.ImageDraw, scene: Scene, cell: int, at: tuple[int, 
             draw.rectangle(box, outline=WINDOW_COLOURS[parity], width=width)
 
 
+def ring_inset(cell: int) -> int:
+    """How far inside its cell a selection ring is drawn (wide enough to circle the value)."""
+    return max(2, cell // 8)
+
+
+def ring_width(cell: int) -> int:
+    return max(2, cell // 20)
+
+
 def _selected(draw: ImageDraw.ImageDraw, mask: np.ndarray, cell: int, at: tuple[int, int]) -> None:
     for r, c in np.argwhere(mask):
         x0, y0 = at[0] + c * cell, at[1] + r * cell
         if cell >= 8:
-            pad = max(2, cell // 6)
+            pad = ring_inset(cell)
             draw.ellipse((x0 + pad, y0 + pad, x0 + cell - 1 - pad, y0 + cell - 1 - pad), outline=SELECTED,
-                         width=max(2, cell // 12))
+                         width=ring_width(cell))
         elif cell >= 3:
             dot = cell // 3
             draw.rectangle((x0 + dot, y0 + dot, x0 + cell - 1 - dot, y0 + cell - 1 - dot), fill=SELECTED)

@@ -52,10 +52,11 @@ def heat(v: float, lo: float, hi: float) -> str:
 
 
 def fmt(v: object, kind: str) -> str:
-    """A value in at most 3 significant digits: ``fmt(0.333333, 'f')`` is ``'0.333'``."""
+    """A value in 3 significant digits (4 from 100 to 9999): ``fmt(0.333333, 'f')`` is ``'0.333'``."""
     if kind in "iub":
         return str(int(v))  # type: ignore[call-overload]
-    return f"{float(v):.3g}"  # type: ignore[arg-type]
+    f = float(v)  # type: ignore[arg-type]
+    return f"{f:.4g}" if 100 <= abs(f) < 10000 else f"{f:.3g}"
 
 
 def edges(windows: list[list[int]], n: int) -> set[int]:
