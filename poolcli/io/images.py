@@ -222,7 +222,15 @@ def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = Tru
     return y.astype(dtype)
 
 
+COMMON_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
+                  ".tiff": "TIFF", ".webp": "WEBP"}
+
+
 def _pil_format(suffix: str) -> str | None:
+    """Pillow's format name for a file suffix (common ones without loading every Pillow plugin)."""
+    known = COMMON_FORMATS.get(suffix.lower())
+    if known is not None:
+        return known
     from PIL import Image
 
     Image.init()
