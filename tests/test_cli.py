@@ -223,7 +223,7 @@ def test_console_script_and_python_m_agree(tmp_path: Path):
     assert json.loads(a.stdout)["output"] == [1, 3, 112, 112]
 
 
-@pytest.mark.parametrize("command", ["forward", "backward", "shape"])
+@pytest.mark.parametrize("command", ["forward", "backward", "shape", "visualize"])
 def test_help_shows_examples(command):
     r = poolcli(command, "--help")
     assert r.code == 0 and "Examples" in r.text and f"poolcli {command}" in r.text

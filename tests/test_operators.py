@@ -188,3 +188,28 @@ def test_bilinear_channels_last_agrees_with_channels_first():
 def test_new_operators_explain_bad_options(op, options, error, message):
     with pytest.raises(error, match=message):
         poolcli.forward(np.ones((4, 4)), op, **options)
+
+
+@pytest.mark.parametrize("op,options", [
+    ("upsample", {"scale": 2, "mode": "bilinear"}),
+    ("upsample", {"output_size": (3, 5)}),
+    ("lrn", {"size": 3}),
+])
+def test_channels_last_is_the_same_operator_on_moved_axes(op, options):
+    x = np.random.default_rng(4).normal(size=(2, 3, 4, 5))
+    g = np.random.default_rng(5).normal(size=poolcli.forward(x, op, **options).shape)
+    first = poolcli.forward(x, op, **options)
+    last = poolcli.forward(np.moveaxis(x, 1, -1), op, channels_last=True, **options)
+    np.testing.assert_allclose(np.moveaxis(last, -1, 1), first, rtol=1e-12)
+    dx = poolcli.backward(x, g, op, **options)
+    dx_last = poolcli.backward(np.moveaxis(x, 1, -1), np.moveaxis(g, 1, -1), op, channels_last=True, **options)
+    np.testing.assert_allclose(np.moveaxis(dx_last, -1, 1), dx, rtol=1e-12)
+
+
+def test_unpool_channels_last_uses_the_channels_last_indices():
+    x = np.random.default_rng(6).normal(size=(1, 6, 6, 3))
+    y, idx = poolcli.forward(x, kernel=2, return_indices=True, channels_last=True)
+    up = poolcli.forward(y, "unpool", indices=idx, kernel=2, channels_last=True)
+    assert up.shape == x.shape
+    np.testing.assert_array_equal(up[up != 0], x[up != 0])
+    assert np.count_nonzero(up) == y.size

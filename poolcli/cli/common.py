@@ -39,7 +39,7 @@ app = typer.Typer(
     help="Pooling operators of convolutional networks, forward and backward, on NumPy arrays and images.",
     epilog=(
         "Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  "
-        "poolcli backward x.npy --ties split"
+        "poolcli backward x.npy --ties split  ·  poolcli visualize x.npy -k 3 -s 2 --backward"
     ),
     add_completion=False,
     no_args_is_help=True,
