@@ -144,7 +144,7 @@ def fit_region(scene: Scene, width: int, cell: int) -> tuple[Region, bool]:
             if side:
                 shown = len(Region(0, r1, 0, c1).shown(scene.cols, 0, c1)) if scene.windowed else scene.y.shape[1]
                 total += 4 + label + shown * (cell + 3)
-            if total <= width and (not side or c1 >= min(w, 4)):
+            if total <= width and (not side or c1 >= min(w, 8)):
                 return Region(0, r1, 0, c1), side
     return Region(0, r1, 0, 1), False
 
@@ -249,8 +249,9 @@ def _legend(scene: Scene, crop: Region, auto: bool) -> list[str]:
             lines.append("[v] in the output = where a value landed (the arg-max cell it came from)")
         oh, ow = scene.y.shape
         if (crop.r0, crop.r1, crop.c0, crop.c1) != (0, h, 0, w):
-            lines.append(f"showing rows {crop.r0}–{crop.r1 - 1}, cols {crop.c0}–{crop.c1 - 1} of the {h}×{w} input"
-                         + ("; --region R0:R1,C0:C1 shows another part" if auto else ""))
+            span = (f"rows {crop.r0}–{crop.r1 - 1}, cols {crop.c0}–{crop.c1 - 1} of the {h}×{w} input" if h > 1
+                    else f"cells {crop.c0}–{crop.c1 - 1} of {w}")
+            lines.append(f"showing {span}" + ("; --region shows another part" if auto else ""))
         if oh > MAX_ROWS or scene.y.shape != (oh, ow):
             lines.append(f"the output is {oh}×{ow}")
         return lines

@@ -163,7 +163,7 @@ def _plain_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane
     else:
         xe, ye, de = x, y, dx
         if name == "kmax":
-            dims = min(2, x.ndim)
+            dims = min(spec.dims or 2, x.ndim)
             if g.axis < x.ndim - dims:
                 raise UsageError(f"visualize --op kmax draws the last {dims} axes; keep along one of them "
                                  f"(--axis {x.ndim - dims} or more)")
