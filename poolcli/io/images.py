@@ -10,7 +10,6 @@ An image becomes an array of its own bit depth, ``(H, W)`` or ``(H, W, C)`` (cha
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -277,13 +276,8 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
         options["icc_profile"] = meta["icc_profile"]
     if meta.get("exif") and pil_format in ("JPEG", "PNG", "TIFF", "WEBP"):
         options["exif"] = meta["exif"]
-    buf = io.BytesIO()
     try:
-        img.save(buf, format=pil_format, **options)
+        with atomic_write(target) as f:  # encoded straight into the temporary file; a failure removes it
+            img.save(f, format=pil_format, **options)
     except (OSError, ValueError, KeyError) as e:
-        raise OutputError(f"cannot write {path} as {pil_format}: {e}") from None
-    try:
-        with atomic_write(target) as f:
-            f.write(buf.getvalue())
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {path} as {pil_format}: {getattr(e, 'strerror', None) or e}") from None
