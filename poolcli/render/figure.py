@@ -37,8 +37,10 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def plain(text: str) -> str:
-    """Text the built-in font can draw (it has no × or –): ``plain("3×3")`` is ``'3x3'``."""
-    return text.replace("×", "x").replace("–", "-")
+    """Text the built-in font can draw (it has no ×, –, Σ, ᵀ or …): ``plain("3×3")`` is ``'3x3'``."""
+    for glyph, text_form in (("×", "x"), ("–", "-"), ("Σ", "sum "), ("ᵀ", "^T"), ("…", "..")):
+        text = text.replace(glyph, text_form)
+    return text
 
 
 def colourise(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -156,18 +158,19 @@ class Canvas:
         big, small = font(20), font(15)
         top = MARGIN + 34
         label_h, note_h = 26, 24
-        width = MARGIN * 2 + sum(p[1].width for p in self.panels) + GAP * (len(self.panels) - 1)
-        height = top + label_h + max(p[1].height for p in self.panels) + note_h + MARGIN
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        # each panel is as wide as its picture, its label and its note
+        columns = [max(image.width, int(probe.textlength(label, font=small)), int(probe.textlength(note, font=small)))
+                   for label, image, note, _ in self.panels]
+        width = MARGIN * 2 + sum(columns) + GAP * (len(self.panels) - 1)
         width = max(width, int(probe.textlength(self.title, font=big)) + 2 * MARGIN)
-        for label, *_ in self.panels:
-            width = max(width, int(probe.textlength(label, font=small)) + 2 * MARGIN)
+        height = top + label_h + max(p[1].height for p in self.panels) + note_h + MARGIN
         canvas = Image.new("RGB", (width, height), BACKGROUND)
         draw = ImageDraw.Draw(canvas)
         draw.text((MARGIN, MARGIN), self.title, fill=INK, font=big)
         x = MARGIN
         self.origins = []
-        for label, image, note, extra in self.panels:
+        for (label, image, note, extra), column in zip(self.panels, columns):
             y = top + label_h
             draw.text((x, top), label, fill=INK, font=small)
             canvas.paste(image, (x, y))
@@ -176,7 +179,7 @@ class Canvas:
             if extra is not None:
                 extra(draw, (x, y))
             draw.text((x, y + image.height + 6), note, fill=FAINT, font=small)
-            x += image.width + GAP
+            x += column + GAP
         return canvas
 
 
@@ -204,10 +207,10 @@ def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
     if scene.selected is not None:
         kept = "kept" if not scene.windowed else "selected"
         what.append(f"{kept} cells ringed" if cell >= 8 else f"{kept} cells dotted")
-    label = f"input {h}×{w}" if scene.offset == (0, 0) and scene.shape[-2:] in ((h, w), (w,)) else (
+    label = f"input {h}×{w}" if not scene.cropped else (
         f"input rows {scene.offset[0]}–{scene.offset[0] + h - 1}, cols {scene.offset[1]}–{scene.offset[1] + w - 1}")
     canvas.add(" · ".join([label, *what]), _heat(x, cell), _range(x), over_input)
-    out_cell = min(cell, _cell_size(*y.shape)) if not scene.windowed else cell
+    out_cell = _cell_size(*y.shape) if not scene.windowed else cell  # no windows tie the two scales
 
     def over_output(draw: ImageDraw.ImageDraw, at: tuple[int, int]) -> None:
         _values(draw, y, out_cell, at)

@@ -46,6 +46,7 @@ class Scene:
     offset: tuple[int, int] = (0, 0)  # where a cropped scene's first cell sits in the plane
     out_marked: np.ndarray | None = None  # output cells to mark (unpool: where the values landed)
     windowed: bool = True  # False for kmax, unpool, upsample, lrn, bilinear: no windows to draw
+    cropped: bool = False  # a part of the plane (--region)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Scene:
         """The part rows r0:r1, cols c0:c1 of the input, with the windows that start inside it.
@@ -58,7 +59,7 @@ class Scene:
         part = (slice(r0, r1), slice(c0, c1))
         if not self.windowed:  # no windows tie the output to the input: crop the input only
             return replace(self, x=self.x[part], selected=None if self.selected is None else self.selected[part],
-                           grad=None if self.grad is None else self.grad[part], offset=(r0, c0))
+                           grad=None if self.grad is None else self.grad[part], offset=(r0, c0), cropped=True)
         keep_r = [i for i, w in enumerate(self.rows) if r0 <= w[0] < r1]
         keep_c = [j for j, w in enumerate(self.cols) if c0 <= w[0] < c1]
         if not keep_r or not keep_c:
@@ -67,7 +68,7 @@ class Scene:
         cols = [[c - c0 for c in self.cols[j] if c < c1] for j in keep_c]
         return replace(self, x=self.x[part], y=self.y[np.ix_(keep_r, keep_c)], rows=rows, cols=cols,
                        selected=None if self.selected is None else self.selected[part],
-                       grad=None if self.grad is None else self.grad[part], offset=(r0, c0))
+                       grad=None if self.grad is None else self.grad[part], offset=(r0, c0), cropped=True)
 
     def coverage(self) -> np.ndarray:
         """How many windows read each input cell."""
