@@ -23,7 +23,8 @@ from poolcli.errors import UsageError
 
 __all__ = [
     "ALIASES", "OPS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "Params", "WindowSpec",
-    "bind", "describe", "get_op", "run_backward", "run_backward_other", "run_forward", "run_indices",
+    "bind", "describe", "get_op", "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller",
+    "to_engine",
 ]
 
 
@@ -53,19 +54,20 @@ def check_array(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _to_engine(a: np.ndarray, g: Geometry) -> np.ndarray:
+def to_engine(a: np.ndarray, g: Geometry) -> np.ndarray:
     """Channels-last arrays become channels-first views (spatial axes last)."""
     return np.moveaxis(a, -1, len(g.lead) - 1) if g.channels_last and g.lead else a
 
 
-def _to_caller(a: np.ndarray, g: Geometry) -> np.ndarray:
+def to_caller(a: np.ndarray, g: Geometry) -> np.ndarray:
+    """The inverse of ``to_engine``: channels back after the spatial axes."""
     return np.moveaxis(a, len(g.lead) - 1, -1) if g.channels_last and g.lead else a
 
 
 def run_forward(x: np.ndarray, g: Geometry, op: str = "max", params: Params = Params()) -> np.ndarray:
     """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``."""
     x = check_array(x)
-    return _to_caller(get_op(op).forward(_to_engine(x, g), g, params), g)
+    return to_caller(get_op(op).forward(to_engine(x, g), g, params), g)
 
 
 def run_indices(x: np.ndarray, g: Geometry, op: str = "max") -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +76,8 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = "max") -> tuple[np.ndarray
     pool = get_op(op)
     if not hasattr(pool, "indices"):
         raise UsageError(f"--indices goes with --op max or min, not {op}")
-    y, idx = pool.indices(_to_engine(x, g), g)
-    return _to_caller(y, g), _to_caller(idx, g)
+    y, idx = pool.indices(to_engine(x, g), g)
+    return to_caller(y, g), to_caller(idx, g)
 
 
 def gradient_dtype(dtype: np.dtype) -> np.dtype:
@@ -98,8 +100,8 @@ def run_backward(
             "use the gradient of this output, or the forward run's window options"
         )
     grad = grad.astype(dtype, copy=False)
-    dx = get_op(op).backward(_to_engine(x, g), g, _to_engine(grad, g), params)
-    return _to_caller(dx.astype(dtype, copy=False), g)
+    dx = get_op(op).backward(to_engine(x, g), g, to_engine(grad, g), params)
+    return to_caller(dx.astype(dtype, copy=False), g)
 
 
 def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:

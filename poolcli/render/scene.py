@@ -21,7 +21,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from poolcli.engine import AdaptiveAxis, Geometry, Params, WindowSpec, bind, get_op, run_backward, run_forward
+from poolcli.engine import (
+    AdaptiveAxis,
+    Geometry,
+    Params,
+    WindowSpec,
+    bind,
+    get_op,
+    run_backward,
+    run_forward,
+    to_engine,
+)
 from poolcli.errors import UsageError
 
 SELECTING = ("max", "min", "mixed")  # operators whose backward picks cells within a window
@@ -122,15 +132,14 @@ def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane:
     g = spec.bind(x.shape)  # checks the geometry on the whole input
     if g.dims > 2:
         raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
-    xe = np.moveaxis(x, -1, len(g.lead) - 1) if g.channels_last and g.lead else x
+    xe = to_engine(x, g)
     sheet, index = pick_plane(xe, g.dims, plane)
     flat = replace(spec, dims=g.dims, channels_last=False)
     pg = flat.bind(sheet.shape)
     y = run_forward(sheet, pg, op, params)
     upstream = None
     if grad is not None:
-        ge = np.moveaxis(grad, -1, len(g.lead) - 1) if g.channels_last and g.lead else grad
-        upstream = ge[index]
+        upstream = to_engine(grad, g)[index]
     dx = run_backward(sheet, pg, upstream, op, params)
     selected = None
     name = get_op(op).name
