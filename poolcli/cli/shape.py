@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +39,7 @@ def shape(
             from poolcli.io import images
 
             in_shape = images.image_shape(path)
-            pooling.spec = replace(pooling.spec, dims=2, channels_last=len(in_shape) == 3)
+            pooling.spec = images.image_spec(pooling.spec, in_shape)
         elif path.suffix.lower() == ".npy":
             in_shape = arrays.npy_header_shape(path)
         else:

@@ -63,8 +63,8 @@ def visualize(
     pool: Any = None,
 ) -> None:
     """Show the pooling of one plane: windows, the cells they select, the output and the gradient mask."""
-    from dataclasses import replace
-
+    from poolcli.engine import bind
+    from poolcli.io import images
     from poolcli.options import parse_ints, parse_region
     from poolcli.render.scene import build_scene
 
@@ -80,16 +80,17 @@ def visualize(
             raise UsageError("--plane and --region pick part of an array; an image figure shows the whole image")
         return _image_figure(loaded, pooling, linear, output, in_place)
     x = loaded.array
-    spec = replace(pooling.spec, dims=2, channels_last=x.ndim == 3) if image else pooling.spec
+    spec = images.image_spec(pooling.spec, x.shape) if image else pooling.spec
+    arrays = pooling.arrays()
     upstream = None
     if grad is not None:
         if not backward and output is None:
             raise UsageError("--grad goes with --backward (the gradient it shows)")
         upstream = read_input(grad, pooling.key).array
-        want = pooling.bind(x.shape).out_shape
+        want = bind(pooling.op, x.shape, spec, pooling.params, **arrays).out_shape
         if upstream.shape != want:
             raise UsageError(f"--grad {grad} has shape {upstream.shape} but this pooling outputs {want}")
-    scene = build_scene(x, spec, pooling.op, pooling.params, picked, upstream, pooling.arrays())
+    scene = build_scene(x, spec, pooling.op, pooling.params, picked, upstream, arrays)
     if output is not None:
         from poolcli.io.atomic import atomic_write
         from poolcli.render.figure import scene_figure
@@ -100,15 +101,10 @@ def visualize(
             scene = scene.crop(region.r0, region.r1, region.c0, region.c1)
         figure = scene_figure(scene, _figure_title(scene))
         with atomic_write(output) as f:
-            figure.save(f, format=_pil_format(output))
+            figure.save(f, format=images.pil_format(Path(output).suffix))
         return None
     _print(scene, spans, backward)
     return None
-
-
-def _pil_format(path: str) -> str:
-    suffix = Path(path).suffix.lower().lstrip(".")
-    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(suffix, suffix.upper())
 
 
 def _print(scene: Any, spans: Any, backward: bool) -> None:
@@ -151,17 +147,11 @@ def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_p
 
     pooled = images.pool_image(loaded, pooling, linear)
     h, w = loaded.shape[:2]
-    g = replace_dims(pooling).bind((h, w))
+    g = images.image_spec(pooling.spec, (h, w)).bind((h, w))
     light = " · linear light" if linear else ""
     title = f"{Path(loaded.name).name} · {pooling.op} · {window_text(g)}{light}"
     refuse_overwrite(output, loaded.name, in_place)
     figure = image_figure(loaded.array, pooled, title)
     with atomic_write(output) as f:
-        figure.save(f, format=_pil_format(output))
+        figure.save(f, format=images.pil_format(Path(output).suffix))
 
-
-def replace_dims(pooling: Pooling) -> Any:
-    """The window options as applied to an image's height and width."""
-    from dataclasses import replace
-
-    return replace(pooling.spec, dims=2, channels_last=False)

@@ -161,6 +161,19 @@ def _pillow_reduces(meta: dict, g: Any, op: str, linear: bool) -> tuple[int, int
     return sides[0], sides[1]
 
 
+def image_spec(spec: Any, shape: tuple[int, ...]) -> Any:
+    """The window options as they apply to an image array: height and width are the spatial axes,
+    and a third axis holds the channels.
+
+    >>> from poolcli.engine import WindowSpec
+    >>> image_spec(WindowSpec(kernel=2), (64, 96, 3)).channels_last
+    True
+    """
+    from dataclasses import replace
+
+    return replace(spec, dims=2, channels_last=len(shape) == 3)
+
+
 def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = True, keep_pil: bool = False) -> Any:
     """Pool an image over height and width, channel by channel, back in its own dtype.
 
@@ -170,13 +183,11 @@ def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = Tru
     gives the same numbers faster (``fast=False`` forces the engine); with ``keep_pil`` that path
     returns the Pillow image itself, saving a copy when it is written straight back.
     """
-    from dataclasses import replace
-
     from poolcli.engine import bind, run_forward
 
     meta = loaded.meta
     shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
-    spec = replace(pool.spec, dims=2, channels_last=len(shape) == 3)
+    spec = image_spec(pool.spec, shape)
     g = bind(pool.op, shape, spec, pool.params, **getattr(pool, "arrays", dict)())
     sides = _pillow_reduces(meta, g, pool.op, linear) if fast else None
     if sides is not None:
@@ -225,8 +236,12 @@ COMMON_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                   ".tiff": "TIFF", ".webp": "WEBP"}
 
 
-def _pil_format(suffix: str) -> str | None:
-    """Pillow's format name for a file suffix (common ones without loading every Pillow plugin)."""
+def pil_format(suffix: str) -> str | None:
+    """Pillow's format name for a file suffix (common ones without loading every Pillow plugin).
+
+    >>> pil_format(".JPG")
+    'JPEG'
+    """
     known = COMMON_FORMATS.get(suffix.lower())
     if known is not None:
         return known
@@ -242,10 +257,10 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
     from PIL import Image
 
     target = Path(path)
-    pil_format = (fmt.upper() if fmt else None) or _pil_format(target.suffix)
-    if pil_format == "JPG":
-        pil_format = "JPEG"
-    if pil_format is None:
+    format_name = (fmt.upper() if fmt else None) or pil_format(target.suffix)
+    if format_name == "JPG":
+        format_name = "JPEG"
+    if format_name is None:
         raise UsageError(f"-o {path}: unknown image type {target.suffix or '(none)'}; use .png, .jpg, .tif, .webp …")
     mode = meta.get("mode", "")
     if isinstance(array, Image.Image):
@@ -257,7 +272,7 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
     if mode == "1":
         img = img.convert("1", dither=Image.Dither.NONE)
     options: dict[str, Any] = {}
-    if pil_format == "JPEG":
+    if format_name == "JPEG":
         if img.mode in ("RGBA", "LA"):
             img = img.convert(img.mode[:-1])  # JPEG has no alpha: drop it, as ImageMagick does
         if img.mode not in ("L", "RGB", "CMYK"):
@@ -270,14 +285,14 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
                 options["subsampling"] = meta["subsampling"]
         else:
             options["quality"] = 90
-    elif quality is not None and pil_format == "WEBP":
+    elif quality is not None and format_name == "WEBP":
         options["quality"] = quality
-    if meta.get("icc_profile") and pil_format in ("JPEG", "PNG", "TIFF", "WEBP"):
+    if meta.get("icc_profile") and format_name in ("JPEG", "PNG", "TIFF", "WEBP"):
         options["icc_profile"] = meta["icc_profile"]
-    if meta.get("exif") and pil_format in ("JPEG", "PNG", "TIFF", "WEBP"):
+    if meta.get("exif") and format_name in ("JPEG", "PNG", "TIFF", "WEBP"):
         options["exif"] = meta["exif"]
     try:
         with atomic_write(target) as f:  # encoded straight into the temporary file; a failure removes it
-            img.save(f, format=pil_format, **options)
+            img.save(f, format=format_name, **options)
     except (OSError, ValueError, KeyError) as e:
-        raise OutputError(f"cannot write {path} as {pil_format}: {getattr(e, 'strerror', None) or e}") from None
+        raise OutputError(f"cannot write {path} as {format_name}: {getattr(e, 'strerror', None) or e}") from None
