@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from poolcli.render.grid import fmt
+from poolcli.render.grid import finite_range, fmt
 from poolcli.render.scene import Scene
 
 # viridis at 9 stops: perceptually even, readable in grey and for colour-blind readers
@@ -52,8 +52,7 @@ def colourise(a: np.ndarray, lo: float | None = None, hi: float | None = None) -
     a = np.asarray(a, dtype=np.float64)
     finite = np.isfinite(a)
     if lo is None or hi is None:
-        vals = a[finite]
-        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        lo, hi = finite_range(a) or (0.0, 1.0)
     t = np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.full(a.shape, 0.5)
     t = np.where(finite, t, 0) * (len(VIRIDIS) - 1)
     i = np.minimum(t.astype(np.int64), len(VIRIDIS) - 2)
@@ -139,8 +138,8 @@ def _selected(draw: ImageDraw.ImageDraw, mask: np.ndarray, cell: int, at: tuple[
 
 
 def _range(a: np.ndarray) -> str:
-    f = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-    return f"min {fmt(f.min(), a.dtype.kind)} · max {fmt(f.max(), a.dtype.kind)}" if f.size else "no finite values"
+    span = finite_range(a)
+    return f"min {fmt(span[0], a.dtype.kind)} · max {fmt(span[1], a.dtype.kind)}" if span else "no finite values"
 
 
 class Canvas:

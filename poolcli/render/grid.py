@@ -189,7 +189,7 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
     else:  # the output's own top-left part, as much as fits
         fits = max(1, (width - 4 - max(2, len(str(y.shape[0] - 1)))) // (cell + 3))
         out_rows, out_cols = list(range(min(y.shape[0], MAX_ROWS))), list(range(min(y.shape[1], fits)))
-    lo, hi = _finite_range(y)
+    lo, hi = finite_range(y) or (0.0, 0.0)
     out = Grid(out_rows, out_cols, cell, set(), set())
     ykind = y.dtype.kind
     marked = scene.out_marked
@@ -215,7 +215,7 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
         parts += [Text("input", style="bold"), *left, Text(), Text("output", style="bold"), *right]
     if backward and scene.grad is not None:
         gx = scene.grad
-        glo, ghi = _finite_range(gx)
+        glo, ghi = finite_range(gx) or (0.0, 0.0)
 
         def grad_cell(r: int, c: int) -> tuple[str, str]:
             v = gx[r, c]
@@ -229,9 +229,11 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
     return Group(*parts)
 
 
-def _finite_range(a: np.ndarray) -> tuple[float, float]:
+def finite_range(a: np.ndarray) -> tuple[float, float] | None:
+    """The smallest and largest finite values, or None if there are none: ``finite_range(np.array([np.nan, 2.0]))``
+    is ``(2.0, 2.0)``."""
     f = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-    return (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
+    return (float(f.min()), float(f.max())) if f.size else None
 
 
 def _cells(n: int) -> str:
