@@ -8,11 +8,10 @@ the ratio to torch on 1 thread, and the extra peak memory of poolcli's run.
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 import tracemalloc
 
 import numpy as np
+from benchlib import best_of, machine, optional_torch
 
 import poolcli
 
@@ -26,15 +25,6 @@ WORKLOADS = {
     "W6": dict(shape=(32, 128, 4096), op="max", kernel=4, stride=4, padding=0, dims=1),
 }
 TARGETS = {"W1": 0.5, "W2": 0.5, "W3": 0.5, "W4": 0.1, "W5a": 1.5, "W5b": 3.0, "W6": 2.5}
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def run_poolcli(w: dict, x: np.ndarray, grad: np.ndarray | None):
@@ -79,12 +69,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="")
     args = parser.parse_args()
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else ", torch not installed"))
+    torch = optional_torch()
+    print(machine(torch))
     rng = np.random.default_rng(0)
     header = f"{'load':5} {'poolcli':>9} {'torch1':>9} {'torch2':>9} {'ratio':>6} {'target':>6} {'peak/in':>7}"
     print(header)

@@ -9,19 +9,15 @@ timed when installed (apt-get install imagemagick; for this benchmark only).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import USER_ENV, best_of
 from PIL import Image
-
-# As on a user's machine, Python may cache compiled modules (some sandboxes switch that off).
-USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def make_photos(folder: Path, count: int) -> None:
@@ -33,12 +29,6 @@ def make_photos(folder: Path, count: int) -> None:
         base = np.stack([np.sin(x / (200 + 40 * c) + phase[c]) * np.cos(y / (150 + 30 * c)) for c in range(3)], -1)
         img = (base * 90 + 128 + rng.normal(0, 12, size=(1080, 1920, 3))).clip(0, 255).astype(np.uint8)
         Image.fromarray(img).save(folder / f"photo{i:03}.jpg", quality=90)
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -91,7 +81,7 @@ def main() -> None:
         best = {name: float("inf") for name, _, _ in tools}
         for _ in range(args.repeat):  # interleaved, best of each: a shared machine's noise hits all alike
             for name, fn, _ in tools:
-                best[name] = min(best[name], timed(fn))
+                best[name] = min(best[name], best_of(fn, 1))
         print(f"{args.count} JPEGs, 1920x1080, 2x average downsampling, best of {args.repeat}")
         for name, _, cores in tools:
             rate = args.count / best[name]

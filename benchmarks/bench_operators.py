@@ -9,23 +9,13 @@ interpolate, local_response_norm, and an einsum for bilinear pooling; backward i
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import numpy as np
+from benchlib import best_of, machine, optional_torch
 
 import poolcli
 
 TARGET = 2.0
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def cases(rng: np.random.Generator):
@@ -57,12 +47,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="")
     args = parser.parse_args()
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}"
-          + (f", torch {torch.__version__} (1 thread)" if torch else ", torch not installed"))
+    torch = optional_torch()
+    print(machine(torch, " (1 thread)"))
     if torch is not None:
         torch.set_num_threads(1)
     print(f"{'operator':26} {'pass':8} {'poolcli':>10} {'torch':>10} {'ratio':>6}")

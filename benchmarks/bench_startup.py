@@ -6,22 +6,14 @@ Run: python benchmarks/bench_startup.py [--runs 15]
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import time
 
-# As on a user's machine, Python may cache compiled modules (some sandboxes switch that off).
-USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+from benchlib import USER_ENV, best_of
 
 
 def best(command: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=USER_ENV)
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return best_of(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=USER_ENV), runs)
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""What the benchmark scripts share: best-of timing, the optional torch, the machine line, a user's environment."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# As on a user's machine, Python may cache compiled modules (some sandboxes switch that off).
+USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    """The shortest of ``repeat`` timed calls of ``fn``, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def optional_torch() -> Any:
+    """torch if installed (the oracle the ratios are taken against), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def machine(torch: Any, note: str = "") -> str:
+    """One line naming the machine and the library versions the figures come from."""
+    versions = f", torch {torch.__version__}{note}" if torch is not None else ", torch not installed"
+    return f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}{versions}"
