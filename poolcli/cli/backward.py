@@ -89,9 +89,6 @@ def backward(
     return None
 
 
-CHECKED = ("max", "min", "avg", "lp", "mixed", "kmax", "unpool", "upsample", "lrn", "bilinear")
-
-
 def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: float, output: str | None) -> int:
     """backward --check: one line per operator; exit 1 if any is above the tolerance."""
     from dataclasses import replace
@@ -99,6 +96,7 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
     import numpy as np
 
     from poolcli.check import gradcheck
+    from poolcli.engine import OPS, get_op
     from poolcli.errors import PoolcliError
     from poolcli.options import parse_shape
 
@@ -116,7 +114,7 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         loaded = read_input(source, pooling.key, pooling.matrix)
         x = loaded.array
         what = f"{loaded.name}, shape {'×'.join(map(str, x.shape))}"
-    ops = CHECKED if pooling.op == "all" else (pooling.op,)
+    ops = tuple(OPS) if pooling.op == "all" else (pooling.op,)
     given = pooling.arrays()
     print(f"backward --check on {what}: central differences, h = 1e-6·max(1, |x|), tolerance {tolerance:g}")
     failed = []
@@ -125,7 +123,7 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         try:
             if op == "unpool" and "indices" not in arrays:
                 arrays["indices"] = _random_indices(x, pooling, op)
-            arrays = {k: v for k, v in arrays.items() if k in _takes(op)}
+            arrays = {k: v for k, v in arrays.items() if k in get_op(op).arrays}
 
             params = pooling.params
             if op == "upsample" and params.scale is None and pooling.spec.output_size is None:
@@ -157,12 +155,6 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         raise CheckFailed(f"the backward of {', '.join(failed)} differs from finite differences by more than "
                           f"--tolerance {tolerance:g}{hint}")
     return 0
-
-
-def _takes(op: str) -> tuple[str, ...]:
-    from poolcli.engine import get_op
-
-    return get_op(op).arrays
 
 
 def _random_indices(x: Any, pooling: Pooling, op: str) -> Any:
