@@ -180,7 +180,7 @@ def test_pillow_reduce_fast_path_equals_the_engine(seed):
     h, w = int(rng.integers(kh, 70)), int(rng.integers(kw, 70))
     channels = () if seed % 2 else (3,)
     a = rng.integers(0, 256, size=(h, w, *channels)).astype(np.uint8)
-    pool = SimpleNamespace(spec=poolcli.WindowSpec(kernel=(kh, kw)), op="avg", params=poolcli.Params())
+    pool = SimpleNamespace(spec=poolcli.WindowSpec(kernel=(kh, kw)), op="avg", params=poolcli.Params(), arrays=dict)
     from poolcli.io.arrays import Loaded
 
     loaded = Loaded(a, "a", {"mode": "RGB" if channels else "L"})

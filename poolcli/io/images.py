@@ -188,7 +188,7 @@ def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = Tru
     meta = loaded.meta
     shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
     spec = image_spec(pool.spec, shape)
-    g = bind(pool.op, shape, spec, pool.params, **getattr(pool, "arrays", dict)())
+    g = bind(pool.op, shape, spec, pool.params, **pool.arrays())
     sides = _pillow_reduces(meta, g, pool.op, linear) if fast else None
     if sides is not None:
         from PIL import Image

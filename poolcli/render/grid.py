@@ -225,7 +225,7 @@ def render_scene(scene: Scene, width: int = 80, region: Region | None = None, ba
 
         parts += [Text(), Text("gradient to the input", style="bold"), *grid.lines(grad_cell)]
     parts.append(Text())
-    parts += [Text(line, style="dim") for line in _legend(scene, crop, region is None)]
+    parts += [Text(line, style="dim") for line in _legend(scene, crop, region is None, cover)]
     return Group(*parts)
 
 
@@ -240,7 +240,7 @@ def _cells(n: int) -> str:
     return f"{n} cell is" if n == 1 else f"{n} cells are"
 
 
-def _legend(scene: Scene, crop: Region, auto: bool) -> list[str]:
+def _legend(scene: Scene, crop: Region, auto: bool, cover: np.ndarray) -> list[str]:
     h, w = scene.x.shape
     if not scene.windowed:
         lines = []
@@ -262,7 +262,6 @@ def _legend(scene: Scene, crop: Region, auto: bool) -> list[str]:
     if h > 1:
         windows = f"rows {_range_text(scene.rows)} × {windows}"
     lines.append(f"windows read {windows}")
-    cover = scene.coverage()
     if (cover > 1).any():
         overlap = _cells(int((cover > 1).sum()))
         lines.append(f"{overlap} read by 2 or more windows (purple; lines mark where windows start)")
