@@ -443,22 +443,37 @@ class WindowSpec:
             f"({dims}), or begin,end per axis ({2 * dims})"
         )
 
-    def bind(self, shape: Sequence[int]) -> Geometry:
-        """The Geometry of an input of this shape (the caller's layout); raises GeometryError if it does not fit."""
+    def spatial(self, shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+        """The number of spatial axes of an input of this shape (the caller's layout), and their sizes.
+
+        >>> WindowSpec(channels_last=True).spatial((1, 8, 6, 3))
+        (2, (8, 6))
+        """
         shape = tuple(int(n) for n in shape)
         ndim = len(shape)
         if ndim == 0:
             raise GeometryError("the input is a single number (0-D); pooling needs at least one axis")
         dims = self.resolve_dims(ndim - (1 if self.channels_last else 0))
-        if self.channels_last:
-            if ndim < dims + 1:
-                raise GeometryError(
-                    f"--channels-last needs a channel axis after {dims} spatial axes, but the input has shape {shape}"
-                )
-            lead = shape[: ndim - dims - 1] + (shape[-1],)
-            sizes = shape[ndim - dims - 1 : -1]
-        else:
-            lead, sizes = shape[: ndim - dims], shape[ndim - dims :]
+        if self.channels_last and ndim < dims + 1:
+            raise GeometryError(
+                f"--channels-last needs a channel axis after {dims} spatial axes, but the input has shape {shape}"
+            )
+        first = ndim - dims - (1 if self.channels_last else 0)
+        return dims, shape[first : first + dims]
+
+    def with_sizes(self, shape: Sequence[int], sizes: Sequence[int]) -> tuple[int, ...]:
+        """``shape`` with its spatial sizes replaced: ``WindowSpec().with_sizes((1, 3, 8, 8), (4, 4))`` is
+        ``(1, 3, 4, 4)``."""
+        shape = tuple(int(n) for n in shape)
+        first = len(shape) - len(sizes) - (1 if self.channels_last else 0)
+        return shape[:first] + tuple(int(n) for n in sizes) + shape[first + len(sizes) :]
+
+    def bind(self, shape: Sequence[int]) -> Geometry:
+        """The Geometry of an input of this shape (the caller's layout); raises GeometryError if it does not fit."""
+        shape = tuple(int(n) for n in shape)
+        dims, sizes = self.spatial(shape)
+        first = len(shape) - dims - (1 if self.channels_last else 0)
+        lead = shape[:first] + ((shape[-1],) if self.channels_last else ())
         names = axis_names(dims)
         for name, size in zip(names, sizes):
             if size < 1:

@@ -46,14 +46,7 @@ class Unpool(Op):
 
     def bind(self, shape, spec, params, indices=None, **arrays):
         shape = tuple(int(n) for n in shape)
-        ndim = len(shape)
-        if ndim == 0:
-            raise GeometryError("the input is a single number (0-D); unpool needs the pooled values")
-        cl = spec.channels_last
-        dims = spec.resolve_dims(ndim - (1 if cl else 0))
-        if cl and ndim < dims + 1:
-            raise GeometryError(f"--channels-last needs a channel axis after {dims} spatial axes, not shape {shape}")
-        sizes_in = shape[ndim - dims - 1 : -1] if cl else shape[ndim - dims :]
+        dims, sizes_in = spec.spatial(shape)
         names = axis_names(dims)
         if spec.output_size is not None:
             sizes = spec._per_axis(spec.output_size, "output_size", dims, 1)
@@ -72,10 +65,7 @@ class Unpool(Op):
         for name, n in zip(names, sizes):
             if n < 1:
                 raise GeometryError(f"axis {name}: unpooling to size {n}; give --output-size or the pooling's -k/-s/-p")
-        if cl:
-            out = shape[: ndim - dims - 1] + tuple(sizes) + shape[-1:]
-        else:
-            out = shape[: ndim - dims] + tuple(sizes)
+        out = spec.with_sizes(shape, sizes)
         rows = tuple({"axis": nm, "size": n, "out": o, "kind": "unpool", "formula": f"{h} = {o}"}
                      for nm, n, o, h in zip(names, sizes_in, sizes, how))
         if indices is not None:
@@ -90,7 +80,7 @@ class Unpool(Op):
                 bad = int(indices.min() if indices.min() < 0 else indices.max())
                 raise UsageError(f"index {bad} is outside the unpooled plane of {'×'.join(map(str, sizes))} = "
                                  f"{plane} cells; check -k/-s/-p or --output-size against the forward run")
-        return UnpoolPlan(shape, out, rows, dims=dims, sizes=tuple(sizes), indices=indices, moved=cl)
+        return UnpoolPlan(shape, out, rows, dims=dims, sizes=tuple(sizes), indices=indices, moved=spec.channels_last)
 
     def _planes(self, a: np.ndarray, plan: UnpoolPlan) -> np.ndarray:
         if plan.moved:

@@ -165,8 +165,6 @@ class Upsample(Op):
     def bind(self, shape, spec, params, **arrays):
         shape = tuple(int(n) for n in shape)
         ndim = len(shape)
-        if ndim == 0:
-            raise GeometryError("the input is a single number (0-D); upsample needs an axis")
         scales = params.scales
         cl = spec.channels_last
         if spec.dims is None and scales is not None and len(scales) > 1 and spec.output_size is None:
@@ -176,12 +174,9 @@ class Upsample(Op):
                 raise GeometryError(f"--scale {','.join(f'{s:g}' for s in scales)} has {len(scales)} values but the "
                                     f"input has only {ndim} axes; give 1 factor or one per spatial axis")
             spec = replace(spec, dims=len(scales))
-        dims = spec.resolve_dims(ndim - (1 if cl else 0))
-        if cl and ndim < dims + 1:
-            raise GeometryError(f"--channels-last needs a channel axis after {dims} spatial axes, not shape {shape}")
+        dims, sizes = spec.spatial(shape)
         if spec.kernel is not None or spec.stride is not None or spec.global_pool:
             raise UsageError("upsample takes --scale or --output-size, not -k/-s/--global")
-        sizes = shape[ndim - dims - 1 : -1] if cl else shape[ndim - dims :]
         names = axis_names(dims)
         if (scales is None) == (spec.output_size is None):
             raise UsageError("upsample needs --scale S (one factor or one per axis) or --output-size N, not "
@@ -199,7 +194,7 @@ class Upsample(Op):
                 raise GeometryError(f"axis {name}: upsampling gives size {o}; give a larger --scale or --output-size")
         mode = params.mode
         axes = tuple(interp_axis(n, o, s, mode, params.align_corners) for n, o, s in zip(sizes, outs, per))
-        out = (shape[: ndim - dims - 1] + outs + shape[-1:]) if cl else shape[: ndim - dims] + outs
+        out = spec.with_sizes(shape, outs)
         rows = tuple({"axis": nm, "size": n, "out": o, "kind": "upsample",
                       "formula": (f"floor({n} · {s:g}) = {o}" if s is not None else f"--output-size = {o}")}
                      for nm, n, o, s in zip(names, sizes, outs, per))
