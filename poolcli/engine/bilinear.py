@@ -52,8 +52,8 @@ class BilinearPool(Op):
             if other.dtype.kind not in "biuf":
                 raise UsageError(f"--with holds {other.dtype} values; give real numbers")
             c2 = other.shape[axis]
-        lead = tuple(n for i, n in enumerate(shape) if i != axis and not _spatial(i, axis, dims, spec, len(shape)))
-        locations = int(np.prod([shape[i] for i in range(len(shape)) if _spatial(i, axis, dims, spec, len(shape))]))
+        lead = shape[: len(shape) - dims - 1]  # the samples: every axis before the channels and locations
+        locations = int(np.prod(spec.spatial(shape)[1]))
         if locations == 0:
             raise UsageError("the input has no locations to pool over")
         rows = ({"axis": "channels", "size": c, "out": c2, "kind": "bilinear",
@@ -129,12 +129,6 @@ class BilinearPool(Op):
         a, _, _, dz = self._dz(x, plan, grad, params)
         db = np.swapaxes(dz, 1, 2) @ a
         return self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)
-
-
-def _spatial(i: int, axis: int, dims: int, spec, ndim: int) -> bool:
-    if spec.channels_last:
-        return ndim - dims - 1 <= i < ndim - 1
-    return i > axis
 
 
 __all__ = ["BilinearPlan", "BilinearPool"]
