@@ -182,7 +182,7 @@ def _plain_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane
             marked_in = np.moveaxis(mask, -1, g.axis)
             text = f"the {g.k} largest along axis {g.axis}, in their order"
         elif name == "lrn":
-            dims = x.ndim - g.channel_axis - 1 if not spec.channels_last else spec.resolve_dims(x.ndim - 1)
+            dims = spec.spatial(x.shape)[0]
             if spec.channels_last:
                 xe, ye, de = (np.moveaxis(a, -1, x.ndim - dims - 1) for a in (x, y, dx))
             text = f"size {params.size}, alpha {params.alpha_or(1e-4):g}, beta {params.beta:g}, bias {params.bias:g}"
