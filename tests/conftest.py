@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -36,6 +38,13 @@ def run_poolcli(*args: str, input: bytes = b"", tty: bool = False) -> Run:
             return Run(code, out.getvalue(), err.getvalue().decode())
     finally:
         arrays.stdout_isatty = old
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """``a`` as the bytes of a .npy file, to feed poolcli on standard input."""
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
 
 
 @pytest.fixture

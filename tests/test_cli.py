@@ -12,15 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import npy_bytes
 from tests.conftest import run_poolcli as poolcli
 
 M4 = "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16"
-
-
-def npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 def from_npy(data: bytes) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests import reference
+from tests.conftest import npy_bytes
 from tests.conftest import run_poolcli as poolcli
 from tests.test_visualize import read_grid, selected_cells
 
@@ -19,12 +19,6 @@ MATRIX = "3 1 4 1; 5 9 2 6; 5 3 5 8; 9 7 9 3"
 def as_json(r) -> np.ndarray:
     assert r.code == 0, r.stderr
     return np.array(json.loads(r.text)["data"], dtype=float)
-
-
-def npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 def test_kmax_axis_0_keeps_the_top_two_of_each_column():
@@ -76,7 +70,7 @@ def test_upsampling_an_image_keeps_its_mode(tmp_path: Path):
 def test_lrn_runs_across_the_channel_axis():
     x = np.random.default_rng(2).normal(size=(2, 6, 5))
     r = poolcli("forward", "-", "--op", "lrn", "--dims", "1", "--size", "3", "--alpha", "0.5", "--format", "json",
-                input=npy(x))
+                input=npy_bytes(x))
     np.testing.assert_allclose(as_json(r), reference.lrn(x, 3, 0.5, 0.75, 1.0, axis=1)[0], rtol=1e-12)
     assert "across channels" in poolcli("forward", "--matrix", "1 2; 3 4", "--op", "lrn").stderr
 

@@ -20,6 +20,7 @@ from poolcli.engine import Params, WindowSpec
 from poolcli.render import figure
 from poolcli.render.scene import build_scene
 from tests import reference
+from tests.conftest import npy_bytes
 from tests.conftest import run_poolcli as poolcli
 
 TIES = np.array([[1, 3, 2, 2], [3, 0, 2, 2], [5, 5, 0, 7], [1, 5, 7, 7]])
@@ -68,7 +69,7 @@ def test_terminal_marks_the_cells_each_window_selects(ties):
 def test_terminal_shows_output_beside_and_gradient_below():
     g = np.array([[1.0, -2.0], [0.5, 4.0]])
     r = poolcli("visualize", "--matrix", TIES_TEXT, "--backward", "--ties", "split", "--grad", "-",
-                input=_npy(g))
+                input=npy_bytes(g))
     assert r.code == 0, r.stderr
     y, dx, _ = reference.pool(TIES.astype(float), ties="split", grad=g)
     head = next(line for line in r.text.splitlines() if line.startswith("input"))
@@ -78,14 +79,6 @@ def test_terminal_shows_output_beside_and_gradient_below():
     grad = read_grid(r.text, "gradient to the input")
     for (i, j), (token, _) in grad.items():
         assert (0.0 if token == "·" else float(token)) == pytest.approx(dx[i, j], abs=5e-3)
-
-
-def _npy(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 @settings(max_examples=40, deadline=None)
@@ -106,18 +99,18 @@ def test_terminal_selection_matches_the_oracle(h, w, k, s, op, ties, seed):
 
 def test_plane_and_region_pick_what_is_shown():
     x = np.arange(2 * 3 * 12 * 12).reshape(2, 3, 12, 12)
-    r = poolcli("visualize", "-", "--plane", "1,2", "--region", "4:8,2:6", input=_npy(x))
+    r = poolcli("visualize", "-", "--plane", "1,2", "--region", "4:8,2:6", input=npy_bytes(x))
     assert r.code == 0, r.stderr
     cells = read_grid(r.text, "input")
     assert sorted({rc[0] for rc in cells}) == [4, 5, 6, 7] and sorted({rc[1] for rc in cells}) == [2, 3, 4, 5]
     assert all(int(v) == x[1, 2][rc] for rc, (v, _) in cells.items())
-    flat = poolcli("visualize", "-", "--plane", "5", "--region", "4:8,2:6", input=_npy(x))
+    flat = poolcli("visualize", "-", "--plane", "5", "--region", "4:8,2:6", input=npy_bytes(x))
     assert flat.text.replace("plane 1,2", "") == r.text.replace("plane 1,2", "")
 
 
 def test_large_planes_are_cropped_to_80_columns_and_say_so():
     x = np.random.default_rng(1).normal(size=(40, 40))
-    r = poolcli("visualize", "-", "-k", "3", "-s", "2", "--backward", input=_npy(x))
+    r = poolcli("visualize", "-", "-k", "3", "-s", "2", "--backward", input=npy_bytes(x))
     assert r.code == 0, r.stderr
     assert max(len(line) for line in r.text.splitlines()) <= 80
     assert "--region" in r.text and "of 40×40" in r.text
@@ -225,7 +218,7 @@ def test_picture_of_an_image_puts_the_pooled_image_beside_the_original(tmp_path:
 ])
 def test_visualize_errors_are_one_line(tmp_path: Path, args, code, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = poolcli("visualize", "-", *argv, input=_npy(np.zeros((2, 4, 4))))
+    r = poolcli("visualize", "-", *argv, input=npy_bytes(np.zeros((2, 4, 4))))
     assert r.code == code, (r.code, r.stderr)
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
@@ -259,7 +252,7 @@ def test_ctrl_c_stops_a_batch_leaving_only_whole_files(tmp_path: Path):
 
 def test_region_crops_the_picture_too(tmp_path: Path):
     x = np.arange(64.0).reshape(8, 8)
-    r = poolcli("visualize", "-", "--region", "2:6,4:8", "-o", tmp_path / "fig.png", input=_npy(x))
+    r = poolcli("visualize", "-", "--region", "2:6,4:8", "-o", tmp_path / "fig.png", input=npy_bytes(x))
     assert r.code == 0, r.stderr
     img = np.asarray(Image.open(tmp_path / "fig.png").convert("RGB"))
     scene = build_scene(x, WindowSpec(kernel=2), "max", Params()).crop(2, 6, 4, 8)
