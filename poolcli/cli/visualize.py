@@ -140,6 +140,7 @@ def _figure_title(scene: Any) -> str:
 
 
 def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_place: bool) -> None:
+    from poolcli.engine import Geometry, bind
     from poolcli.io import images
     from poolcli.io.atomic import atomic_write
     from poolcli.render.figure import image_figure
@@ -147,9 +148,10 @@ def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_p
 
     pooled = images.pool_image(loaded, pooling, linear)
     h, w = loaded.shape[:2]
-    g = images.image_spec(pooling.spec, (h, w)).bind((h, w))
+    g = bind(pooling.op, (h, w), images.image_spec(pooling.spec, (h, w)), pooling.params, **pooling.arrays())
+    what = window_text(g) if isinstance(g, Geometry) else "; ".join(row["formula"] for row in g.describe())
     light = " · linear light" if linear else ""
-    title = f"{Path(loaded.name).name} · {pooling.op} · {window_text(g)}{light}"
+    title = f"{Path(loaded.name).name} · {pooling.op} · {what}{light}"
     refuse_overwrite(output, loaded.name, in_place)
     figure = image_figure(loaded.array, pooled, title)
     with atomic_write(output) as f:
