@@ -16,6 +16,8 @@ from typing import Any
 from poolcli.engine import PAD_MODES, Params, WindowSpec
 from poolcli.errors import UsageError
 
+LARGEST = 2**31 - 1  # window sizes, steps and paddings past this cannot fit any array
+
 
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
     """Comma-separated whole numbers, as in ``-k 3,2``."""
@@ -24,6 +26,8 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     for part in parts:
         try:
             values.append(int(part))
+            if abs(values[-1]) > LARGEST:
+                raise UsageError(f"{option} {text}: {part} is too large; give values up to {LARGEST}")
         except ValueError:
             raise UsageError(
                 f"{option} {text}: {part!r} is not a whole number; give one number or one per axis, like 3 or 3,2"

@@ -171,3 +171,17 @@ def test_geometry_errors_name_the_axis_and_the_numbers(shape, options, message):
     with pytest.raises(poolcli.UsageError) as err:
         WindowSpec(**options).bind(shape)
     assert message in str(err.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "avg", "lp", "mixed"]), rows=st.integers(1, 4))
+def test_row_strips_pool_as_the_whole(data, op, rows):
+    """Pooled a strip of rows at a time (as large images are), every output equals the whole's."""
+    x, _, spec = data.draw(pooling_case())
+    g = spec.bind(x.shape)
+    whole = poolcli.forward(x, op, spec=spec)
+    lead = (slice(None),) * len(g.lead)
+    pieces = [poolcli.engine.run_forward(x[lead + (i,)], sub, op, poolcli.engine.Params())
+              for o, i, sub in g.row_strips(rows)]
+    assert sum(o.stop - o.start for o, _, _ in g.row_strips(rows)) == g.axes[0].out
+    np.testing.assert_allclose(np.concatenate(pieces, axis=len(g.lead)), whole, rtol=1e-12, atol=1e-12)

@@ -15,9 +15,14 @@ array([[0., 0., 0., 0.],
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from poolcli.engine.geometry import PAD_MODES, WINDOW_OPTIONS, AdaptiveAxis, Axis, Geometry, WindowSpec, describe
+from poolcli.engine.geometry import to_caller as caller_shape
 from poolcli.engine.ops import ALIASES, OPS, TIES, Params, get_op
 from poolcli.errors import UsageError
 
@@ -64,9 +69,31 @@ def to_caller(a: np.ndarray, g: Geometry) -> np.ndarray:
     return np.moveaxis(a, len(g.lead) - 1, -1) if g.channels_last and g.lead else a
 
 
+def _one_plane(g: Geometry) -> Geometry | None:
+    """For an input with no planes (a zero-size batch or channel axis): the same windows over one plane,
+    to learn the result's dtype; None when the plan is not a Geometry."""
+    if not isinstance(g, Geometry) or not g.lead:
+        return None
+    return dataclasses.replace(g, lead=(1,) * len(g.lead))
+
+
+def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> Any:
+    """The empty result of the right shape and dtype for an input with no planes, as PyTorch gives."""
+    one = _one_plane(g)
+    results = run(np.zeros(caller_shape(one.in_shape, one.channels_last, len(one.lead)), dtype=x.dtype), one)
+    if isinstance(results, tuple):
+        return tuple(np.empty(g.out_shape, dtype=r.dtype) for r in results)
+    return np.empty(g.out_shape, dtype=results.dtype)
+
+
 def run_forward(x: np.ndarray, g: Geometry, op: str = "max", params: Params = Params()) -> np.ndarray:
-    """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``."""
+    """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``.
+
+    An input with a zero-size batch or channel axis gives an empty result of the right shape.
+    """
     x = check_array(x)
+    if x.size == 0 and _one_plane(g) is not None:
+        return _empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params))
     return to_caller(get_op(op).forward(to_engine(x, g), g, params), g)
 
 
@@ -76,6 +103,8 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = "max") -> tuple[np.ndarray
     pool = get_op(op)
     if not hasattr(pool, "indices"):
         raise UsageError(f"--indices goes with --op max or min, not {op}")
+    if x.size == 0 and _one_plane(g) is not None:
+        return _empty_like_result(x, g, lambda a, one: run_indices(a, one, op))
     y, idx = pool.indices(to_engine(x, g), g)
     return to_caller(y, g), to_caller(idx, g)
 
@@ -100,6 +129,8 @@ def run_backward(
             "use the gradient of this output, or the forward run's window options"
         )
     grad = grad.astype(dtype, copy=False)
+    if x.size == 0:
+        return np.zeros(x.shape, dtype=dtype)
     dx = get_op(op).backward(to_engine(x, g), g, to_engine(grad, g), params)
     return to_caller(dx.astype(dtype, copy=False), g)
 

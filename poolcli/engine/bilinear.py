@@ -69,7 +69,7 @@ class BilinearPool(Op):
         else:
             lead = a.shape[: plan.channel_axis]
             m = a
-        return m.reshape((int(np.prod(lead)), m.shape[len(lead)], -1))
+        return m.reshape((int(np.prod(lead)), m.shape[len(lead)], int(np.prod(m.shape[len(lead) + 1 :]))))
 
     def _unflat(self, flat: np.ndarray, plan: BilinearPlan, like: tuple[int, ...]) -> np.ndarray:
         n = len(like)

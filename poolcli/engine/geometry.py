@@ -145,12 +145,19 @@ class Axis:
 
         Cells past the padded end (ceil mode) never count.
         """
-        pos = self.starts()[:, None] + self.pad[0] + np.arange(self.kernel) * self.dilation
-        if count_pad:
-            ok = pos < self.padded
-        else:
-            ok = (pos >= self.pad[0]) & (pos < self.pad[0] + self.size)
-        return ok.sum(axis=1)
+        return self._taps_within(self.starts() + self.pad[0], *((0, self.padded) if count_pad else
+                                                                 (self.pad[0], self.pad[0] + self.size)))
+
+    def _taps_within(self, first: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """How many taps of each window (its first tap at ``first``) fall in [lo, hi): O(out), not O(out·kernel).
+
+        >>> Axis(5, kernel=3, stride=2, dilation=2, pad=(2, 2))._taps_within(np.array([0, 2, 4]), 2, 7)
+        array([2, 3, 2])
+        """
+        d = self.dilation
+        j0 = np.maximum(0, -((first - lo) // d))  # first tap at or after lo: ceil((lo - first) / d)
+        j1 = np.minimum(self.kernel, (hi - 1 - first) // d + 1)  # taps before hi
+        return np.maximum(0, j1 - j0)
 
     def check(self) -> None:
         """Raise GeometryError naming this axis and its numbers if the windows do not fit."""
@@ -168,11 +175,11 @@ class Axis:
                 f"axis {self.name}: {what} spans {self.span} cells but the padded input has "
                 f"{size_words}; {hint}"
             )
-        pos = self.starts()[:, None] + np.arange(self.kernel) * self.dilation
-        real = ((pos >= 0) & (pos < self.size)).any(axis=1)
+        starts = self.starts()
+        real = self._taps_within(starts, 0, self.size) > 0
         if not real.all():
             o = int(np.argmin(real))
-            first, last = int(pos[o, 0]), int(pos[o, -1])
+            first, last = int(starts[o]), int(starts[o]) + self.span - 1
             raise GeometryError(
                 f"axis {self.name}: window {o} covers cells {first}..{last} of an input of "
                 f"{self.size} and sees only padding (pad {self.pad[0]},{self.pad[1]}); "
@@ -299,6 +306,36 @@ class Geometry:
         for a in self.axes:
             total = np.multiply.outer(total, a.counts(count_pad))
         return total
+
+
+    def row_strips(self, rows: int) -> list[tuple[slice, slice, Geometry]]:
+        """Split the first spatial axis into strips of about ``rows`` output rows, each pooled on its own:
+        (output rows, input rows it reads, its Geometry), so that a large input never needs to be whole
+        in memory. Each strip's windows, paddings and counts are those of the whole; windows that reach
+        the end padding all go in the last strip, which keeps the end padding and ceil mode.
+
+        >>> g = Geometry((), (Axis(10, kernel=3, stride=2, pad=(1, 1), name="H"), Axis(4, kernel=2, stride=2)))
+        >>> [(o.start, o.stop, i.start, i.stop, s.out_spatial) for o, i, s in g.row_strips(2)]
+        [(0, 2, 0, 4, (2, 2)), (2, 4, 3, 8, (2, 2)), (4, 5, 7, 10, (1, 2))]
+        """
+        axis = self.axes[0]
+        if not isinstance(axis, Axis) or axis.kind != "window" or axis.out <= rows:
+            return [(slice(0, axis.out), slice(0, axis.size), self)]
+        # The last strip starts at the first window that reaches past the input, or earlier, so that it
+        # holds at least one whole span (under ceil a window may also run past the padded end).
+        past = (axis.size + axis.pad[0] - axis.span) // axis.stride + 1  # first window ending past the input
+        tail = max(0, min(past, (axis.padded - axis.span) // axis.stride, axis.out - 1))
+        bounds = [*range(0, tail, rows), tail, axis.out]
+        strips = []
+        for o0, o1 in itertools.pairwise(bounds):  # strictly increasing: tail < out
+            last = o1 == axis.out
+            begin = o0 * axis.stride - axis.pad[0]  # first padded cell the strip's first window reads
+            end = axis.size + axis.pad[1] if last else (o1 - 1) * axis.stride - axis.pad[0] + axis.span
+            a, b = max(begin, 0), min(end, axis.size)
+            sub = Axis(b - a, axis.kernel, axis.stride, axis.dilation, (a - begin, end - b),
+                       axis.ceil and last, axis.name, axis.kind)
+            strips.append((slice(o0, o1), slice(a, b), Geometry(self.lead, (sub, *self.axes[1:]), self.channels_last)))
+        return strips
 
 
 def to_caller(shape: tuple[int, ...], channels_last: bool, lead: int) -> tuple[int, ...]:

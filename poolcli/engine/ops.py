@@ -35,6 +35,8 @@ def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.n
     later axes read from cache rather than memory.
     """
     first = x.ndim - g.dims
+    if x.size == 0:  # no planes (a zero-size batch or channel axis): nothing to reduce
+        return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
     if first == 0 or not x.flags.c_contiguous:
         return _reduce_block(x, g, ufunc, fill, first)
     planes = x.reshape((-1, *x.shape[first:]))
