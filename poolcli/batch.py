@@ -13,14 +13,23 @@ from __future__ import annotations
 import glob
 import os
 import signal
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolcli.errors import Interrupted, PoolcliError, UsageError
+from poolcli.errors import Interrupted, PoolcliError, UsageError, signal_exit_code
 from poolcli.io.arrays import ARRAY_SUFFIXES
+from poolcli.io.atomic import (
+    describe_os_error,
+    hold_signal,
+    outputs_together,
+    remove_leftovers,
+    remove_temporaries,
+)
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 
@@ -54,11 +63,13 @@ def target(src: Path, root: Path | None, out_dir: Path, image_format: str | None
 def collect(inputs: Iterable[str], out_dir: Path, recursive: bool, image_format: str | None) -> list[tuple[Path, Path]]:
     """(source, destination) pairs for files, folders (images and arrays inside) and glob patterns."""
     pairs: list[tuple[Path, Path]] = []
+    outputs = Path(os.path.realpath(out_dir))  # resolved, so that ./small and small are the same folder
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             walk = path.rglob("*") if recursive else path.glob("*")
-            files = sorted(p for p in walk if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES))
+            files = sorted(p for p in walk if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES)
+                           and not Path(os.path.realpath(p)).is_relative_to(outputs))  # not an earlier run's outputs
             pairs += [(p, target(p, path, out_dir, image_format)) for p in files]
         elif path.exists():
             pairs.append((path, target(path, None, out_dir, image_format)))
@@ -86,38 +97,85 @@ def pool_file(src: Path, dst: Path, task: Task) -> None:
         raise PoolcliError(f"{src}: no such file")
     if src.suffix.lower() in IMAGE_SUFFIXES:
         loaded = images.read_image(src, task.max_pixels)
-        as_image = dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format is not None
-        y = images.pool_image(loaded, task.pooling, task.linear, keep_pil=as_image)
-        if as_image:
-            images.write_image(str(dst), y, loaded.meta, task.image_format, task.quality)
+        if dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format is not None:
+            images.pool_and_write(loaded, task.pooling, task.linear, str(dst), task.image_format, task.quality)
         else:
-            arrays.write_array(str(dst), y)
+            arrays.write_array(str(dst), images.pool_as_array(loaded, task.pooling, task.linear))
         return
-    loaded = arrays.read_array(src, task.pooling.key)
+    loaded = arrays.read_array(src, task.pooling.key, task.pooling.max_bytes)
     g = task.pooling.bind(loaded.array.shape)
     arrays.write_array(str(dst), run_forward(loaded.array, g, task.pooling.op, task.pooling.params))
 
 
 def _work(src: Path, dst: Path, task: Task) -> tuple[str, str]:
-    """One file in a worker: ("done", "") or ("failed", reason); never raises for a user error."""
+    """One file in a worker: ("done", "") or ("failed", reason); never raises for a user error.
+
+    The file's output is committed as soon as it is written (a batch keeps what it finished).
+    """
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        pool_file(src, dst, task)
+        with outputs_together():
+            pool_file(src, dst, task)
         return "done", ""
     except PoolcliError as e:
         return "failed", str(e)
     except MemoryError:
         return "failed", "out of memory"
+    except OSError as e:
+        return "failed", describe_os_error(e)
     except Exception as e:  # a bug, reported per file so the batch goes on
         return "failed", f"internal error ({type(e).__name__}: {e})"
 
 
-def _ignore_interrupts() -> None:
+def _worker_start() -> None:
+    """In each worker: Ctrl-C is the parent's to handle; SIGTERM (also sent when the parent dies) ends the
+    worker at once, removing the temporary file of the file in hand. (An exception would not do: the
+    executor catches whatever a task raises, and the worker would wait for work that never comes.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop(signum: int, frame: object) -> None:
+        if hold_signal(signum):  # a temporary file is being made: stop once it is recorded
+            return
+        remove_temporaries()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to send SIGTERM when the parent process dies (Linux), else watch for it."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the request was made
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    except (OSError, AttributeError):
+        pass
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+WORKER_DIED = "the worker pooling it died (killed, or out of memory), twice"
 
 
 def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: bool, console: Any) -> Summary:
-    """Pool every pair, ``jobs`` files at a time, showing progress on ``console`` when it is a terminal."""
+    """Pool every pair, ``jobs`` files at a time, showing progress on ``console`` when it is a terminal.
+
+    A worker that dies (killed, out of memory) costs only its files: each is tried once more on its own,
+    in a new worker, and reported as failed if that worker dies too; the batch goes on.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     summary = Summary()
@@ -142,38 +200,72 @@ def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: 
             count = len(summary.done) + len(summary.failed)
             progress.update(bar, advance=1, rate=f"{count / elapsed:.1f} files/s" if elapsed else "")
 
-        if jobs <= 1 or len(todo) <= 1:
-            for src, dst in todo:
-                record(src, _work(src, dst, task))
-            return summary
+        try:
+            if jobs <= 1 or len(todo) <= 1:
+                for src, dst in todo:
+                    record(src, _work(src, dst, task))
+            else:
+                _run_parallel(todo, task, jobs, record)
+        except KeyboardInterrupt as e:
+            done = len(summary.done)
+            raise Interrupted(f"interrupted after {done} of {len(todo)} files; every output written is complete, "
+                              "and running the same command again skips them", signal_exit_code(e)) from None
+    return summary
+
+
+def _run_parallel(todo: list[tuple[Path, Path]], task: Task, jobs: int, record: Any) -> None:
+    """Pool ``todo`` on ``jobs`` worker processes, calling ``record(src, result)`` as each file ends."""
+    queue = deque(todo)
+    suspects: deque[tuple[Path, Path]] = deque()  # in flight when a worker died: retried one at a time
+    second_try: set[tuple[Path, Path]] = set()
+    pending: dict[Future, tuple[Path, Path]] = {}
+    def start() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_worker_start)
+
+    executor = start()
+    try:
+        while queue or suspects or pending:
+            if suspects:
+                if not pending:
+                    item = suspects.popleft()
+                    second_try.add(item)
+                    pending[executor.submit(_work, *item, task)] = item
+            else:
+                while queue and len(pending) < 2 * jobs:  # a few files per worker in flight, not the batch
+                    item = queue.popleft()
+                    pending[executor.submit(_work, *item, task)] = item
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                item = pending.pop(future)
+                try:
+                    record(item[0], future.result())
+                except BrokenProcessPool:
+                    broken = True
+                    pending[future] = item  # lost with the others
+            if broken:  # every file in flight is lost with the pool: retry each alone, or fail the lone one
+                lost = list(pending.values())
+                pending.clear()
+                executor.shutdown(wait=True, cancel_futures=True)
+                for item in lost:
+                    remove_leftovers(item[1])
+                    if item in second_try:
+                        record(item[0], ("failed", WORKER_DIED))
+                    else:
+                        suspects.append(item)
+                executor = start()
+    except KeyboardInterrupt:
         # Ctrl-C reaches the whole process group: workers ignore it and finish the file in hand
         # (written atomically), while this process cancels the rest and reports the interruption.
-        executor = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_ignore_interrupts)
-        pending: dict[Future, Path] = {}
-        try:
-            queue = iter(todo)
-            for src, dst in queue:  # keep a few files per worker in flight, not the whole batch
-                pending[executor.submit(_work, src, dst, task)] = src
-                if len(pending) >= 2 * jobs:
-                    break
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record(pending.pop(future), future.result())
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending[executor.submit(_work, *nxt, task)] = nxt[0]
-        except KeyboardInterrupt:
-            executor.shutdown(wait=True, cancel_futures=True)  # the files in hand finish; none is left half-written
-            finished = [f for f in pending if f.done() and not f.cancelled() and f.exception() is None]
-            done = len(summary.done) + sum(1 for f in finished if f.result()[0] == "done")
-            raise Interrupted(f"interrupted after {done} of {len(todo)} files; every output written is complete, "
-                              "and running the same command again skips them") from None
-        except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
-            raise
-        executor.shutdown()
-    return summary
+        executor.shutdown(wait=True, cancel_futures=True)
+        for future, item in pending.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                record(item[0], future.result())
+        raise
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
 
 
 def default_jobs() -> int:

@@ -36,9 +36,31 @@ class OutputError(PoolcliError):
 
 
 class Interrupted(PoolcliError):
-    """Ctrl-C (exit 130, as a shell reports SIGINT)."""
+    """Ctrl-C (exit 130, as a shell reports SIGINT), or SIGTERM/SIGHUP (143/129) during a batch."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it cleans up as on Ctrl-C (exit 128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def signal_exit_code(e: BaseException) -> int:
+    """The exit status a shell reports for the signal behind an interruption: 130 for Ctrl-C, 143 for SIGTERM.
+
+    >>> import signal
+    >>> signal_exit_code(Terminated(signal.SIGTERM)), signal_exit_code(KeyboardInterrupt())
+    (143, 130)
+    """
+    return 128 + int(getattr(e, "signum", 2))
 
 
 class CheckFailed(PoolcliError):

@@ -10,14 +10,19 @@ W        4  floor((4 + 0 + 0 - 1·(2-1) - 1) / 2) + 1 = 2
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
 from poolcli.cli import backward, forward, shape, visualize  # noqa: F401  (each registers its command)
 from poolcli.cli.common import app
-from poolcli.errors import PoolcliError
+from poolcli.errors import PoolcliError, Terminated, signal_exit_code
+from poolcli.io.atomic import describe_os_error, hold_signal, outputs_together
 
 __all__ = ["app", "main", "run"]
 
@@ -52,34 +57,120 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if not argv:
         argv = ["--help"]
-    try:
-        result = app(args=argv, prog_name="poolcli", standalone_mode=False)
-    except typer.Exit as e:
-        return e.exit_code
-    except typer.Abort:
-        return fail("interrupted", 130)
-    except typer.TyperException as e:  # unknown option, bad number, missing argument
-        ctx = getattr(e, "ctx", None)
-        where = f"poolcli {ctx.info_name}" if ctx is not None and ctx.parent is not None else "poolcli"
-        return fail(f"{e.format_message()} (see {where} --help)", e.exit_code)
-    except PoolcliError as e:
-        if debug:
-            raise
-        return fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (| head); nothing more to say
-        return 141
-    except MemoryError:
-        if debug:
-            raise
-        return fail("out of memory; pool a smaller input, or fewer planes at a time", 1)
-    except Exception as e:  # a bug: say so in one line, the traceback is behind --debug
-        if debug:
-            raise
-        return fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1)
+    _plain_if_ascii()
+    with _signals_raise() as caught, _warnings_once():
+        try:
+            with outputs_together():  # every output of the command is committed together, or none
+                result = app(args=argv, prog_name="poolcli", standalone_mode=False)
+                if sys.stdout is not None:
+                    sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        except typer.Exit as e:
+            return e.exit_code
+        except typer.Abort:
+            return fail("interrupted", 130)
+        except typer.TyperException as e:  # unknown option, bad number, missing argument
+            ctx = getattr(e, "ctx", None)
+            where = f"poolcli {ctx.info_name}" if ctx is not None and ctx.parent is not None else "poolcli"
+            return fail(f"{e.format_message()} (see {where} --help)", e.exit_code)
+        except PoolcliError as e:
+            if debug:
+                raise
+            return fail(str(e), e.exit_code)
+        except KeyboardInterrupt as e:
+            return _interrupted(e)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (| head); nothing more to say
+            return 141
+        except OSError as e:  # standard output on a full disk, a device that went away
+            if debug:
+                raise
+            where = f"{e.filename}: " if e.filename else "cannot write the output: "
+            return fail(where + describe_os_error(e), 1)
+        except MemoryError:
+            if debug:
+                raise
+            return fail("out of memory; pool a smaller input, or fewer planes at a time", 1)
+        except Exception as e:  # a bug: say so in one line, the traceback is behind --debug
+            if debug:
+                raise
+            return fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1)
+    if caught and result == 130:  # typer turns an interruption inside a command into a bare 130
+        return _interrupted(Terminated(caught[-1]))
     return result if isinstance(result, int) else 0
+
+
+@contextlib.contextmanager
+def _warnings_once() -> Iterator[None]:
+    """Python warnings (numpy's overflow, Pillow's) said once each, in one line, without source lines."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            said = set()
+            for w in seen:
+                text = " ".join(str(w.message).split())
+                if issubclass(w.category, (ResourceWarning, DeprecationWarning, PendingDeprecationWarning)):
+                    continue  # about poolcli's own code, not the user's data
+                if text not in said:
+                    said.add(text)
+                    print(f"poolcli: warning: {text}", file=sys.stderr)
+
+
+_PLAIN = {"→": "->", "·": "*", "…": "...", "×": "x", "⋮": ":", "⋯": "...", "—": "-", "–": "-", "≤": "<=", "≥": ">="}
+
+
+def _plain_characters(error: UnicodeError) -> tuple[str, int]:
+    bad = error.object[error.start : error.end]  # type: ignore[attr-defined]
+    return "".join(_PLAIN.get(c, "?") for c in bad), error.end  # type: ignore[attr-defined]
+
+
+def _plain_if_ascii() -> None:
+    """On a terminal or pipe that cannot take Unicode (PYTHONIOENCODING=ascii), write plain characters."""
+    import codecs
+
+    codecs.register_error("poolcli-plain", _plain_characters)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if encoding and hasattr(stream, "reconfigure"):
+            try:
+                "→┃".encode(encoding)
+            except UnicodeEncodeError:
+                stream.reconfigure(errors="poolcli-plain")
+            except LookupError:
+                pass
+
+
+def _interrupted(e: BaseException) -> int:
+    code = signal_exit_code(e)
+    what = "interrupted" if code == 130 else f"stopped by {signal.Signals(code - 128).name}"
+    return fail(f"{what}; no output was written", code)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP raise where the program is, so that no temporary file is left;
+    yields the signals caught."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        if hold_signal(signum):  # a temporary file is being made: raise once it is recorded
+            return
+        caught.append(signum)
+        raise Terminated(signum)
+
+    wanted = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    old = {s: signal.signal(s, stop) for s in wanted}
+    try:
+        yield caught
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def run() -> None:

@@ -25,8 +25,8 @@ from poolcli.cli.common import (
     app,
     check_format,
     emit,
+    guard,
     pooling_options,
-    read_input,
 )
 from poolcli.errors import CheckFailed, UsageError
 
@@ -67,14 +67,15 @@ def backward(
         return _check(input, pooling, random, tolerance, output)
     if pooling.op == "all":
         raise UsageError("--op all goes with --check")
-    loaded = read_input(input, pooling.key, pooling.matrix)
+    output = guard(pooling, input, {"-o": output}, in_place, grad=grad).get("-o", output)
+    loaded = pooling.read(input, main=True)
     arrays = pooling.arrays()
     g = pooling.bind(loaded.array.shape, arrays)
     upstream = None
     if grad is not None:
         if grad == "-" and input == "-":
             raise UsageError("the input and --grad cannot both come from standard input")
-        grad_loaded = read_input(grad, pooling.key)
+        grad_loaded = pooling.read(grad)
         upstream = grad_loaded.array
         if upstream.shape != g.out_shape:
             raise UsageError(
@@ -85,7 +86,7 @@ def backward(
     extra = None
     if "other" in arrays and output is not None and output.lower().endswith(".npz"):
         extra = {"with": run_backward_other(loaded.array, g, upstream, pooling.params)}
-    emit(dx, output, full, check_format(fmt)[0], loaded, in_place, extra)
+    emit(dx, output, full, check_format(fmt)[0], extra)
     return None
 
 
@@ -111,7 +112,7 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         x = np.random.default_rng(0).normal(size=shape)
         what = f"a random normal {'×'.join(map(str, shape))} input (seed 0)"
     else:
-        loaded = read_input(source, pooling.key, pooling.matrix)
+        loaded = pooling.read(source, main=True)
         x = loaded.array
         what = f"{loaded.name}, shape {'×'.join(map(str, x.shape))}"
     ops = tuple(OPS) if pooling.op == "all" else (pooling.op,)

@@ -19,6 +19,7 @@ import typer
 from poolcli.engine import ALIASES, OPS, TIES
 from poolcli.engine.base import MODES
 from poolcli.errors import InputError, UsageError
+from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
@@ -100,6 +101,8 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz file.")),
     "matrix": (str | None, _option(None, "--matrix", panel=INPUT, metavar='"1 2; 3 4"',
                                       help="An inline matrix: rows split by ;, values by spaces or commas.")),
+    "max_bytes": (int, _option(DEFAULT_MAX_BYTES, "--max-bytes", panel=INPUT, metavar="N", min=1,
+                               help="Refuse an .npz member, text file or standard input that holds more.")),
 }
 WINDOW_NAMES = ("kernel", "stride", "padding", "dilation", "ceil", "global_pool", "output_size", "dims",
                 "channels_last")
@@ -117,16 +120,24 @@ class Pooling:
         _check_belongs(self.op, values)
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
-        self.key, self.matrix = values["key"], values["matrix"]
+        self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
         self.from_indices, self.with_ = values["from_indices"], values["with_"]
+
+    def read(self, source: str | None, *, main: bool = False, key: str | None = "",
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+        """Read one input the way these options say (--key, --max-bytes; --matrix for the ``main`` input).
+        ``key`` overrides --key ("" keeps it)."""
+        return read_input(source, self.key if key == "" else key, self.matrix if main else None, max_pixels,
+                          self.max_bytes)
 
     def arrays(self) -> dict[str, Any]:
         """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
         found: dict[str, Any] = {}
         if self.from_indices is not None:
-            found["indices"] = read_input(self.from_indices, "indices" if _is_npz(self.from_indices) else None).array
+            key = "indices" if _is_npz(self.from_indices) else None
+            found["indices"] = self.read(self.from_indices, key=key).array
         if self.with_ is not None:
-            found["other"] = read_input(self.with_, self.key).array
+            found["other"] = self.read(self.with_).array
         return found
 
     def bind(self, shape: tuple[int, ...], arrays: dict[str, Any] | None = None) -> Any:
@@ -203,7 +214,7 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
 
 
 def read_input(source: str | None, key: str | None = None, matrix: str | None = None,
-          max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Load the one input array (a file, - for standard input, or --matrix)."""
     from poolcli.io import arrays
 
@@ -214,7 +225,7 @@ def read_input(source: str | None, key: str | None = None, matrix: str | None = 
     if source is None:
         raise UsageError("no input; give a file (x.npy, x.txt, an image), - for standard input, or --matrix")
     if source == "-":
-        return arrays.read_stdin(key)
+        return arrays.read_stdin(key, max_bytes)
     path = Path(source)
     if not path.exists():
         raise InputError(f"{source}: no such file")
@@ -230,20 +241,16 @@ def read_input(source: str | None, key: str | None = None, matrix: str | None = 
             f"{source}: unknown input type {suffix or '(no suffix)'}; poolcli reads .npy, .npz, .txt, .csv and images"
         )
     try:
-        return arrays.read_array(path, key)
+        return arrays.read_array(path, key, max_bytes)
     except PermissionError:
         raise InputError(f"{source}: permission denied") from None
 
 
-def emit(array: Any, output: str | None, full: bool, fmt: str, loaded: Any, in_place: bool,
-          extra: dict[str, Any] | None = None) -> None:
-    """Write the result to -o, or show it on the terminal (tables or JSON)."""
+def emit(array: Any, output: str | None, full: bool, fmt: str, extra: dict[str, Any] | None = None) -> None:
+    """Write the result to -o (already checked by ``guard``), or show it on the terminal (tables or JSON)."""
     from poolcli.io import arrays
 
     if output is not None:
-        if output != "-":
-            if refuse_overwrite(output, loaded.name, in_place):
-                array = array.copy()  # the input may be memory-mapped from the file being replaced
         arrays.write_array(output, array, extra)
         return
     if fmt == "json":
@@ -269,11 +276,12 @@ def check_format(fmt: str) -> tuple[str, str | None]:
     raise UsageError(f"--format {fmt}: give table or json (terminal), or an image format: {', '.join(IMAGE_FORMATS)}")
 
 
-def refuse_overwrite(output: str, source: str, in_place: bool) -> bool:
-    """Refuse -o naming the input file unless --in-place; return whether it names it."""
-    from poolcli.io import arrays
+def guard(pooling: Pooling, source: str | None, outputs: dict[str, str | None], in_place: bool,
+          **inputs: str | None) -> dict[str, str]:
+    """Check every output path against every input path of the command (and each other) before any work;
+    return where each output is written (``-o`` with --in-place through a symbolic link: its target)."""
+    from poolcli.io.paths import MAIN_INPUT, guard_outputs
 
-    same = source not in ("-", "--matrix") and arrays.same_file(output, source)
-    if same and not in_place:
-        raise UsageError(f"-o {output} is the input file; pass --in-place to overwrite it")
-    return same
+    named = {MAIN_INPUT: source, "--from-indices": pooling.from_indices, "--with": pooling.with_}
+    named.update({f"--{name}": path for name, path in inputs.items()})
+    return guard_outputs(named, outputs, in_place)

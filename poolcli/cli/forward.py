@@ -27,9 +27,8 @@ from poolcli.cli.common import (
     app,
     check_format,
     emit,
+    guard,
     pooling_options,
-    read_input,
-    refuse_overwrite,
 )
 from poolcli.errors import UsageError
 from poolcli.io.images import DEFAULT_MAX_PIXELS
@@ -79,18 +78,22 @@ def forward(
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
         return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite,
                       _task(pooling, linear, quality, image_format, max_pixels))
-    loaded = read_input(sources[0] if sources else None, pooling.key, pooling.matrix, max_pixels)
+    for flag, given in (("--recursive", recursive), ("--jobs", jobs is not None), ("--overwrite", overwrite)):
+        if given:
+            raise UsageError(f"{flag} goes with a batch (--out-dir, a folder or several inputs); "
+                             "one input is written with -o")
+    written = guard(pooling, sources[0] if sources else None, {"-o": output, "--indices": indices}, in_place)
+    output, indices = written.get("-o", output), written.get("--indices", indices)
+    loaded = pooling.read(sources[0] if sources else None, main=True, max_pixels=max_pixels)
     if loaded.meta.get("kind") == "image":
         if indices is not None:
             raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
         from poolcli.io import images
 
-        y = images.pool_image(loaded, pooling, linear)
         if output is not None and (Path(output).suffix.lower() in IMAGE_SUFFIX_SET or image_format):
-            refuse_overwrite(output, loaded.name, in_place)
-            images.write_image(output, y, loaded.meta, image_format, quality)
+            images.pool_and_write(loaded, pooling, linear, output, image_format, quality)
             return None
-        return emit(y, output, full, terminal, loaded, in_place)
+        return emit(images.pool_as_array(loaded, pooling, linear), output, full, terminal)
     g = pooling.bind(loaded.array.shape)
     idx = None
     if indices is not None:
@@ -100,7 +103,7 @@ def forward(
     else:
         y = run_forward(loaded.array, g, pooling.op, pooling.params)
     npz = idx is not None and output is not None and output.lower().endswith(".npz")
-    emit(y, output, full, terminal, loaded, in_place, {"indices": idx} if npz else None)
+    emit(y, output, full, terminal, {"indices": idx} if npz else None)
     if idx is not None:
         arrays.write_array(indices, idx)
     return None
@@ -130,8 +133,14 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
     if not sources:
         raise UsageError("no input; give image or array files, folders or globs")
     folder = Path(out_dir)
+    if folder.is_symlink() and not folder.exists():
+        raise UsageError(f"--out-dir {out_dir} is a link to {os.readlink(folder)}, which does not exist")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out-dir {out_dir} is a file, not a folder")
+    cores = batch.default_jobs()
+    if jobs is not None and jobs > cores:
+        print(f"poolcli: warning: --jobs {jobs} is more than the {cores} cores here; "
+              "extra workers only share them", file=sys.stderr)
     pairs = batch.collect(sources, folder, recursive, task.image_format)
     if not pairs:
         raise UsageError(f"no images or arrays found in {', '.join(sources)}"
@@ -141,7 +150,7 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
             raise UsageError(f"--out-dir {out_dir} would overwrite the input {src}; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    summary = batch.run_batch(pairs, task, jobs or batch.default_jobs(), overwrite, console)
+    summary = batch.run_batch(pairs, task, min(jobs or cores, len(pairs)), overwrite, console)
     for src, reason in summary.failed:
         print(f"poolcli: failed: {src}: {reason}", file=sys.stderr)
     skipped = f", skipped {len(summary.skipped)} (exist; --overwrite replaces them)" if summary.skipped else ""

@@ -23,9 +23,8 @@ from poolcli.cli.common import (
     Pooling,
     Ties,
     app,
+    guard,
     pooling_options,
-    read_input,
-    refuse_overwrite,
 )
 from poolcli.errors import UsageError
 from poolcli.io.images import DEFAULT_MAX_PIXELS
@@ -73,12 +72,13 @@ def visualize(
         raise UsageError(f"-o {output}: visualize draws a picture; name a .png (or .jpg, .webp) file")
     spans = parse_region(region) if region is not None else None
     picked = parse_ints(plane, "--plane") if plane is not None else None
-    loaded = read_input(input, pooling.key, pooling.matrix, max_pixels)
+    output = guard(pooling, input, {"-o": output}, in_place, grad=grad).get("-o", output)
+    loaded = pooling.read(input, main=True, max_pixels=max_pixels)
     image = loaded.meta.get("kind") == "image"
     if image and output is not None:
         if picked is not None or spans is not None:
             raise UsageError("--plane and --region pick part of an array; an image figure shows the whole image")
-        return _image_figure(loaded, pooling, linear, output, in_place)
+        return _image_figure(loaded, pooling, linear, output)
     x = loaded.array
     spec = images.image_spec(pooling.spec, x.shape) if image else pooling.spec
     arrays = pooling.arrays()
@@ -86,7 +86,7 @@ def visualize(
     if grad is not None:
         if not backward and output is None:
             raise UsageError("--grad goes with --backward (the gradient it shows)")
-        upstream = read_input(grad, pooling.key).array
+        upstream = pooling.read(grad).array
         want = bind(pooling.op, x.shape, spec, pooling.params, **arrays).out_shape
         if upstream.shape != want:
             raise UsageError(f"--grad {grad} has shape {upstream.shape} but this pooling outputs {want}")
@@ -95,7 +95,6 @@ def visualize(
         from poolcli.io.atomic import atomic_write
         from poolcli.render.figure import scene_figure
 
-        refuse_overwrite(output, loaded.name, in_place)
         if spans is not None:
             region = _region(scene, spans)
             scene = scene.crop(region.r0, region.r1, region.c0, region.c1)
@@ -139,7 +138,7 @@ def _figure_title(scene: Any) -> str:
     return f"{scene.op} · {scene.window}{plane}"
 
 
-def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_place: bool) -> None:
+def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str) -> None:
     from poolcli.engine import Geometry, bind
     from poolcli.io import images
     from poolcli.io.atomic import atomic_write
@@ -152,7 +151,6 @@ def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str, in_p
     what = window_text(g) if isinstance(g, Geometry) else "; ".join(row["formula"] for row in g.describe())
     light = " · linear light" if linear else ""
     title = f"{Path(loaded.name).name} · {pooling.op} · {what}{light}"
-    refuse_overwrite(output, loaded.name, in_place)
     figure = image_figure(loaded.array, pooled, title)
     with atomic_write(output) as f:
         figure.save(f, format=images.pil_format(Path(output).suffix))

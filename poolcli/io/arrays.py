@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import sys
 import zipfile
@@ -18,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from poolcli.errors import InputError, OutputError, UsageError
-from poolcli.io.atomic import atomic_write
+from poolcli.io.atomic import atomic_write, describe_os_error
 
 NPY_MAGIC = b"\x93NUMPY"
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
 ARRAY_SUFFIXES = (".npy", ".npz", *TEXT_SUFFIXES)
+DEFAULT_MAX_BYTES = 1 << 30  # what an .npz member, a text file or standard input may hold (1 GiB)
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -87,7 +87,24 @@ def _unreadable(name: object, kind: str, error: Exception) -> InputError:
     return InputError(f"{name} is not a valid {kind} file ({error}); re-save it with {saver}")
 
 
-def _npy(source: Any, name: str, mmap: bool) -> np.ndarray:
+def _npy(source: Path | io.BytesIO, name: str, mmap: bool, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """A .npy file (memory-mapped when ``mmap``) or .npy bytes; anything else is refused by its magic,
+    so that numpy never reaches its pickle path. A pipe or device is read through once (bounded)."""
+    if isinstance(source, Path):
+        try:
+            with open(source, "rb") as f:
+                if source.is_file():
+                    head = f.read(len(NPY_MAGIC))
+                else:  # a pipe or device cannot be memory-mapped, nor opened twice
+                    source, mmap = io.BytesIO(_read_limited(f, name, max_bytes)), False
+        except PermissionError:
+            raise InputError(f"{name}: permission denied") from None
+        except OSError as e:
+            raise InputError(f"{name}: cannot read it ({describe_os_error(e)})") from None
+    if isinstance(source, io.BytesIO):
+        head = source.getvalue()[: len(NPY_MAGIC)]
+    if head != NPY_MAGIC:
+        raise InputError(f"{name} is not a .npy file ({_looks_like(head)}); give an array saved with numpy.save")
     try:
         if mmap:
             return np.load(source, mmap_mode="r", allow_pickle=False)
@@ -96,7 +113,21 @@ def _npy(source: Any, name: str, mmap: bool) -> np.ndarray:
         raise _unreadable(name, ".npy", e) from None
 
 
-def _npz(path: Path, key: str | None) -> np.ndarray:
+def _looks_like(head: bytes) -> str:
+    """What a file that is not .npy seems to be, from its first bytes.
+
+    >>> _looks_like(bytes([0x89]) + b"PNG")
+    'it starts like a PNG image'
+    """
+    kinds = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"PK": "a zip archive (.npz?)",
+             b"GIF8": "a GIF image", b"\x80": "Python pickle data, which poolcli never loads"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return f"it starts like {kind}"
+    return "it is empty" if not head else "its first bytes are not the .npy magic"
+
+
+def _npz(path: Path, key: str | None, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
@@ -108,14 +139,50 @@ def _npz(path: Path, key: str | None) -> np.ndarray:
                 key = keys[0]
             if key not in keys:
                 raise UsageError(f"{path} has no array named {key!r}; it holds {', '.join(keys)}")
-            return archive[key]
+            _check_member(path, archive.zip, key, max_bytes)
+            array = archive[key]
+            if not isinstance(array, np.ndarray):
+                raise InputError(f"{path}: {key} is not an array saved by numpy; give an .npz written by numpy.savez")
+            return array
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise _unreadable(path, ".npz", e) from None
 
 
-def read_stdin(key: str | None = None) -> Loaded:
+def _check_member(path: Path, archive: zipfile.ZipFile, key: str, max_bytes: int) -> None:
+    """Refuse a member before inflating it: over --max-bytes, or whose .npy header promises more data than
+    the member holds (a header that lies would otherwise ask for any amount of memory)."""
+    name = key if key in archive.namelist() else f"{key}.npy"
+    info = archive.getinfo(name)
+    if info.file_size > max_bytes:
+        raise InputError(f"{path}: array {key} inflates to {info.file_size:,} bytes, more than --max-bytes "
+                         f"{max_bytes:,}; if you trust the file, raise the limit with --max-bytes {info.file_size}")
+    if not name.endswith(".npy"):
+        return
+    with archive.open(name) as f:
+        try:
+            shape, _, dtype = _read_header(f)
+        except (ValueError, EOFError):
+            return  # numpy's own reading says what is wrong
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if need > info.file_size:
+            raise InputError(f"{path}: array {key} is corrupt (its header says {need:,} bytes of data but the "
+                             f"member holds {info.file_size:,}); re-save it with numpy.savez")
+
+
+def _read_limited(f: Any, name: str, max_bytes: int) -> bytes:
+    """All of ``f``, refused past ``max_bytes`` (an endless pipe or a device must not fill memory)."""
+    data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"{name} holds more than --max-bytes {max_bytes:,} bytes; "
+                         "raise the limit with --max-bytes if that is what you meant")
+    return data
+
+
+def read_stdin(key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Loaded:
     """Standard input: .npy bytes (detected by the magic) or a text matrix."""
-    data = sys.stdin.buffer.read()
+    if sys.stdin is None:
+        raise InputError("standard input is closed; pipe .npy bytes or a text matrix into poolcli")
+    data = _read_limited(sys.stdin.buffer, "standard input", max_bytes)
     if not data:
         raise InputError("standard input is empty; pipe .npy bytes or a text matrix into poolcli")
     if data.startswith(NPY_MAGIC):
@@ -127,28 +194,35 @@ def read_stdin(key: str | None = None) -> Loaded:
     return Loaded(parse_text(text, "standard input"), "-", {"kind": "text"})
 
 
-def read_array(path: Path, key: str | None = None) -> Loaded:
+def read_array(path: Path, key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Loaded:
     """An array file by its suffix: .npy, .npz or text."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return Loaded(_npy(path, str(path), mmap=True), str(path), {"kind": "npy"})
+        return Loaded(_npy(path, str(path), mmap=True, max_bytes=max_bytes), str(path), {"kind": "npy"})
     if suffix == ".npz":
-        return Loaded(_npz(path, key), str(path), {"kind": "npz"})
+        return Loaded(_npz(path, key, max_bytes), str(path), {"kind": "npz"})
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            text = _read_limited(f, str(path), max_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a text matrix (it is not UTF-8 text)") from None
     return Loaded(parse_text(text, str(path)), str(path), {"kind": "text"})
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """A .npy header (shape, Fortran order, dtype) from an open file, without reading the data."""
+    version = np.lib.format.read_magic(f)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    return reader.get(version, np.lib.format.read_array_header_2_0)(f)
 
 
 def npy_header_shape(path: Path) -> tuple[int, ...]:
     """The shape stored in a .npy header, without reading the data."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            shape, _, _ = reader.get(version, np.lib.format.read_array_header_2_0)(f)
-            return tuple(shape)
+            return tuple(_read_header(f)[0])
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{path} is not a valid .npy file ({e})") from None
 
@@ -172,10 +246,17 @@ def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | Non
     if path == "-":
         if stdout_isatty():
             raise UsageError("refusing to write .npy bytes to a terminal; redirect to a file or pipe (-o - > y.npy)")
+        if sys.stdout is None:
+            raise OutputError("standard output is closed; give -o FILE")
         buf = io.BytesIO()
         np.save(buf, array, allow_pickle=False)
-        sys.stdout.buffer.write(buf.getvalue())
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(buf.getvalue())
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to standard output: {describe_os_error(e)}") from None
         return
     target = Path(path)
     suffix = target.suffix.lower()
@@ -195,12 +276,4 @@ def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | Non
                 lines = (sep.join(str(v) for v in row) for row in rows)
                 f.write(("\n".join(lines) + "\n").encode())
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def same_file(a: str, b: str) -> bool:
-    """Whether two paths name the same existing file."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+        raise OutputError(f"cannot write {path}: {describe_os_error(e)}") from None
