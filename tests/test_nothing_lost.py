@@ -3,6 +3,7 @@ permissions, links, signals and dead workers. Each test drives the real command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -125,6 +126,7 @@ def as_normal_user(*args: object) -> tuple[int, str]:
     if os.geteuid() != 0:
         r = poolcli(*args)
         return r.code, r.stderr
+    _preload()  # the interpreter's own files are root's: import now what the command could import lazily
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: drop privileges, run, report, and leave without running pytest's teardown
@@ -142,6 +144,26 @@ def as_normal_user(*args: object) -> tuple[int, str]:
         code, _, err = f.read().partition("\n")
     os.waitpid(pid, 0)
     return int(code), err
+
+
+def _preload() -> None:
+    import importlib
+    import pkgutil
+
+    import typer
+    from PIL import Image
+
+    import poolcli
+
+    for package in (poolcli, typer):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if module.name.endswith("__main__"):  # would run the program
+                continue
+            with contextlib.suppress(Exception):
+                importlib.import_module(module.name)
+    for name in ("mmap", "zipfile", "zlib"):
+        importlib.import_module(name)
+    Image.init()
 
 
 @pytest.fixture
@@ -453,6 +475,10 @@ def test_frames_that_an_output_cannot_hold_are_refused(tmp_path: Path):
         r = poolcli("forward", tmp_path / "x.gif", "--op", "avg", "-o", tmp_path / out)
         one_error_line(r, 2, "has 2 frames")
         assert not (tmp_path / out).exists()
+    for command in ("backward", "visualize"):  # one image in, so an animation is refused, not cut to frame 0
+        r = poolcli(command, tmp_path / "x.gif", "-o", tmp_path / "y.png")
+        one_error_line(r, 2, "has 2 frames and this command takes one image")
+        assert not (tmp_path / "y.png").exists()
 
 
 # --- item 7: --out-dir inside the input tree -------------------------------------------------------------
@@ -651,3 +677,41 @@ def test_a_fifo_is_read_no_further_than_max_bytes(tmp_path: Path):
     r = poolcli("forward", fifo, "--max-bytes", "100", "-o", tmp_path / "y.npy")
     writer.join()
     one_error_line(r, 1, "holds more than --max-bytes 100")
+
+
+@pytest.mark.parametrize("command,expect", [
+    ("shape 1,3,8,8 >&-", (1, "poolcli: error: standard output is closed; give -o FILE")),
+    ("forward {x} -k 2 >&-", (1, "poolcli: error: standard output is closed; give -o FILE")),
+    ("forward {x} -k 2 -o - >&-", (1, "poolcli: error: standard output is closed; give -o FILE")),
+    ("forward {x} -k 2 -o {d}/y.npy >&-", (0, "")),  # nothing to print: closed standard output is no matter
+    ("forward - -k 2 <&-", (1, "poolcli: error: standard input is closed; pipe .npy bytes or a text matrix "
+                                "into poolcli")),
+])
+def test_closed_standard_streams_are_said(x_npy: Path, command: str, expect: tuple[int, str]):
+    r = subprocess.run(f"{sys.executable} -m poolcli " + command.format(x=x_npy, d=x_npy.parent), shell=True,
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stderr.strip()) == expect
+
+
+@pytest.mark.parametrize("name", ["x.npy", "x.npz", "x.txt", "x.png"])
+def test_an_unreadable_input_is_said_as_such_for_a_normal_user(open_folder: Path, name: str):
+    from PIL import Image
+
+    a = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    {"x.npy": lambda p: np.save(p, a), "x.npz": lambda p: np.savez(p, a=a), "x.txt": lambda p: np.savetxt(p, a),
+     "x.png": lambda p: Image.fromarray(a).save(p)}[name](open_folder / name)
+    os.chmod(open_folder / name, 0)
+    code, err = as_normal_user("forward", open_folder / name, "-o", open_folder / "y.npy")
+    assert code == 1, err
+    assert err.strip() == f"poolcli: error: cannot read {open_folder / name}: permission denied", err
+    assert not (open_folder / "y.npy").exists()
+
+
+def test_a_folder_named_like_an_array_is_said_to_be_a_folder(tmp_path: Path):
+    (tmp_path / "x.npy").mkdir()
+    one_error_line(poolcli("forward", tmp_path / "x.npy", "-k", "2"), 2, f"{tmp_path / 'x.npy'} is a folder")
+
+
+@pytest.mark.parametrize("option", ["--jobs", "--max-pixels", "--max-bytes"])
+def test_counts_below_one_are_refused_with_their_range(x_npy: Path, option: str):
+    one_error_line(poolcli("forward", x_npy, option, "0", "-o", x_npy.parent / "y.npy"), 2, "not in the range x>=1")

@@ -11,17 +11,18 @@ W        4  floor((4 + 0 + 0 - 1·(2-1) - 1) / 2) + 1 = 2
 from __future__ import annotations
 
 import contextlib
+import io
 import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from poolcli.cli import backward, forward, shape, visualize  # noqa: F401  (each registers its command)
 from poolcli.cli.common import app
-from poolcli.errors import PoolcliError, Terminated, signal_exit_code
+from poolcli.errors import OutputError, PoolcliError, Terminated, signal_exit_code
 from poolcli.io.atomic import describe_os_error, hold_signal, outputs_together
 
 __all__ = ["app", "main", "run"]
@@ -51,6 +52,24 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the shell closed it: a command that prints fails with one line (exit 1);
+    one that writes only files (-o) runs as usual."""
+
+    def write(self, text: str) -> int:
+        raise OutputError("standard output is closed; give -o FILE")
+
+    @property
+    def buffer(self) -> NoReturn:
+        raise OutputError("standard output is closed; give -o FILE")
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status. The one place errors become messages."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -58,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["--help"]
     _plain_if_ascii()
+    if sys.stdout is None:  # started with standard output closed (>&-): writing to it is an error, as for cat
+        sys.stdout = _ClosedOutput()
     with _signals_raise() as caught, _warnings_once():
         try:
             with outputs_together():  # every output of the command is committed together, or none

@@ -124,11 +124,17 @@ class Pooling:
         self.from_indices, self.with_ = values["from_indices"], values["with_"]
 
     def read(self, source: str | None, *, main: bool = False, key: str | None = "",
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+             max_pixels: int = DEFAULT_MAX_PIXELS, frames: bool = False) -> Any:
         """Read one input the way these options say (--key, --max-bytes; --matrix for the ``main`` input).
-        ``key`` overrides --key ("" keeps it)."""
-        return read_input(source, self.key if key == "" else key, self.matrix if main else None, max_pixels,
-                          self.max_bytes)
+        ``key`` overrides --key ("" keeps it). An animation or multi-page TIFF is refused unless ``frames``
+        (forward pools every frame): taking its first frame alone would drop the others silently."""
+        loaded = read_input(source, self.key if key == "" else key, self.matrix if main else None, max_pixels,
+                            self.max_bytes)
+        count = loaded.meta.get("frames", 1)
+        if count > 1 and not frames:
+            raise UsageError(f"{loaded.name} has {count} frames and this command takes one image; "
+                             "pool every frame with poolcli forward, or save the frame you want as its own file")
+        return loaded
 
     def arrays(self) -> dict[str, Any]:
         """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
@@ -243,7 +249,7 @@ def read_input(source: str | None, key: str | None = None, matrix: str | None = 
     try:
         return arrays.read_array(path, key, max_bytes)
     except PermissionError:
-        raise InputError(f"{source}: permission denied") from None
+        raise InputError(f"cannot read {source}: permission denied") from None
 
 
 def emit(array: Any, output: str | None, full: bool, fmt: str, extra: dict[str, Any] | None = None) -> None:

@@ -55,7 +55,7 @@ def forward(
     = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", rich_help_panel=BATCH,
                                             help="Go into sub-folders of folder inputs.")] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", rich_help_panel=BATCH, metavar="N",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", rich_help_panel=BATCH, metavar="N", min=1,
                                              help="Worker processes. Default: all cores.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=BATCH,
                                             help="Replace outputs that exist (default: skip them).")] = False,
@@ -63,7 +63,7 @@ def forward(
                                          help="Average in linear light (sRGB decoded, pooled, re-encoded).")] = False,
     quality: Annotated[int | None, typer.Option("--quality", rich_help_panel=BATCH, min=1, max=100, metavar="Q",
                                                 help="JPEG/WebP quality. Default: the input JPEG's own.")] = None,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N",
+    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N", min=1,
                                             help="Refuse images with more pixels (decompression bombs).")]
     = DEFAULT_MAX_PIXELS,
     pool: Any = None,
@@ -84,7 +84,7 @@ def forward(
                              "one input is written with -o")
     written = guard(pooling, sources[0] if sources else None, {"-o": output, "--indices": indices}, in_place)
     output, indices = written.get("-o", output), written.get("--indices", indices)
-    loaded = pooling.read(sources[0] if sources else None, main=True, max_pixels=max_pixels)
+    loaded = pooling.read(sources[0] if sources else None, main=True, max_pixels=max_pixels, frames=True)
     if loaded.meta.get("kind") == "image":
         if indices is not None:
             raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
@@ -123,6 +123,9 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
     from poolcli import batch
 
     if out_dir is None:
+        if len(sources) == 1:
+            raise UsageError(f"{sources[0]} is a folder: its files are pooled as a batch; "
+                             "name a folder for the results with --out-dir")
         raise UsageError(f"{len(sources)} inputs given; name a folder for the results with --out-dir")
     if output is not None or indices is not None:
         raise UsageError("--out-dir writes one file per input; drop -o/--indices")

@@ -56,7 +56,7 @@ def visualize(
                                                   help="Draw a picture instead of printing.")] = None,
     linear: Annotated[bool, typer.Option("--linear", rich_help_panel=OPERATOR,
                                          help="Images: average in linear light.")] = False,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=INPUT, metavar="N",
+    max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=INPUT, metavar="N", min=1,
                                             help="Refuse images with more pixels.")] = DEFAULT_MAX_PIXELS,
     in_place: InPlaceOpt = False,
     pool: Any = None,

@@ -78,7 +78,9 @@ def parse_matrix(text: str) -> np.ndarray:
 
 
 def _unreadable(name: object, kind: str, error: Exception) -> InputError:
-    """The error for a .npy/.npz that numpy refused: pickled data, or a broken file."""
+    """The error for a .npy/.npz that numpy refused: pickled data, a broken file, or one that cannot be read."""
+    if isinstance(error, OSError) and error.errno is not None:  # permission, I/O error: not the file's fault
+        return InputError(f"cannot read {name}: {describe_os_error(error)}")
     if isinstance(error, ValueError) and ("pickle" in str(error) or "object" in str(error).lower()):
         return InputError(
             f"{name} holds Python objects (pickled data), which poolcli never loads; save a numeric array"
@@ -98,9 +100,9 @@ def _npy(source: Path | io.BytesIO, name: str, mmap: bool, max_bytes: int = DEFA
                 else:  # a pipe or device cannot be memory-mapped, nor opened twice
                     source, mmap = io.BytesIO(_read_limited(f, name, max_bytes)), False
         except PermissionError:
-            raise InputError(f"{name}: permission denied") from None
+            raise InputError(f"cannot read {name}: permission denied") from None
         except OSError as e:
-            raise InputError(f"{name}: cannot read it ({describe_os_error(e)})") from None
+            raise InputError(f"cannot read {name}: {describe_os_error(e)}") from None
     if isinstance(source, io.BytesIO):
         head = source.getvalue()[: len(NPY_MAGIC)]
     if head != NPY_MAGIC:
@@ -222,7 +224,7 @@ def npy_header_shape(path: Path) -> tuple[int, ...]:
         with open(path, "rb") as f:
             return tuple(_read_header(f)[0])
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"cannot read {path}: permission denied") from None
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{path} is not a valid .npy file ({e})") from None
 

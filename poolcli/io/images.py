@@ -73,7 +73,7 @@ def _open(path: Path, max_pixels: int):
             extra["deep"] = (_join_bytes(deep, tile[0].args), _DEEP_PNG[tile[0].args][1])
         return img, fmt, extra
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"cannot read {path}: permission denied") from None
     except UnidentifiedImageError:
         raise InputError(f"{path} is not an image Pillow can read (corrupt, or not the format its name says)") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -205,7 +205,7 @@ def image_shape(path: Path) -> tuple[int, ...]:
             if img.mode == "1":
                 bands = 1
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"cannot read {path}: permission denied") from None
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f"{path} is not an image Pillow can read ({e})") from None
     return (h, w) if bands == 1 else (h, w, bands)
