@@ -715,3 +715,23 @@ def test_a_folder_named_like_an_array_is_said_to_be_a_folder(tmp_path: Path):
 @pytest.mark.parametrize("option", ["--jobs", "--max-pixels", "--max-bytes"])
 def test_counts_below_one_are_refused_with_their_range(x_npy: Path, option: str):
     one_error_line(poolcli("forward", x_npy, option, "0", "-o", x_npy.parent / "y.npy"), 2, "not in the range x>=1")
+
+
+def test_too_many_jobs_are_warned_of_once_and_the_batch_runs(tmp_path: Path):
+    make_images(tmp_path / "in", 3, side=8)
+    jobs = (os.cpu_count() or 1) + 62
+    r = poolcli("forward", tmp_path / "in", "--out-dir", tmp_path / "out", "--jobs", jobs)
+    assert r.code == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"poolcli: warning: --jobs {jobs} is more than the {os.cpu_count()} cores here; "
+                        "extra workers only share them"]
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_a_large_image_within_max_pixels_gives_no_pillow_warning(tmp_path: Path):
+    from PIL import Image
+
+    Image.new("L", (10000, 9500)).save(tmp_path / "big.png")  # above Pillow's own warning size (89 Mpx)
+    r = poolcli("forward", tmp_path / "big.png", "-k", "2", "-o", tmp_path / "small.png")
+    assert (r.code, r.stderr) == (0, "")
+    assert Image.open(tmp_path / "small.png").size == (5000, 4750)
