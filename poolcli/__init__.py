@@ -10,10 +10,9 @@ array([[ 3.5,  5.5],
 >>> float(poolcli.backward(x, op="max", kernel=2).sum())
 4.0
 
-Window options are those of :class:`WindowSpec`; operator options (``count_pad``,
-``p``, ``mean``, ``alpha``, ``ties``, ``k``, ``axis``, ``mode``, ``scale``,
-``align_corners``, ``size``, ``beta``, ``bias``, ``signed_sqrt``, ``l2_normalize``) those of
-:class:`Params`. ``unpool`` takes ``indices=``, ``bilinear`` an optional ``other=``.
+Window options are those of :class:`WindowSpec`; operator options are those the operators
+declare (``OPTIONS``: ``count_pad``, ``p``, ``mean``, ``alpha``, ``ties``, ``k``, ``axis``, …);
+``unpool`` takes ``indices=``, ``bilinear`` an optional ``other=``.
 
 >>> poolcli.forward(np.array([[1, 3], [4, 2]]), "kmax", k=1)
 array([[3],
@@ -22,13 +21,14 @@ array([[3],
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
 from poolcli.engine import (
+    OPERATORS,
     OPS,
+    OPTIONS,
     WINDOW_OPTIONS,
     AdaptiveAxis,
     Axis,
@@ -45,11 +45,12 @@ from poolcli.errors import GeometryError, InputError, PoolcliError, UsageError
 
 __version__ = "0.1.0"
 __all__ = [
-    "OPS", "AdaptiveAxis", "Axis", "Geometry", "GeometryError", "InputError", "Params", "PoolcliError",
+    "OPERATORS", "OPS", "OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "GeometryError", "InputError", "Params",
+    "PoolcliError",
     "UsageError", "WindowSpec", "backward", "forward", "geometry",
 ]
 
-PARAM_OPTIONS = tuple(f.name for f in fields(Params))
+PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
 
 
 def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolcli.engine import Recipe
 from poolcli.errors import Interrupted, PoolcliError, UsageError, signal_exit_code
-from poolcli.io.arrays import ARRAY_SUFFIXES
+from poolcli.io.arrays import ARRAY_SUFFIXES, DEFAULT_MAX_BYTES
 from poolcli.io.atomic import (
     describe_os_error,
     hold_signal,
@@ -37,7 +38,9 @@ from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 class Task:
     """Everything a worker needs to pool one file: picklable, no open handles."""
 
-    pooling: Any
+    recipe: Recipe  # the operator, window, options and extra arrays
+    key: str | None = None  # the array to read from an .npz
+    max_bytes: int = DEFAULT_MAX_BYTES
     linear: bool = False
     quality: int | None = None
     image_format: str | None = None
@@ -90,7 +93,7 @@ def collect(inputs: Iterable[str], out_dir: Path, recursive: bool, image_format:
 
 def pool_file(src: Path, dst: Path, task: Task) -> None:
     """Read, pool and write one file (images stay images, arrays stay arrays)."""
-    from poolcli.engine import run_forward
+    from poolcli import imaging
     from poolcli.io import arrays, images
 
     if not src.exists():
@@ -98,13 +101,12 @@ def pool_file(src: Path, dst: Path, task: Task) -> None:
     if src.suffix.lower() in IMAGE_SUFFIXES:
         loaded = images.read_image(src, task.max_pixels)
         if dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format is not None:
-            images.pool_and_write(loaded, task.pooling, task.linear, str(dst), task.image_format, task.quality)
+            imaging.pool_and_write(loaded, task.recipe, task.linear, str(dst), task.image_format, task.quality)
         else:
-            arrays.write_array(str(dst), images.pool_as_array(loaded, task.pooling, task.linear))
+            arrays.write_array(str(dst), imaging.pool_as_array(loaded, task.recipe, task.linear))
         return
-    loaded = arrays.read_array(src, task.pooling.key, task.pooling.max_bytes)
-    g = task.pooling.bind(loaded.array.shape)
-    arrays.write_array(str(dst), run_forward(loaded.array, g, task.pooling.op, task.pooling.params))
+    loaded = arrays.read_array(src, task.key, task.max_bytes)
+    arrays.write_array(str(dst), task.recipe.forward(loaded.array, task.recipe.bind(loaded.array.shape)))
 
 
 def _work(src: Path, dst: Path, task: Task) -> tuple[str, str]:

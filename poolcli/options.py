@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from poolcli.engine import PAD_MODES, Params, WindowSpec
+from poolcli.engine import PAD_MODES, WindowSpec
 from poolcli.errors import UsageError
 
 LARGEST = 2**31 - 1  # window sizes, steps and paddings past this cannot fit any array
@@ -82,17 +81,6 @@ def window_spec(
         dims=dims,
         channels_last=channels_last,
     )
-
-
-def op_params(count_pad: bool, p: float, mean: bool, alpha: float | None, k: int = 2, axis: int = -1,
-              mode: Any = "nearest", scale: str | None = None, align_corners: bool = False, size: int = 5,
-              beta: float = 0.75, bias: float = 1.0, signed_sqrt: bool = False, l2_normalize: bool = False,
-              ties: str = "first") -> Params:
-    """The operator options of the command line."""
-    return Params(count_pad=count_pad, p=p, mean=mean, alpha=alpha, ties=ties, k=k, axis=axis,
-                  mode=getattr(mode, "value", mode), scale=None if scale is None else parse_floats(scale, "--scale"),
-                  align_corners=align_corners, size=size, beta=beta, bias=bias, signed_sqrt=signed_sqrt,
-                  l2_normalize=l2_normalize)
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:

@@ -159,7 +159,7 @@ ERRORS = [
     (["forward", "--matrix", M4, "-k", "2,x"], 2, "--kernel 2,x: 'x' is not a whole number"),
     (["forward", "--matrix", M4, "-p", "1,2,3"], 2, "--padding 1,2,3 has 3 values"),
     (["forward", "--matrix", M4, "-p", "sideways"], 2, "--padding sideways: not a padding"),
-    (["forward", "--matrix", M4, "--op", "median"], 2, "'median' is not one of"),
+    (["forward", "--matrix", M4, "--op", "medain"], 2, "'medain' is not one of"),
     (["forward", "--matrix", M4, "--global", "-k", "2"], 2, "--global sets the windows itself"),
     (["forward", "--matrix", "1 2; 3"], 1, "row 2 has 1 values but row 1 has 2"),
     (["forward", "--matrix", "1 two"], 1, "'two' is not a number"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poolcli.io.images import to_linear, to_srgb
+from poolcli.imaging import to_linear, to_srgb
 from tests.conftest import run_poolcli as poolcli
 
 
@@ -170,17 +170,16 @@ def test_batch_needs_an_out_dir():
 
 @pytest.mark.parametrize("seed", range(30))
 def test_pillow_reduce_fast_path_equals_the_engine(seed):
-    from types import SimpleNamespace
-
     import poolcli
-    from poolcli.io.images import pool_image
+    from poolcli.engine import Recipe
+    from poolcli.imaging import pool_image
 
     rng = np.random.default_rng(seed)
     kh, kw = (int(v) for v in rng.choice([1, 2, 4, 8], size=2))
     h, w = int(rng.integers(kh, 70)), int(rng.integers(kw, 70))
     channels = () if seed % 2 else (3,)
     a = rng.integers(0, 256, size=(h, w, *channels)).astype(np.uint8)
-    pool = SimpleNamespace(spec=poolcli.WindowSpec(kernel=(kh, kw)), op="avg", params=poolcli.Params(), arrays=dict)
+    pool = Recipe("avg", poolcli.WindowSpec(kernel=(kh, kw)))
     from poolcli.io.arrays import Loaded
 
     loaded = Loaded(a, "a", {"mode": "RGB" if channels else "L"})

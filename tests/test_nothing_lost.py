@@ -309,22 +309,21 @@ def _state(pid: int) -> str:
 
 
 class DiesOn:
-    """A pooling whose worker dies (as under the OOM killer) on one input's shape."""
-
-    key = None
-    max_bytes = 1 << 30
+    """A recipe whose worker dies (as under the OOM killer) on one input's shape."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        from poolcli.cli.common import POOL_OPTIONS, Pooling
+        from poolcli.engine import Recipe, WindowSpec
 
-        self.real = Pooling({name: default for name, (_, (default, _)) in POOL_OPTIONS.items()})
+        self.real = Recipe("max", WindowSpec())
         self.shape = shape
-        self.op, self.params = self.real.op, self.real.params
 
     def bind(self, shape: tuple[int, ...]):
         if tuple(shape) == self.shape:
             os.kill(os.getpid(), signal.SIGKILL)
         return self.real.bind(shape)
+
+    def forward(self, x, plan):
+        return self.real.forward(x, plan)
 
 
 def test_a_dead_worker_costs_only_its_file(tmp_path: Path):
@@ -517,7 +516,7 @@ def test_a_cmyk_jpeg_loses_its_cmyk_profile_when_it_becomes_rgb(tmp_path: Path):
 def test_strips_give_the_whole_images_result(tmp_path: Path, monkeypatch, geometry, extra):
     from PIL import Image
 
-    import poolcli.io.images as images
+    import poolcli.imaging as images
 
     a = np.random.default_rng(1).integers(0, 256, (37, 29, 4), dtype=np.uint8)
     Image.fromarray(a, "RGBA").save(tmp_path / "x.png")

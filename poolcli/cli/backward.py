@@ -92,8 +92,6 @@ def backward(
 
 def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: float, output: str | None) -> int:
     """backward --check: one line per operator; exit 1 if any is above the tolerance."""
-    from dataclasses import replace
-
     import numpy as np
 
     from poolcli.check import gradcheck
@@ -120,15 +118,15 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
     print(f"backward --check on {what}: central differences, h = 1e-6·max(1, |x|), tolerance {tolerance:g}")
     failed = []
     for op in ops:
-        arrays = dict(given)
+        pool = get_op(op)
+        if not pool.differentiable:
+            if pooling.op != "all":
+                raise UsageError(f"--op {pool.name} has no gradient to check")
+            print(f"{op:<9} skipped: it has no gradient")
+            continue
         try:
-            if op == "unpool" and "indices" not in arrays:
-                arrays["indices"] = _random_indices(x, pooling, op)
-            arrays = {k: v for k, v in arrays.items() if k in get_op(op).arrays}
-
-            params = pooling.params
-            if op == "upsample" and params.scale is None and pooling.spec.output_size is None:
-                params = replace(params, scale=2.0)  # --op all: upsample needs a factor; 2 unless given
+            params, arrays = pool.prepare_check(x.shape, pooling.spec, pooling.params,
+                                                {k: v for k, v in given.items() if k in pool.arrays})
 
             def bind(a: Any, op: str = op, params: Any = params, **arrays: Any) -> Any:
                 from poolcli.engine import bind as engine_bind
@@ -151,26 +149,8 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         if result.worst > tolerance:
             failed.append(op)
     if failed:
-        hint = (" (equal values make max, min and kmax non-differentiable there)"
-                if set(failed) & {"max", "min", "kmax", "mixed"} else "")
+        tied = [op for op in failed if get_op(op).ties]
+        hint = f" (equal values make {', '.join(tied)} non-differentiable there)" if tied else ""
         raise CheckFailed(f"the backward of {', '.join(failed)} differs from finite differences by more than "
                           f"--tolerance {tolerance:g}{hint}")
     return 0
-
-
-def _random_indices(x: Any, pooling: Pooling, op: str) -> Any:
-    """Indices for checking unpool: distinct random cells of each unpooled plane."""
-    import numpy as np
-
-    from poolcli.check import random_indices
-    from poolcli.engine import bind
-
-    plan = bind(op, x.shape, pooling.spec, pooling.params)
-    values = x.shape
-    if plan.moved:
-        values = values[: x.ndim - plan.dims - 1] + values[-1:] + values[x.ndim - plan.dims - 1 : -1]
-    try:
-        idx = random_indices(values, plan.sizes, plan.dims)
-    except ValueError:
-        raise UsageError("unpool: more values than cells in the unpooled plane; give --output-size") from None
-    return np.moveaxis(idx, x.ndim - plan.dims - 1, -1) if plan.moved else idx

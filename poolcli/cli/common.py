@@ -16,19 +16,18 @@ from typing import Annotated, Any
 
 import typer
 
-from poolcli.engine import ALIASES, OPS, TIES
-from poolcli.engine.base import MODES
+from poolcli.engine import ALIASES, OPERATORS, OPS, OPTIONS, TIES, Option, Params
 from poolcli.errors import InputError, UsageError
 from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 WINDOW, OPERATOR, INPUT, OUTPUT, BATCH = "Window", "Operator", "Input", "Output", "Images and batches"
-MORE, CHECK = "kmax, unpool, upsample, lrn, bilinear", "Gradient check"
+MORE = ", ".join(op.name for op in OPERATORS if not op.windowed)  # the panel of the operators without windows
+CHECK = "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
 Op = Enum("Op", {name: name for name in [*OPS, *ALIASES, "all"]}, type=str)  # type: ignore[misc]
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
-Mode = Enum("Mode", {name: name for name in MODES}, type=str)  # type: ignore[misc]
 
 
 TERMINAL_FORMATS = ("table", "json")
@@ -74,30 +73,6 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
                                     help="Number of trailing spatial axes. Default: 1 for a 1-D input, else 2.")),
     "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW,
                                     help="The input is (…, H, W, C) rather than (…, C, H, W).")),
-    "count_pad": (bool, _option(True, "--count-pad/--no-count-pad", panel=OPERATOR,
-                                help="avg: padded cells count in the divisor (as PyTorch).")),
-    "p": (float, _option(2.0, "--p", panel=OPERATOR, help="lp: the norm's exponent.")),
-    "mean": (bool, _option(False, "--mean", panel=OPERATOR, help="lp: the root-mean variant (mean |x|^p)^(1/p).")),
-    "alpha": (float | None, _option(None, "--alpha", panel=OPERATOR, show_default=False,
-                                    help="mixed: share of max in alpha*max + (1-alpha)*avg (0.5); "
-                                         "lrn: the scale of the sum of squares (1e-4).")),
-    "top_k": (int, _option(2, "--k", panel=MORE, metavar="K", help="kmax: how many values to keep.")),
-    "axis": (int, _option(-1, "--axis", panel=MORE, metavar="AXIS", help="kmax: the axis to keep them along.")),
-    "mode": (Mode, _option(Mode("nearest"), "--mode", panel=MORE, help="upsample: interpolation.")),
-    "scale": (str | None, _option(None, "--scale", panel=MORE, metavar="S[,S…]",
-                                     help="upsample: factor, one or one per spatial axis (or --output-size).")),
-    "align_corners": (bool, _option(False, "--align-corners", panel=MORE,
-                                    help="upsample bilinear: map corner cells onto corner cells.")),
-    "from_indices": (str | None, _option(None, "--from-indices", panel=MORE, metavar="IDX.npy",
-                                            help="unpool: the indices saved by forward --op max --indices.")),
-    "size": (int, _option(5, "--size", panel=MORE, metavar="N", help="lrn: channels in the window.")),
-    "beta": (float, _option(0.75, "--beta", panel=MORE, help="lrn: exponent.")),
-    "bias": (float, _option(1.0, "--bias", panel=MORE, help="lrn: constant added to the scaled sum.")),
-    "with_": (str | None, _option(None, "--with", panel=MORE, metavar="Y",
-                                     help="bilinear: second features (default: the input itself).")),
-    "signed_sqrt": (bool, _option(False, "--signed-sqrt", panel=MORE, help="bilinear: sign(z)·sqrt(|z|).")),
-    "l2_normalize": (bool, _option(False, "--l2-normalize", panel=MORE,
-                                   help="bilinear: divide each sample's matrix by its norm.")),
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz file.")),
     "matrix": (str | None, _option(None, "--matrix", panel=INPUT, metavar='"1 2; 3 4"',
                                       help="An inline matrix: rows split by ;, values by spaces or commas.")),
@@ -106,22 +81,68 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
 }
 WINDOW_NAMES = ("kernel", "stride", "padding", "dilation", "ceil", "global_pool", "output_size", "dims",
                 "channels_last")
-PARAM_NAMES = ("count_pad", "p", "mean", "alpha", "top_k", "axis", "mode", "scale", "align_corners", "size", "beta",
-               "bias", "signed_sqrt", "l2_normalize")
+
+
+def cli_name(option: Option) -> str:
+    """The command function's parameter for an operator option: its flag as a Python name (--with -> with_)."""
+    import keyword
+
+    name = option.cli_flag.lstrip("-").replace("-", "_")
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tuple[Any, Any]]:
+    """One command-line option from the operators' declarations of it: its help names who takes it."""
+    from poolcli.engine import declaring
+
+    first = declared[0]
+    by_help: dict[str, list[str]] = {}
+    for op in declaring(name):
+        option = next(o for o in op.options if o.name == name)
+        default = "" if option.default in (None, False) or option.kind is bool else f" (default {option.default:g})" \
+            if isinstance(option.default, float) else f" (default {option.default})"
+        by_help.setdefault(option.help + default, []).append(op.name)
+    text = "; ".join(f"{', '.join(ops)}: {h}" for h, ops in by_help.items()) + "."
+    panel = OPERATOR if any(op.windowed for op in declaring(name)) else MORE
+    if first.kind is bool:
+        return bool, _option(first.default, first.flags, panel=panel, help=text)
+    kind: Any = {int: int, float: float, "floats": str, "array": str}.get(first.kind)
+    if first.kind == "choice":
+        kind = Enum(name.title(), {c: c for c in first.choices}, type=str)  # type: ignore[misc]
+    metavar = first.metavar or ("S[,S…]" if first.kind == "floats" else None)
+    return kind | None, _option(None, first.flags, panel=panel, metavar=metavar, show_default=False, help=text)
+
+
+OPERATOR_OPTIONS = {cli_name(declared[0]): (name, declared) for name, declared in OPTIONS.items()
+                    if name != "ties"}  # --ties is the backward and visualize commands' own option
+POOL_OPTIONS.update({param: _operator_option(name, declared) for param, (name, declared) in OPERATOR_OPTIONS.items()})
 
 
 class Pooling:
     """What the shared options say: the operator, its WindowSpec and Params, and where the inputs come from."""
 
     def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
-        from poolcli.options import op_params, window_spec
+        from poolcli.options import parse_floats, window_spec
 
         self.op = values["op"].value
-        _check_belongs(self.op, values)
+        given: dict[str, Any] = {}
+        self.files: dict[str, str] = {}  # the extra input arrays, by name: files to read
+        for param, (name, declared) in OPERATOR_OPTIONS.items():
+            value, option = values.get(param), declared[0]
+            value = getattr(value, "value", value)
+            if value is None or (option.kind is bool and value == option.default):
+                continue
+            if self.op != "all" and self.op not in [o.name for o in _takers(name)] + [a for a, o in ALIASES.items()
+                                                                                      if OPS[o] in _takers(name)]:
+                takers = " or ".join(o.name for o in _takers(name))
+                raise UsageError(f"{option.cli_flag} goes with --op {takers}, not --op {self.op}{option.hint}")
+            if option.kind == "array":
+                self.files[name] = value
+            else:
+                given[name] = parse_floats(value, option.cli_flag) if option.kind == "floats" else value
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
-        self.params = op_params(*(values[n] for n in PARAM_NAMES), ties=ties)
+        self.params = Params(**given, ties=ties)
         self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
-        self.from_indices, self.with_ = values["from_indices"], values["with_"]
 
     def read(self, source: str | None, *, main: bool = False, key: str | None = "",
              max_pixels: int = DEFAULT_MAX_PIXELS, frames: bool = False) -> Any:
@@ -139,12 +160,18 @@ class Pooling:
     def arrays(self) -> dict[str, Any]:
         """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
         found: dict[str, Any] = {}
-        if self.from_indices is not None:
-            key = "indices" if _is_npz(self.from_indices) else None
-            found["indices"] = self.read(self.from_indices, key=key).array
-        if self.with_ is not None:
-            found["other"] = self.read(self.with_).array
+        for name, path in self.files.items():
+            member = OPTIONS[name][0].npz_key  # an .npz written by forward --indices holds them by name
+            found[name] = self.read(path, key=member if member and _is_npz(path) else "").array
         return found
+
+    def recipe(self) -> Any:
+        """What to pool with, as plain data (the extra arrays read): for images and batches."""
+        from poolcli.engine import Recipe
+
+        if self.op == "all":
+            raise UsageError("--op all goes with backward --check; pick one operator here")
+        return Recipe(self.op, self.spec, self.params, self.arrays())
 
     def bind(self, shape: tuple[int, ...], arrays: dict[str, Any] | None = None) -> Any:
         """The operator's plan for an input of this shape (a Geometry for windowed operators)."""
@@ -155,35 +182,10 @@ class Pooling:
         return bind(self.op, shape, self.spec, self.params, **(self.arrays() if arrays is None else arrays))
 
 
-# Operator options and the operators they go with: giving one to another operator is a mistake
-# (most often --k for -k), said rather than ignored.
-BELONGS = {
-    "top_k": ("--k", ("kmax",), " (the window size is -k/--kernel)"),
-    "axis": ("--axis", ("kmax",), ""),
-    "mode": ("--mode", ("upsample",), ""),
-    "scale": ("--scale", ("upsample",), ""),
-    "align_corners": ("--align-corners", ("upsample",), ""),
-    "from_indices": ("--from-indices", ("unpool",), ""),
-    "size": ("--size", ("lrn",), " (the window size is -k/--kernel)"),
-    "beta": ("--beta", ("lrn",), ""),
-    "bias": ("--bias", ("lrn",), ""),
-    "with_": ("--with", ("bilinear",), ""),
-    "signed_sqrt": ("--signed-sqrt", ("bilinear",), ""),
-    "l2_normalize": ("--l2-normalize", ("bilinear",), ""),
-    "p": ("--p", ("lp",), ""),
-    "mean": ("--mean", ("lp",), ""),
-    "alpha": ("--alpha", ("mixed", "lrn"), ""),
-}
+def _takers(name: str) -> list[Any]:
+    from poolcli.engine import declaring
 
-
-def _check_belongs(op: str, values: dict[str, Any]) -> None:
-    if op == "all":
-        return
-    for name, (flag, ops, hint) in BELONGS.items():
-        default = POOL_OPTIONS[name][1][0]
-        value = values.get(name, default)
-        if getattr(value, "value", value) != getattr(default, "value", default) and op not in ops:
-            raise UsageError(f"{flag} goes with --op {' or '.join(ops)}, not --op {op}{hint}")
+    return declaring(name)
 
 
 def _is_npz(path: str) -> bool:
@@ -288,6 +290,6 @@ def guard(pooling: Pooling, source: str | None, outputs: dict[str, str | None], 
     return where each output is written (``-o`` with --in-place through a symbolic link: its target)."""
     from poolcli.io.paths import MAIN_INPUT, guard_outputs
 
-    named = {MAIN_INPUT: source, "--from-indices": pooling.from_indices, "--with": pooling.with_}
+    named = {MAIN_INPUT: source, **{OPTIONS[name][0].cli_flag: path for name, path in pooling.files.items()}}
     named.update({f"--{name}": path for name, path in inputs.items()})
     return guard_outputs(named, outputs, in_place)

@@ -76,8 +76,8 @@ def forward(
     terminal, image_format = check_format(fmt)
     sources = inputs or []
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
-        return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite,
-                      _task(pooling, linear, quality, image_format, max_pixels))
+        return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite, pooling,
+                      dict(linear=linear, quality=quality, image_format=image_format, max_pixels=max_pixels))
     for flag, given in (("--recursive", recursive), ("--jobs", jobs is not None), ("--overwrite", overwrite)):
         if given:
             raise UsageError(f"{flag} goes with a batch (--out-dir, a folder or several inputs); "
@@ -88,12 +88,12 @@ def forward(
     if loaded.meta.get("kind") == "image":
         if indices is not None:
             raise UsageError("--indices works on arrays; convert the image with -o x.npy first")
-        from poolcli.io import images
+        from poolcli import imaging
 
         if output is not None and (Path(output).suffix.lower() in IMAGE_SUFFIX_SET or image_format):
-            images.pool_and_write(loaded, pooling, linear, output, image_format, quality)
+            imaging.pool_and_write(loaded, pooling.recipe(), linear, output, image_format, quality)
             return None
-        return emit(images.pool_as_array(loaded, pooling, linear), output, full, terminal)
+        return emit(imaging.pool_as_array(loaded, pooling.recipe(), linear), output, full, terminal)
     g = pooling.bind(loaded.array.shape)
     idx = None
     if indices is not None:
@@ -109,14 +109,8 @@ def forward(
     return None
 
 
-def _task(pooling: Pooling, linear: bool, quality: int | None, image_format: str | None, max_pixels: int) -> Any:
-    from poolcli.batch import Task
-
-    return Task(pooling, linear, quality, image_format, max_pixels)
-
-
 def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,
-           jobs: int | None, overwrite: bool, task: Any) -> int:
+           jobs: int | None, overwrite: bool, pooling: Pooling, images: dict[str, Any]) -> int:
     """forward over many files into --out-dir; exit 1 if any failed."""
     from rich.console import Console
 
@@ -129,8 +123,9 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
         raise UsageError(f"{len(sources)} inputs given; name a folder for the results with --out-dir")
     if output is not None or indices is not None:
         raise UsageError("--out-dir writes one file per input; drop -o/--indices")
-    if "-" in sources or task.pooling.matrix is not None:
+    if "-" in sources or pooling.matrix is not None:
         raise UsageError("a batch reads files; standard input and --matrix take one array, without --out-dir")
+    task = batch.Task(pooling.recipe(), pooling.key, pooling.max_bytes, **images)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more worker processes")
     if not sources:

@@ -36,10 +36,11 @@ def shape(
         from poolcli.io import arrays
 
         if path.suffix.lower() in IMAGE_SUFFIX_SET:
+            from poolcli import imaging
             from poolcli.io import images
 
             in_shape = images.image_shape(path)
-            pooling.spec = images.image_spec(pooling.spec, in_shape)
+            pooling.spec = imaging.image_spec(pooling.spec, in_shape)
         elif path.suffix.lower() == ".npy":
             in_shape = arrays.npy_header_shape(path)
         else:

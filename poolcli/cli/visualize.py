@@ -62,6 +62,7 @@ def visualize(
     pool: Any = None,
 ) -> None:
     """Show the pooling of one plane: windows, the cells they select, the output and the gradient mask."""
+    from poolcli import imaging
     from poolcli.engine import bind
     from poolcli.io import images
     from poolcli.options import parse_ints, parse_region
@@ -80,7 +81,7 @@ def visualize(
             raise UsageError("--plane and --region pick part of an array; an image figure shows the whole image")
         return _image_figure(loaded, pooling, linear, output)
     x = loaded.array
-    spec = images.image_spec(pooling.spec, x.shape) if image else pooling.spec
+    spec = imaging.image_spec(pooling.spec, x.shape) if image else pooling.spec
     arrays = pooling.arrays()
     upstream = None
     if grad is not None:
@@ -139,15 +140,16 @@ def _figure_title(scene: Any) -> str:
 
 
 def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str) -> None:
+    from poolcli import imaging
     from poolcli.engine import Geometry, bind
     from poolcli.io import images
     from poolcli.io.atomic import atomic_write
     from poolcli.render.figure import image_figure
     from poolcli.render.scene import window_text
 
-    pooled = images.pool_image(loaded, pooling, linear)
+    pooled = imaging.pool_image(loaded, pooling.recipe(), linear)
     h, w = loaded.shape[:2]
-    g = bind(pooling.op, (h, w), images.image_spec(pooling.spec, (h, w)), pooling.params, **pooling.arrays())
+    g = bind(pooling.op, (h, w), imaging.image_spec(pooling.spec, (h, w)), pooling.params, **pooling.arrays())
     what = window_text(g) if isinstance(g, Geometry) else "; ".join(row["formula"] for row in g.describe())
     light = " · linear light" if linear else ""
     title = f"{Path(loaded.name).name} · {pooling.op} · {what}{light}"

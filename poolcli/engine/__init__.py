@@ -21,15 +21,25 @@ from typing import Any
 
 import numpy as np
 
-from poolcli.engine.geometry import PAD_MODES, WINDOW_OPTIONS, AdaptiveAxis, Axis, Geometry, WindowSpec, describe
-from poolcli.engine.geometry import to_caller as caller_shape
-from poolcli.engine.ops import ALIASES, OPS, TIES, Params, get_op
+from poolcli.engine.base import TIES, Op, Option, Params, Picture
+from poolcli.engine.geometry import (
+    PAD_MODES,
+    WINDOW_OPTIONS,
+    AdaptiveAxis,
+    Axis,
+    Geometry,
+    WindowSpec,
+    caller_shape,
+    describe,
+    engine_shape,
+)
+from poolcli.engine.registry import ALIASES, OPERATORS, OPS, OPTIONS, declaring, get_op
 from poolcli.errors import UsageError
 
 __all__ = [
-    "ALIASES", "OPS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "Params", "WindowSpec",
-    "bind", "describe", "get_op", "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller",
-    "to_engine",
+    "ALIASES", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
+    "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
+    "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller", "to_engine",
 ]
 
 
@@ -37,18 +47,61 @@ def bind(op: str, shape: tuple[int, ...], spec: WindowSpec, params: Params = Par
     """The plan of operator ``op`` for an input of ``shape``: a Geometry for windowed operators.
 
     ``arrays`` are the extra inputs some operators take: ``indices`` (unpool), ``other`` (bilinear).
+    A channels-last input is moved here, once, for every operator: operators see channels before
+    the spatial axes, and the plan's ``out_shape`` is the caller's.
 
     >>> bind("kmax", (4, 4), WindowSpec(), Params(k=2, axis=0)).out_shape
     (2, 4)
+    >>> bind("upsample", (1, 2, 2, 3), WindowSpec(channels_last=True), Params(scale=2)).out_shape
+    (1, 4, 4, 3)
     """
     pool = get_op(op)
-    unknown = set(arrays) - set(pool.arrays)
+    pool.check(params)
     given = {k: v for k, v in arrays.items() if v is not None}
-    if unknown & set(given):
-        names = {"indices": "--from-indices", "other": "--with"}
-        raise UsageError(f"{', '.join(names.get(n, n) for n in sorted(unknown & set(given)))} "
-                         f"does not go with --op {pool.name}")
-    return pool.bind(tuple(shape), spec, params, **{k: v for k, v in given.items() if k in pool.arrays})
+    unknown = set(given) - set(pool.arrays)
+    if unknown:
+        flags = {o.name: o.cli_flag for options in OPTIONS.values() for o in options}
+        raise UsageError(f"{', '.join(flags.get(n, n) for n in sorted(unknown))} does not go with --op {pool.name}")
+    shape = tuple(int(n) for n in shape)
+    if pool.windowed or not pool.spatial_layout or spec is None or not spec.channels_last:
+        return pool.bind(shape, spec, params, **given)
+    dims = pool.spatial(shape, spec, params)
+    moved = {k: _moved(np.asarray(v), dims) for k, v in given.items()}
+    plan = pool.bind(engine_shape(shape, dims), dataclasses.replace(spec, channels_last=False, dims=dims), params,
+                     **moved)
+    out = caller_shape(plan.out_shape, plan.dims) if plan.moves_output else plan.out_shape
+    return dataclasses.replace(plan, out_shape=out, channels_last=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Recipe:
+    """What to pool with: the operator's name, the window, the options and the extra input arrays.
+    Plain data (picklable), for callers that pool many inputs the same way (images, batches).
+
+    >>> r = Recipe("avg", WindowSpec(kernel=2))
+    >>> r.forward(np.ones((4, 4)), r.bind((4, 4))).shape
+    (2, 2)
+    """
+
+    op: str
+    spec: WindowSpec
+    params: Params = dataclasses.field(default_factory=Params)
+    arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def operator(self) -> Op:
+        return get_op(self.op)
+
+    def bind(self, shape: tuple[int, ...], spec: WindowSpec | None = None) -> Any:
+        """The plan for an input of this shape (with another WindowSpec if given)."""
+        return bind(self.op, shape, self.spec if spec is None else spec, self.params, **self.arrays)
+
+    def forward(self, x: np.ndarray, plan: Any) -> np.ndarray:
+        return run_forward(x, plan, self.op, self.params)
+
+
+def _moved(a: np.ndarray, dims: int) -> np.ndarray:
+    return np.moveaxis(a, -1, a.ndim - dims - 1) if a.ndim > dims else a
 
 
 def check_array(x: np.ndarray) -> np.ndarray:
@@ -59,14 +112,18 @@ def check_array(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def to_engine(a: np.ndarray, g: Geometry) -> np.ndarray:
-    """Channels-last arrays become channels-first views (spatial axes last)."""
-    return np.moveaxis(a, -1, len(g.lead) - 1) if g.channels_last and g.lead else a
+def _moves(plan: Any, output: bool) -> bool:
+    return bool(getattr(plan, "channels_last", False)) and (not output or getattr(plan, "moves_output", True))
 
 
-def to_caller(a: np.ndarray, g: Geometry) -> np.ndarray:
+def to_engine(a: np.ndarray, plan: Any, output: bool = False) -> np.ndarray:
+    """A channels-last array (an input, or with ``output`` an output-shaped one) as a channels-first view."""
+    return np.moveaxis(a, -1, a.ndim - plan.dims - 1) if _moves(plan, output) else a
+
+
+def to_caller(a: np.ndarray, plan: Any, output: bool = True) -> np.ndarray:
     """The inverse of ``to_engine``: channels back after the spatial axes."""
-    return np.moveaxis(a, len(g.lead) - 1, -1) if g.channels_last and g.lead else a
+    return np.moveaxis(a, a.ndim - plan.dims - 1, -1) if _moves(plan, output) else a
 
 
 def _one_plane(g: Geometry) -> Geometry | None:
@@ -80,7 +137,8 @@ def _one_plane(g: Geometry) -> Geometry | None:
 def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> Any:
     """The empty result of the right shape and dtype for an input with no planes, as PyTorch gives."""
     one = _one_plane(g)
-    results = run(np.zeros(caller_shape(one.in_shape, one.channels_last, len(one.lead)), dtype=x.dtype), one)
+    shape = caller_shape(one.in_shape, one.dims) if one.channels_last else one.in_shape
+    results = run(np.zeros(shape, dtype=x.dtype), one)
     if isinstance(results, tuple):
         return tuple(np.empty(g.out_shape, dtype=r.dtype) for r in results)
     return np.empty(g.out_shape, dtype=results.dtype)
@@ -102,7 +160,8 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = "max") -> tuple[np.ndarray
     x = check_array(x)
     pool = get_op(op)
     if not hasattr(pool, "indices"):
-        raise UsageError(f"--indices goes with --op max or min, not {op}")
+        which = " or ".join(o.name for o in OPERATORS if hasattr(o, "indices"))
+        raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
         return _empty_like_result(x, g, lambda a, one: run_indices(a, one, op))
     y, idx = pool.indices(to_engine(x, g), g)
@@ -119,6 +178,10 @@ def run_backward(
 ) -> np.ndarray:
     """Gradient of ``sum(forward(x) * grad)`` with respect to ``x``; ``grad`` defaults to ones."""
     x = check_array(x)
+    pool = get_op(op)
+    if not pool.differentiable:
+        raise UsageError(f"--op {pool.name} has no gradient ({pool.summary}); backward goes with the other "
+                         "operators")
     dtype = gradient_dtype(x.dtype)
     if grad is None:
         grad = np.ones(g.out_shape, dtype=dtype)
@@ -131,8 +194,8 @@ def run_backward(
     grad = grad.astype(dtype, copy=False)
     if x.size == 0:
         return np.zeros(x.shape, dtype=dtype)
-    dx = get_op(op).backward(to_engine(x, g), g, to_engine(grad, g), params)
-    return to_caller(dx.astype(dtype, copy=False), g)
+    dx = pool.backward(to_engine(x, g), g, to_engine(grad, g, output=True), params)
+    return to_caller(dx.astype(dtype, copy=False), g, output=False)
 
 
 def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:
@@ -140,4 +203,8 @@ def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params:
     x = check_array(x)
     dtype = gradient_dtype(np.result_type(x.dtype, g.other.dtype)) if g.other is not None else np.float64
     grad = np.ones(g.out_shape, dtype=dtype) if grad is None else check_array(grad).astype(dtype, copy=False)
-    return get_op("bilinear").backward_other(x, g, grad, params)
+    dx = OPS_WITH_OTHER.backward_other(to_engine(x, g), g, to_engine(grad, g, output=True), params)
+    return to_caller(dx, g, output=False)
+
+
+OPS_WITH_OTHER = next(op for op in OPERATORS if hasattr(op, "backward_other"))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,68 +15,120 @@ import numpy as np
 from poolcli.errors import UsageError
 
 TIES = ("first", "all", "split")
-MODES = ("nearest", "bilinear")
 
 
 @dataclass(frozen=True)
-class Params:
-    """Operator options (window options live on WindowSpec).
+class Option:
+    """One operator option, declared once by the operators that take it; the library keyword, ``Params``,
+    the command-line option, its default, its help and the "goes with --op X" message all come from it.
 
-    - ``count_pad``: padded cells count in an average's divisor (PyTorch's default);
-    - ``p``, ``mean``: the Lp norm's exponent and its root-mean variant;
-    - ``alpha``: the max share of ``mixed`` (default 0.5), or lrn's scale (default 1e-4);
-    - ``ties``: first, all or split (backward of max, min, kmax);
-    - ``k``, ``axis``: kmax keeps the k largest values along ``axis``;
-    - ``mode``, ``scale``, ``align_corners``: upsample (nearest or bilinear, by a factor per axis);
-    - ``size``, ``beta``, ``bias``: lrn's channel window, exponent and constant;
-    - ``signed_sqrt``, ``l2_normalize``: bilinear pooling's normalisations.
+    ``kind`` is bool, int, float, "floats" (one number or one per axis), "choice" (one of ``choices``) or
+    "array" (another input array, read from a file on the command line); ``check`` says whether a value is
+    allowed and ``need`` what is wrong otherwise.
+
+    >>> SIZE = Option("size", int, 5, "channels in the window", check=lambda v: v >= 1, need="give 1 or more")
+    >>> SIZE.validate(0)
+    Traceback (most recent call last):
+    poolcli.errors.UsageError: --size 0: give 1 or more
     """
 
-    count_pad: bool = True
-    p: float = 2.0
-    mean: bool = False
-    alpha: float | None = None
-    ties: str = "first"
-    k: int = 2
-    axis: int = -1
-    mode: str = "nearest"
-    scale: float | tuple[float, ...] | None = None
-    align_corners: bool = False
-    size: int = 5
-    beta: float = 0.75
-    bias: float = 1.0
-    signed_sqrt: bool = False
-    l2_normalize: bool = False
-
-    def __post_init__(self) -> None:
-        if self.ties not in TIES:
-            raise UsageError(f"--ties {self.ties}: give one of {', '.join(TIES)}")
-        if not (self.p > 0 and np.isfinite(self.p)):
-            raise UsageError(f"--p {self.p}: the norm's exponent must be a finite number above 0")
-        if self.alpha is not None and not np.isfinite(self.alpha):
-            raise UsageError(f"--alpha {self.alpha}: give a finite number")
-        if self.k < 1:
-            raise UsageError(f"--k {self.k}: keep 1 or more values")
-        if self.mode not in MODES:
-            raise UsageError(f"--mode {self.mode}: give one of {', '.join(MODES)}")
-        scales = self.scales
-        if scales is not None and (not scales or any(not (s > 0 and np.isfinite(s)) for s in scales)):
-            raise UsageError(f"--scale {','.join(map(str, scales))}: every factor must be a finite number above 0")
-        if self.size < 1:
-            raise UsageError(f"--size {self.size}: the channel window needs 1 or more channels")
-        if not (np.isfinite(self.beta) and np.isfinite(self.bias)):
-            raise UsageError("--beta and --bias must be finite numbers")
+    name: str
+    kind: Any
+    default: Any
+    help: str
+    flag: str = ""  # default: --name
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], bool] | None = None
+    need: str = ""
+    hint: str = ""  # said when the option is given to another operator
+    npz_key: str = ""  # an "array" option: the member to read from an .npz (default: --key)
 
     @property
-    def scales(self) -> tuple[float, ...] | None:
-        """``scale`` as a tuple (one factor, or one per spatial axis)."""
-        if self.scale is None:
-            return None
-        return (float(self.scale),) if np.isscalar(self.scale) else tuple(float(v) for v in self.scale)
+    def flags(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
 
-    def alpha_or(self, default: float) -> float:
-        """``alpha``, or the operator's own default when it was not given."""
-        return default if self.alpha is None else float(self.alpha)
+    @property
+    def cli_flag(self) -> str:
+        """The flag as users type it (the first of a --x/--no-x pair)."""
+        return self.flags.split("/")[0]
+
+    def validate(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise UsageError(f"{self.cli_flag} {value}: give one of {', '.join(self.choices)}")
+        if self.check is not None and not self.check(value):
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+            raise UsageError(f"{self.cli_flag} {shown}: {self.need}")
+
+
+def _finite(v: Any) -> bool:
+    return bool(np.isfinite(v))
+
+
+TIES_OPTION = Option("ties", str, "first", "equal values in a window: first, all or split",
+                     choices=TIES)
+
+
+class Params:
+    """The operator options of one run, by name: those given, else the declared default.
+
+    An option several operators declare with different defaults (``alpha``) is read through
+    ``Op.value``, which knows its operator's default.
+
+    >>> Params(ties="split").ties
+    'split'
+    >>> Params(p=3).replace(p=4).p
+    4
+    """
+
+    __slots__ = ("given",)
+
+    def __init__(self, **given: Any) -> None:
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            from poolcli.engine.registry import OPTIONS
+        for name, value in given.items():
+            declared = OPTIONS.get(name)
+            if declared is None:
+                raise TypeError(f"unknown operator option {name!r}")
+            if declared[0].kind == "floats" and not isinstance(value, tuple):
+                given[name] = (float(value),) if np.isscalar(value) else tuple(float(v) for v in value)
+        object.__setattr__(self, "given", given)  # values are checked by the operator that takes them (Op.check)
+
+    def __getattr__(self, name: str) -> Any:
+        from poolcli.engine.registry import OPTIONS
+
+        if name.startswith("__"):
+            raise AttributeError(name)
+        given = object.__getattribute__(self, "given")
+        if name in given:
+            return given[name]
+        declared = OPTIONS.get(name)
+        if declared is None:
+            raise AttributeError(f"Params has no option {name!r}")
+        return declared[0].default
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Params is read-only; use replace()")
+
+    def __reduce__(self) -> tuple:
+        return (Params, (), dict(self.given))
+
+    def __setstate__(self, given: dict[str, Any]) -> None:
+        object.__setattr__(self, "given", given)
+
+    def replace(self, **changes: Any) -> Params:
+        """A copy with some options changed."""
+        return Params(**{**self.given, **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Params) and self.given == other.given
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.given.items())))
+
+    def __repr__(self) -> str:
+        return f"Params({', '.join(f'{k}={v!r}' for k, v in self.given.items())})"
 
 
 def float_type(dtype: np.dtype) -> np.dtype:
@@ -107,24 +160,61 @@ def highest(dtype: np.dtype) -> object:
 
 
 class Op:
-    """One operator: name, ``bind`` (shape -> plan), forward and backward.
+    """One operator and every fact about it; nothing outside the engine asks for an operator by name.
 
-    Windowed operators bind to a Geometry and work in the engine layout (spatial axes
-    last); the others bind to a plan of their own, which handles the caller's layout
-    itself (its ``lead`` is empty and ``channels_last`` False, so nothing is moved).
+    - ``name``, ``aliases``, ``summary``: what it is called and what it does, in a line;
+    - ``options``: the options it takes (see ``Option``); ``Params`` and the command line come from them;
+    - ``windowed``: it binds a WindowSpec to a Geometry (else to a Plan of its own);
+    - ``selects``: every output is one of its window's input values (max, min, kmax, median, mode), so an
+      image is pooled on its raw values, never on premultiplied colour or in linear light;
+    - ``ties``: its backward depends on equal values (``--ties``), and finite differences disagree there;
+    - ``differentiable``: it has a backward;
+    - ``box_mean``: it is a plain box average (Pillow's ``Image.reduce`` computes it for images);
+    - ``marks``: what visualize marks on the input (the cells the output took), or "";
+    - ``keeps_int``: integer inputs keep their dtype (else float64).
+
+    Arrays reach ``forward``/``backward`` in the engine's layout: channels before the spatial axes.
     """
 
     name = ""
+    aliases: tuple[str, ...] = ()
     summary = ""
+    options: tuple[Option, ...] = ()
     windowed = True
-    keeps_int = False  # integer inputs keep their dtype (max/min/kmax/unpool), else float64
-    arrays: tuple[str, ...] = ()  # extra input arrays the plan needs (unpool: indices; bilinear: other)
+    spatial_layout = True  # its input has channels and spatial axes (--channels-last applies)
+    selects = False
+    ties = False
+    differentiable = True
+    box_mean = False
+    marks = ""
+    keeps_int = False
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """The extra input arrays the plan needs (unpool: indices; bilinear: other)."""
+        return tuple(o.name for o in self.options if o.kind == "array")
+
+    def value(self, params: Params, name: str) -> Any:
+        """Option ``name`` as given, else this operator's own default."""
+        if name in params.given:
+            return params.given[name]
+        return next(o.default for o in self.options if o.name == name)
+
+    def check(self, params: Params) -> None:
+        """Refuse a value this operator does not allow (each option's own rule)."""
+        for option in (*self.options, TIES_OPTION):
+            if option.name in params.given:
+                option.validate(params.given[option.name])
 
     def out_dtype(self, dtype: np.dtype) -> np.dtype:
         return dtype if self.keeps_int or np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
+    def spatial(self, shape: tuple[int, ...], spec: Any, params: Params) -> int:
+        """How many spatial axes an input of this shape has (the caller's layout)."""
+        return spec.spatial(shape)[0]
+
     def bind(self, shape: tuple[int, ...], spec: Any, params: Params, **arrays: Any) -> Any:
-        """The plan for an input of this shape: a Geometry for windowed operators."""
+        """The plan for an input of this shape, in the engine's layout: a Geometry for windowed operators."""
         return spec.bind(shape)
 
     def forward(self, x: np.ndarray, g: Any, params: Params) -> np.ndarray:
@@ -133,18 +223,64 @@ class Op:
     def backward(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> np.ndarray:
         raise NotImplementedError
 
+    def selected(self, x: np.ndarray, g: Any, params: Params) -> np.ndarray | None:
+        """For visualize: the input cells the output took (engine layout), or None."""
+        if not self.marks:
+            return None
+        return self.backward(x, g, np.ones(g.out_shape), params) != 0
+
+    def independent_axes(self, plan: Any) -> tuple[int, ...]:
+        """Axes of the engine's layout that can be cut into blocks and each pooled on its own."""
+        return tuple(range(len(plan.in_shape) - plan.dims))
+
+    def picture(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray | None, plan: Any, params: Params,
+                dims: int) -> Picture:
+        """For visualize of an operator without windows: the arrays to draw as planes (engine layout), and a
+        line about them. ``dims`` is how many trailing axes visualize would draw for an array without a
+        layout of its own (--dims, else 2)."""
+        return Picture(x, y, dx, plan.dims, self.summary)
+
+    def prepare_check(self, shape: tuple[int, ...], spec: Any, params: Params, arrays: dict[str, Any]
+                      ) -> tuple[Params, dict[str, Any]]:
+        """For ``backward --check``: the options and arrays to check with when the user gave none."""
+        return params, arrays
+
+
+@dataclass
+class Picture:
+    """What visualize draws for an operator without windows (engine layout, ``dims`` spatial axes last):
+    input, output, gradient, a line of text, and the marked input and output cells."""
+
+    x: np.ndarray
+    y: np.ndarray
+    dx: np.ndarray | None
+    dims: int
+    text: str
+    marked_in: np.ndarray | None = None
+    marked_out: np.ndarray | None = None
+
 
 @dataclass(frozen=True)
 class Plan:
-    """A non-windowed operator's plan: input and output shapes and the facts ``shape`` prints."""
+    """A non-windowed operator's plan: input and output shapes (engine layout: channels before the spatial
+    axes) and the facts ``shape`` prints. The engine's edge fills in ``caller_in``/``caller_out`` and
+    ``channels_last`` for a channels-last input."""
 
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     rows: tuple[dict, ...] = ()
-    lead: tuple[int, ...] = ()
+    dims: int = 0  # spatial axes at the end of the engine layout
     channels_last: bool = False
+    moves_output: bool = True  # the output has the input's channel axis (bilinear's has not)
+
+    @property
+    def engine_out(self) -> tuple[int, ...]:
+        """``out_shape`` in the engine's layout."""
+        if self.channels_last and self.moves_output:
+            from poolcli.engine.geometry import engine_shape
+
+            return engine_shape(self.out_shape, self.dims)
+        return self.out_shape
 
     def describe(self) -> list[dict]:
         return [dict(r) for r in self.rows]
-
-

@@ -20,21 +20,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from poolcli.engine.base import Op, Params, Plan, float_type
-from poolcli.engine.lrn import channel_axis
+from poolcli.engine.base import Op, Option, Params, Picture, Plan, float_type
+from poolcli.engine.geometry import channel_axis
 from poolcli.errors import UsageError
 
 
 @dataclass(frozen=True)
 class BilinearPlan(Plan):
     channel_axis: int = 0
-    dims: int = 2
     other: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class BilinearPool(Op):
     name, summary, windowed = "bilinear", "second-order pooling (1/HW) sum x y^T per sample (--with)", False
-    arrays = ("other",)
+    options = (Option("other", "array", None, "second features (default: the input itself)", flag="--with",
+                      metavar="Y"),
+               Option("signed_sqrt", bool, False, "sign(z)·sqrt(|z|)"),
+               Option("l2_normalize", bool, False, "divide each sample's matrix by its norm"))
 
     def bind(self, shape, spec, params, other=None, **arrays):
         shape = tuple(int(n) for n in shape)
@@ -58,25 +60,24 @@ class BilinearPool(Op):
             raise UsageError("the input has no locations to pool over")
         rows = ({"axis": "channels", "size": c, "out": c2, "kind": "bilinear",
                  "formula": f"(1/{locations}) · Σ x yᵀ over {locations} locations = {c}×{c2}"},)
-        return BilinearPlan(shape, lead + (c, c2), rows, channel_axis=axis, dims=dims, other=other)
+        return BilinearPlan(shape, lead + (c, c2), rows, dims=dims, moves_output=False, channel_axis=axis,
+                            other=other)
 
     def _flat(self, a: np.ndarray, plan: BilinearPlan) -> np.ndarray:
-        """(samples, channels, locations) view/copy of an array in the caller's layout."""
-        n = a.ndim
-        if plan.channel_axis == n - 1:  # channels last: (…, H, W, C)
-            lead = a.shape[: n - plan.dims - 1]
-            m = np.moveaxis(a, -1, n - plan.dims - 1)
-        else:
-            lead = a.shape[: plan.channel_axis]
-            m = a
-        return m.reshape((int(np.prod(lead)), m.shape[len(lead)], int(np.prod(m.shape[len(lead) + 1 :]))))
+        """(samples, channels, locations) view/copy of an array in the engine's layout."""
+        lead = a.shape[: plan.channel_axis]
+        return a.reshape((int(np.prod(lead)), a.shape[plan.channel_axis], -1))
 
     def _unflat(self, flat: np.ndarray, plan: BilinearPlan, like: tuple[int, ...]) -> np.ndarray:
-        n = len(like)
-        if plan.channel_axis == n - 1:
-            moved = like[: n - plan.dims - 1] + like[-1:] + like[n - plan.dims - 1 : -1]
-            return np.moveaxis(flat.reshape(moved), n - plan.dims - 1, -1)
         return flat.reshape(like)
+
+    def independent_axes(self, plan):
+        return tuple(range(plan.channel_axis))
+
+    def picture(self, x, y, dx, plan, params, dims):
+        text = f"(1/L)·Σ x yᵀ over L = {self._flat(x, plan).shape[-1]} locations · input shown as channels × locations"
+        return Picture(self._flat(x, plan), y.reshape((-1, *y.shape[-2:])),
+                       None if dx is None else self._flat(dx, plan), 2, text)
 
     def _operands(self, x: np.ndarray, plan: BilinearPlan) -> tuple[np.ndarray, np.ndarray, bool]:
         dtype = float_type(np.result_type(x.dtype, plan.other.dtype) if plan.other is not None else x.dtype)

@@ -286,7 +286,8 @@ class Geometry:
     @property
     def out_shape(self) -> tuple[int, ...]:
         """Output shape in the caller's layout (channels after the spatial axes if channels_last)."""
-        return to_caller(self.lead + tuple(a.out for a in self.axes), self.channels_last, len(self.lead))
+        shape = self.lead + tuple(a.out for a in self.axes)
+        return caller_shape(shape, self.dims) if self.channels_last and self.lead else shape
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
@@ -338,11 +339,24 @@ class Geometry:
         return strips
 
 
-def to_caller(shape: tuple[int, ...], channels_last: bool, lead: int) -> tuple[int, ...]:
-    """Move the channel axis (the last leading axis) behind the spatial axes when channels_last."""
-    if not channels_last or lead == 0:
-        return shape
-    return shape[: lead - 1] + shape[lead:] + (shape[lead - 1],)
+def engine_shape(shape: tuple[int, ...], dims: int) -> tuple[int, ...]:
+    """A channels-last shape (…, spatial, C) in the engine's layout (…, C, spatial).
+
+    >>> engine_shape((1, 8, 6, 3), 2)
+    (1, 3, 8, 6)
+    """
+    c = len(shape) - dims - 1
+    return shape[:c] + shape[-1:] + shape[c:-1]
+
+
+def caller_shape(shape: tuple[int, ...], dims: int) -> tuple[int, ...]:
+    """The inverse of ``engine_shape``: (…, C, spatial) back to (…, spatial, C).
+
+    >>> caller_shape((1, 3, 8, 6), 2)
+    (1, 8, 6, 3)
+    """
+    c = len(shape) - dims - 1
+    return shape[:c] + shape[c + 1 :] + (shape[c],)
 
 
 def _tuple(value: int | Sequence[int] | None, name: str) -> tuple[int, ...] | None:
@@ -480,6 +494,32 @@ class WindowSpec:
             f"({dims}), or begin,end per axis ({2 * dims})"
         )
 
+    def output_sizes(self, dims: int) -> tuple[int, ...]:
+        """--output-size, one per spatial axis: ``WindowSpec(output_size=3).output_sizes(2)`` is ``(3, 3)``."""
+        return self._per_axis(self.output_size, "output_size", dims, 1)
+
+    def unpooled_sizes(self, sizes: Sequence[int]) -> tuple[tuple[int, ...], list[str]]:
+        """The spatial sizes a pooling with these options read to give ``sizes`` outputs (PyTorch's
+        max_unpool default), or --output-size; and how each was found, as a formula.
+
+        >>> WindowSpec(kernel=2).unpooled_sizes((2, 3))
+        ((4, 6), ['(2 - 1)·2 - 0 - 0 + 1·(2-1) + 1', '(3 - 1)·2 - 0 - 0 + 1·(2-1) + 1'])
+        """
+        dims = len(sizes)
+        if self.output_size is not None:
+            return self._per_axis(self.output_size, "output_size", dims, 1), ["--output-size"] * dims
+        if self.global_pool or isinstance(self.padding, str):
+            raise UsageError("unpool cannot tell the size from --global or a padding mode; give --output-size")
+        kernels = self._per_axis(self.kernel, "kernel", dims, 2)
+        strides = tuple(s or k for s, k in zip(self._per_axis(self.stride, "stride", dims, 0), kernels))
+        dilations = self._per_axis(self.dilation, "dilation", dims, 1)
+        pads = self._pads(sizes, kernels, strides, dilations)
+        found = tuple((n - 1) * s - p[0] - p[1] + d * (k - 1) + 1
+                      for n, k, s, p, d in zip(sizes, kernels, strides, pads, dilations))
+        how = [f"({n} - 1)·{s} - {p[0]} - {p[1]} + {d}·({k}-1) + 1"
+               for n, k, s, p, d in zip(sizes, kernels, strides, pads, dilations)]
+        return found, how
+
     def spatial(self, shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
         """The number of spatial axes of an input of this shape (the caller's layout), and their sizes.
 
@@ -557,3 +597,14 @@ def describe(g: Geometry) -> list[dict]:
         rows.append(row)
     return rows
 
+
+def channel_axis(shape: tuple[int, ...], spec: WindowSpec, op: str) -> tuple[int, int]:
+    """The channel axis (before the spatial axes, or last with --channels-last) and the number of spatial axes."""
+    ndim = len(shape)
+    cl = spec.channels_last
+    dims = spec.resolve_dims(ndim - (1 if cl else 0))
+    axis = ndim - 1 if cl else ndim - dims - 1
+    if axis < 0 or (cl and ndim < dims + 1):
+        raise GeometryError(f"{op} works across channels, but shape {shape} has none before its {dims} spatial "
+                            f"ax{'es' if dims > 1 else 'is'}; give (…, C, H, W), or --dims 1 for (N, C, L)")
+    return axis, dims

@@ -6,6 +6,10 @@
 - ``scatter_axis``: the adjoint of a sum along one axis (backward of avg and lp).
 - ``region`` / ``add_region``: read or accumulate one N-D tap's cells, for the
   non-separable arg-max selection.
+- ``separable``/``window_sum``/``spread``: whole windows of several axes, one axis at a time;
+  ``select_backward``/``select_indices``: which cell of each window was selected;
+  ``gather_windows``/``scatter_windows``: every window's cells side by side, for reductions that
+  do not separate (median, mode), and the adjoint.
 
 Padding is never materialised on the tap paths: each tap reads only the real cells it
 reaches, so an average's zero padding and a max's "lowest value" padding cost nothing.
@@ -21,7 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from poolcli.engine.geometry import AnyAxis, Axis, Selection, Tap
+from poolcli.engine.base import _accumulator
+from poolcli.engine.geometry import AnyAxis, Axis, Geometry, Selection, Tap
 
 
 def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: object) -> np.ndarray:
@@ -184,3 +189,141 @@ def outs(taps: Sequence[Tap]) -> list[Selection]:
 def inps(taps: Sequence[Tap]) -> list[Selection]:
     """The input selection of each axis's tap."""
     return [t.inp for t in taps]
+
+
+CHUNK_BYTES = 1 << 19  # blocks of planes this large keep a block's intermediates in cache
+
+
+def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.ndarray:
+    """Reduce the windows of every spatial axis in turn (max, min and sums are separable).
+
+    Planes are reduced in blocks of about CHUNK_BYTES, so that the strided passes of the
+    later axes read from cache rather than memory.
+    """
+    first = x.ndim - g.dims
+    if x.size == 0:  # no planes (a zero-size batch or channel axis): nothing to reduce
+        return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
+    if first == 0 or not x.flags.c_contiguous:
+        return _reduce_block(x, g, ufunc, fill, first)
+    planes = x.reshape((-1, *x.shape[first:]))
+    step = max(1, CHUNK_BYTES // max(1, planes[0].nbytes))
+    if step >= len(planes):
+        return _reduce_block(x, g, ufunc, fill, first)
+    out = np.empty((len(planes), *g.out_spatial), dtype=x.dtype)
+    for i in range(0, len(planes), step):
+        out[i : i + step] = _reduce_block(planes[i : i + step], g, ufunc, fill, 1)
+    return out.reshape(x.shape[:first] + g.out_spatial)
+
+
+def _reduce_block(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object, first: int) -> np.ndarray:
+    y = x
+    for i, axis in enumerate(g.axes):
+        y = reduce_axis(y, first + i, axis, ufunc, fill)
+    return y if y is not x else y.copy()
+
+
+def window_sum(x: np.ndarray, g: Geometry) -> np.ndarray:
+    """Sum of every window, in the accumulator dtype."""
+    return separable(x.astype(_accumulator(x.dtype), copy=False), g, np.add, 0)
+
+
+def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
+    """Adjoint of ``window_sum``: every input cell gets the sum of the values of the windows it is in."""
+    first = grad.ndim - g.dims
+    dx = grad
+    for i in reversed(range(g.dims)):
+        dx = scatter_axis(dx, first + i, g.axes[i])
+    return dx
+
+
+def _hits(x: np.ndarray, y: np.ndarray, g: Geometry, ties: str):
+    """For each N-D tap, the outputs whose selected (extreme) value sits on that tap's cell.
+
+    Yields ``(taps, hit)``; with ``ties="first"`` only the first tied cell in row-major
+    window order is hit, else every tied cell. NaN, when present, is the selected value.
+    """
+    nan = np.issubdtype(y.dtype, np.floating) and bool(np.isnan(y).any())
+    taken = np.zeros(y.shape, dtype=bool) if ties == "first" else None
+    for taps in g.taps():
+        v = region(x, inps(taps))
+        w = region(y, outs(taps))
+        hit = v == w
+        if nan:
+            hit |= np.isnan(v) & np.isnan(w)
+        if taken is not None:
+            seen = region(taken, outs(taps))
+            hit &= ~seen
+            set_region(taken, outs(taps), seen | hit)
+        yield taps, hit
+
+
+def _unique(taps) -> bool:
+    return all(t.unique for t in taps)
+
+
+def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+    """Route each output's gradient to the cell its window selected (max/min backward)."""
+    dx = np.zeros(x.shape, dtype=grad.dtype)
+    if ties == "split":
+        count = np.zeros(y.shape, dtype=grad.dtype)
+        for taps, hit in _hits(x, y, g, "all"):
+            add_region(count, outs(taps), hit)
+        grad = grad / count
+    for taps, hit in _hits(x, y, g, ties):
+        add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+    return dx
+
+
+def select_indices(x: np.ndarray, y: np.ndarray, g: Geometry) -> np.ndarray:
+    """For each output, the flat index (over its plane's spatial axes) of the first selected cell."""
+    idx = np.full(y.shape, -1, dtype=np.int64)
+    plane = [a.size for a in g.axes]
+    for taps, hit in _hits(x, y, g, "first"):
+        flat = np.zeros((), dtype=np.int64)
+        for t, n in zip(taps, plane):
+            flat = np.add.outer(flat * n, t.positions())
+        set_region(idx, outs(taps), np.where(hit, flat, region(idx, outs(taps))))
+    return idx
+
+
+def gather_windows(x: np.ndarray, g: Geometry, fill: object) -> tuple[np.ndarray, np.ndarray]:
+    """Every window's cells along a new last axis, in row-major window order: ``(…, out…, taps)``,
+    with ``fill`` where a tap falls on padding; and the mask of real cells.
+
+    >>> from poolcli.engine.geometry import WindowSpec
+    >>> cells, real = gather_windows(np.arange(4.0), WindowSpec(kernel=2, padding=1).bind((4,)), np.nan)
+    >>> cells.tolist(), real.tolist()
+    ([[nan, 0.0], [1.0, 2.0], [3.0, nan]], [[False, True], [True, True], [True, False]])
+    """
+    taps = list(g.taps())
+    out = x.shape[: x.ndim - g.dims] + g.out_spatial
+    cells = np.full(out + (len(taps),), fill, dtype=x.dtype)
+    real = np.zeros(g.out_spatial + (len(taps),), dtype=bool)
+    for i, tap in enumerate(taps):
+        set_region(cells[..., i], outs(tap), region(x, inps(tap)))
+        set_region(real[..., i], outs(tap), True)
+    return cells, real
+
+
+def scatter_windows(w: np.ndarray, g: Geometry, shape: tuple[int, ...]) -> np.ndarray:
+    """The adjoint of ``gather_windows``: each input cell gets the sum of its entries in ``w`` (…, out…, taps)."""
+    dx = np.zeros(shape, dtype=w.dtype)
+    for i, tap in enumerate(g.taps()):
+        add_region(dx, inps(tap), region(w[..., i], outs(tap)), all(t.unique for t in tap))
+    return dx
+
+
+def pick_first(hit: np.ndarray, ties: str) -> np.ndarray:
+    """Along the last axis: the first True only (``first``), each True (``all``), or each True sharing 1 (``split``).
+
+    >>> pick_first(np.array([False, True, True]), "split").tolist()
+    [0.0, 0.5, 0.5]
+    """
+    if ties == "first":
+        first = np.zeros(hit.shape, dtype=bool)
+        np.put_along_axis(first, hit.argmax(axis=-1)[..., None], True, axis=-1)
+        return (first & hit).astype(np.float64)
+    if ties == "split":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nan_to_num(hit / hit.sum(axis=-1, keepdims=True))
+    return hit.astype(np.float64)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poolcli.engine.base import Op, Params, Plan
+from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -52,6 +52,10 @@ def choose(x: np.ndarray, k: int) -> np.ndarray:
 
 class KMax(Op):
     name, summary, windowed, keeps_int = "kmax", "the --k largest values along --axis, in their order", False, True
+    spatial_layout, selects, ties, marks = False, True, True, "kept"
+    options = (Option("k", int, 2, "how many values to keep", metavar="K", check=lambda v: v >= 1,
+                      need="keep 1 or more values", hint=" (the window size is -k/--kernel)"),
+               Option("axis", int, -1, "the axis to keep them along", metavar="AXIS"))
 
     def bind(self, shape, spec, params, **arrays):
         shape = tuple(int(n) for n in shape)
@@ -89,6 +93,22 @@ class KMax(Op):
             share = g / tied.sum(axis=-1) if params.ties == "split" else g
             dx = np.einsum("...j,...jn->...n", share, tied.astype(grad.dtype))
         return np.moveaxis(dx, -1, plan.axis)
+
+    def selected(self, x, plan, params):
+        mask = np.zeros(np.moveaxis(x, plan.axis, -1).shape, dtype=bool)
+        np.put_along_axis(mask, self.positions(x, plan), True, axis=-1)
+        return np.moveaxis(mask, -1, plan.axis)
+
+    def independent_axes(self, plan):
+        return tuple(i for i in range(len(plan.in_shape)) if i != plan.axis)
+
+    def picture(self, x, y, dx, plan, params, dims):
+        dims = min(dims, x.ndim)
+        if plan.axis < x.ndim - dims:
+            raise UsageError(f"visualize --op kmax draws the last {dims} axes; keep along one of them "
+                             f"(--axis {x.ndim - dims} or more)")
+        return Picture(x, y, dx, dims, f"the {plan.k} largest along axis {plan.axis}, in their order",
+                       marked_in=self.selected(x, plan, params))
 
 
 __all__ = ["KMax", "KMaxPlan", "Params", "choose", "normalise_axis"]

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from poolcli.engine.base import Op, Plan, float_type
-from poolcli.engine.geometry import WindowSpec
-from poolcli.errors import GeometryError, UsageError
+from poolcli.engine.base import Op, Option, Picture, Plan, _finite, float_type
+from poolcli.engine.geometry import Geometry, WindowSpec, channel_axis
+from poolcli.engine.kernels import spread, window_sum
+from poolcli.errors import UsageError
 
 ALPHA = 1e-4  # PyTorch's default
+FINITE = "give a finite number"
 
 
 @dataclass(frozen=True)
@@ -34,39 +36,30 @@ class LRNPlan(Plan):
     window: Any = None  # the 1-D geometry of the channel windows (channels moved last)
 
 
-def channel_axis(shape: tuple[int, ...], spec: WindowSpec, op: str) -> tuple[int, int]:
-    """The channel axis (before the spatial axes, or last with --channels-last) and the number of spatial axes."""
-    ndim = len(shape)
-    cl = spec.channels_last
-    dims = spec.resolve_dims(ndim - (1 if cl else 0))
-    axis = ndim - 1 if cl else ndim - dims - 1
-    if axis < 0 or (cl and ndim < dims + 1):
-        raise GeometryError(f"{op} works across channels, but shape {shape} has none before its {dims} spatial "
-                            f"ax{'es' if dims > 1 else 'is'}; give (…, C, H, W), or --dims 1 for (N, C, L)")
-    return axis, dims
-
-
 class LRN(Op):
     name, summary, windowed = "lrn", "local response normalisation across channels", False
+    options = (Option("size", int, 5, "channels in the window", metavar="N", check=lambda v: v >= 1,
+                      need="the channel window needs 1 or more channels", hint=" (the window size is -k/--kernel)"),
+               Option("alpha", float, ALPHA, "the scale of the sum of squares", check=_finite, need=FINITE),
+               Option("beta", float, 0.75, "exponent", check=_finite, need=FINITE),
+               Option("bias", float, 1.0, "constant added to the scaled sum", check=_finite, need=FINITE))
 
     def bind(self, shape, spec, params, **arrays):
         shape = tuple(int(n) for n in shape)
         if spec.kernel is not None or spec.stride is not None or spec.output_size is not None or spec.global_pool:
             raise UsageError("lrn's window is --size channels; drop -k/-s/--output-size/--global")
-        axis, _ = channel_axis(shape, spec, "lrn")
+        axis, dims = channel_axis(shape, spec, "lrn")
         c, size = shape[axis], params.size
         window = WindowSpec(kernel=size, stride=1, padding=(size // 2, (size - 1) // 2), dims=1).bind((c,))
         row = {"axis": f"channels (axis {axis})", "size": c, "out": c, "kind": "lrn",
                "formula": f"window c-{size // 2}…c+{(size - 1) // 2} of {c} channels, same size = {c}"}
-        return LRNPlan(shape, shape, (row,), channel_axis=axis, window=window)
+        return LRNPlan(shape, shape, (row,), dims=dims, channel_axis=axis, window=window)
 
     def _parts(self, x: np.ndarray, plan: LRNPlan, params) -> tuple[np.ndarray, np.ndarray]:
-        from poolcli.engine.ops import window_sum
-
         xf = np.moveaxis(x.astype(float_type(x.dtype), copy=False), plan.channel_axis, -1)
         window = plan.window
         s = window_sum(xf * xf, _planes(window, xf.shape))
-        d = params.bias + params.alpha_or(ALPHA) / params.size * s
+        d = params.bias + self.value(params, "alpha") / params.size * s
         return xf, d
 
     def forward(self, x, plan, params):
@@ -74,22 +67,26 @@ class LRN(Op):
         return np.moveaxis(xf * d ** -params.beta, -1, plan.channel_axis)
 
     def backward(self, x, plan, grad, params):
-        from poolcli.engine.ops import spread
-
         xf, d = self._parts(x, plan, params)
         g = np.moveaxis(grad, plan.channel_axis, -1)
-        beta, alpha = params.beta, params.alpha_or(ALPHA)
+        beta, alpha = params.beta, self.value(params, "alpha")
         scale = d ** -beta
         inner = g * xf * scale / d  # g_i x_i D_i^(-beta-1)
         dx = g * scale - (2 * alpha * beta / params.size) * xf * spread(inner, _planes(plan.window, inner.shape))
         return np.moveaxis(dx.astype(grad.dtype, copy=False), -1, plan.channel_axis)
 
+    def independent_axes(self, plan):
+        return tuple(i for i in range(len(plan.in_shape)) if i != plan.channel_axis)
+
+    def picture(self, x, y, dx, plan, params, dims):
+        v = self.value
+        return Picture(x, y, dx, plan.dims, f"size {params.size}, alpha {v(params, 'alpha'):g}, "
+                       f"beta {params.beta:g}, bias {params.bias:g}")
+
 
 def _planes(window, shape: tuple[int, ...]):
     """The 1-D channel geometry with every other axis as a plane."""
-    from poolcli.engine.geometry import Geometry
-
     return Geometry(tuple(shape[:-1]), window.axes)
 
 
-__all__ = ["ALPHA", "LRN", "LRNPlan", "channel_axis"]
+__all__ = ["ALPHA", "LRN", "LRNPlan"]

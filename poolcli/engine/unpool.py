@@ -18,50 +18,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from poolcli.engine.base import Op, Params, Plan
-from poolcli.engine.geometry import axis_names
+from poolcli.engine.base import Op, Option, Params, Picture, Plan
+from poolcli.engine.geometry import axis_names, engine_shape
 from poolcli.errors import GeometryError, UsageError
 
 
 @dataclass(frozen=True)
 class UnpoolPlan(Plan):
-    dims: int = 2
     sizes: tuple[int, ...] = ()  # output spatial size
     indices: np.ndarray | None = field(default=None, compare=False, repr=False)
-    moved: bool = False  # channels-last: the channel axis goes before the spatial axes and back
-
-
-def implied_size(n: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int) -> int:
-    """The input size a max pooling read to give ``n`` outputs (PyTorch's max_unpool default).
-
-    >>> implied_size(2, 2, 2, (0, 0), 1)
-    4
-    """
-    return (n - 1) * stride - pad[0] - pad[1] + dilation * (kernel - 1) + 1
 
 
 class Unpool(Op):
     name, summary, windowed, keeps_int = "unpool", "values back at their arg-max cells (--from-indices)", False, True
-    arrays = ("indices",)
+    options = (Option("indices", "array", None, "the indices saved by forward --op max --indices",
+                      flag="--from-indices", metavar="IDX.npy", npz_key="indices"),)
+    marks = "where each value landed"
 
     def bind(self, shape, spec, params, indices=None, **arrays):
-        shape = tuple(int(n) for n in shape)
         dims, sizes_in = spec.spatial(shape)
         names = axis_names(dims)
-        if spec.output_size is not None:
-            sizes = spec._per_axis(spec.output_size, "output_size", dims, 1)
-            how = ["--output-size"] * dims
-        else:
-            if spec.global_pool or isinstance(spec.padding, str):
-                raise UsageError("unpool cannot tell the size from --global or a padding mode; give --output-size")
-            kernels = spec._per_axis(spec.kernel, "kernel", dims, 2)
-            strides = tuple(s or k for s, k in zip(spec._per_axis(spec.stride, "stride", dims, 0), kernels))
-            dilations = spec._per_axis(spec.dilation, "dilation", dims, 1)
-            pads = spec._pads(sizes_in, kernels, strides, dilations)
-            sizes = tuple(implied_size(n, k, s, p, d) for n, k, s, p, d in zip(sizes_in, kernels, strides, pads,
-                                                                             dilations))
-            how = [f"({n} - 1)·{s} - {p[0]} - {p[1]} + {d}·({k}-1) + 1"
-                   for n, k, s, p, d in zip(sizes_in, kernels, strides, pads, dilations)]
+        sizes, how = spec.unpooled_sizes(sizes_in)
         for name, n in zip(names, sizes):
             if n < 1:
                 raise GeometryError(f"axis {name}: unpooling to size {n}; give --output-size or the pooling's -k/-s/-p")
@@ -80,40 +57,48 @@ class Unpool(Op):
                 bad = int(indices.min() if indices.min() < 0 else indices.max())
                 raise UsageError(f"index {bad} is outside the unpooled plane of {'×'.join(map(str, sizes))} = "
                                  f"{plane} cells; check -k/-s/-p or --output-size against the forward run")
-        return UnpoolPlan(shape, out, rows, dims=dims, sizes=tuple(sizes), indices=indices, moved=spec.channels_last)
+        return UnpoolPlan(shape, out, rows, dims=dims, sizes=tuple(sizes), indices=indices)
 
     def _planes(self, a: np.ndarray, plan: UnpoolPlan) -> np.ndarray:
-        if plan.moved:
-            a = np.moveaxis(a, -1, a.ndim - plan.dims - 1)
         return a.reshape(-1, int(np.prod(a.shape[a.ndim - plan.dims :])))
-
-    def _back(self, flat: np.ndarray, plan: UnpoolPlan, like: tuple[int, ...]) -> np.ndarray:
-        a = flat.reshape(like)
-        return np.moveaxis(a, a.ndim - plan.dims - 1, -1) if plan.moved else a
 
     def _indices(self, plan: UnpoolPlan) -> np.ndarray:
         if plan.indices is None:
             raise UsageError("unpool needs the indices of the max pooling: --from-indices IDX.npy")
         return self._planes(plan.indices, plan)
 
-    def _engine_shape(self, shape: tuple[int, ...], plan: UnpoolPlan) -> tuple[int, ...]:
-        if plan.moved:
-            d = plan.dims
-            return shape[: len(shape) - d - 1] + shape[-1:] + shape[len(shape) - d - 1 : -1]
-        return shape
-
     def forward(self, x, plan, params):
         idx = self._indices(plan)
         vals = self._planes(x, plan)
         out = np.zeros((len(vals), int(np.prod(plan.sizes))), dtype=self.out_dtype(x.dtype))
         out[np.arange(len(vals))[:, None], idx] = vals
-        return self._back(out, plan, self._engine_shape(plan.out_shape, plan))
+        return out.reshape(plan.engine_out)
 
     def backward(self, x, plan, grad, params):
         idx = self._indices(plan)
         g = self._planes(grad, plan)
-        dx = g[np.arange(len(g))[:, None], idx]
-        return self._back(dx, plan, self._engine_shape(plan.in_shape, plan))
+        return g[np.arange(len(g))[:, None], idx].reshape(plan.in_shape)
+
+    def picture(self, x, y, dx, plan, params, dims):
+        landed = self.forward(np.ones(x.shape, dtype=np.int8), plan, params) != 0
+        return Picture(x, y, dx, plan.dims, f"unpooled to {'×'.join(map(str, y.shape[y.ndim - plan.dims:]))}",
+                       marked_out=landed)
+
+    def prepare_check(self, shape, spec, params, arrays):
+        """Distinct random cells of each unpooled plane, as a max pooling's indices would be."""
+        if "indices" in arrays:
+            return params, arrays
+        dims, sizes_in = spec.spatial(shape)
+        cells = int(np.prod(spec.unpooled_sizes(sizes_in)[0]))
+        per_plane = int(np.prod(sizes_in))
+        if per_plane > cells:
+            raise UsageError("unpool: more values than cells in the unpooled plane; give --output-size")
+        planes = int(np.prod(shape)) // max(per_plane, 1)
+        order = np.argsort(np.random.default_rng(0).random((planes, cells)), axis=1)[:, :per_plane]
+        if not spec.channels_last:
+            return params, {**arrays, "indices": order.reshape(shape).astype(np.int64)}
+        indices = order.reshape(engine_shape(tuple(shape), dims)).astype(np.int64)
+        return params, {**arrays, "indices": np.moveaxis(indices, len(shape) - dims - 1, -1)}
 
 
-__all__ = ["Params", "Unpool", "UnpoolPlan", "implied_size"]
+__all__ = ["Params", "Unpool", "UnpoolPlan"]

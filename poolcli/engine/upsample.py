@@ -29,7 +29,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from poolcli.engine.base import Op, Params, Plan, float_type
+from poolcli.engine.base import Op, Option, Params, Picture, Plan, _finite, float_type
 from poolcli.engine.geometry import axis_names
 from poolcli.errors import GeometryError, UsageError
 
@@ -46,9 +46,7 @@ class Interp:
 
 @dataclass(frozen=True)
 class UpsamplePlan(Plan):
-    dims: int = 2
     axes: tuple[Interp, ...] = ()
-    moved: bool = False
 
 
 def interp_axis(n: int, out: int, scale: float | None, mode: str, align_corners: bool) -> Interp:
@@ -159,21 +157,32 @@ def adjoint_axis(g: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
     return _segment_sum(g - part1, axis, ip.i0, ip.size) + _segment_sum(part1, axis, ip.i1, ip.size)
 
 
+MODES = ("nearest", "bilinear")
+
+
 class Upsample(Op):
     name, summary, windowed = "upsample", "nearest or (bi/tri)linear by --scale or to --output-size", False
+    options = (Option("mode", "choice", "nearest", "interpolation", choices=MODES),
+               Option("scale", "floats", None, "factor, one or one per spatial axis (or --output-size)",
+                      metavar="S[,S…]", check=lambda v: bool(v) and all(s > 0 and _finite(s) for s in v),
+                      need="every factor must be a finite number above 0"),
+               Option("align_corners", bool, False, "bilinear: map corner cells onto corner cells"))
+
+    def spatial(self, shape, spec, params):
+        scales = params.scale
+        if spec.dims is None and scales is not None and len(scales) > 1 and spec.output_size is None:
+            ndim = len(shape) - (1 if spec.channels_last else 0)
+            if len(scales) > ndim:
+                raise GeometryError(f"--scale {','.join(f'{s:g}' for s in scales)} has {len(scales)} values but the "
+                                    f"input has only {len(shape)} axes; give 1 factor or one per spatial axis")
+            return len(scales)
+        return spec.spatial(shape)[0]
 
     def bind(self, shape, spec, params, **arrays):
-        shape = tuple(int(n) for n in shape)
-        ndim = len(shape)
-        scales = params.scales
-        cl = spec.channels_last
-        if spec.dims is None and scales is not None and len(scales) > 1 and spec.output_size is None:
-            from dataclasses import replace
+        from dataclasses import replace
 
-            if len(scales) > ndim - (1 if cl else 0):
-                raise GeometryError(f"--scale {','.join(f'{s:g}' for s in scales)} has {len(scales)} values but the "
-                                    f"input has only {ndim} axes; give 1 factor or one per spatial axis")
-            spec = replace(spec, dims=len(scales))
+        scales = params.scale
+        spec = replace(spec, dims=self.spatial(shape, spec, params))
         dims, sizes = spec.spatial(shape)
         if spec.kernel is not None or spec.stride is not None or spec.global_pool:
             raise UsageError("upsample takes --scale or --output-size, not -k/-s/--global")
@@ -188,34 +197,39 @@ class Upsample(Op):
             outs = tuple(int(np.floor(n * s)) for n, s in zip(sizes, per))
         else:
             per = (None,) * dims
-            outs = spec._per_axis(spec.output_size, "output_size", dims, 1)
+            outs = spec.output_sizes(dims)
         for name, o in zip(names, outs):
             if o < 1:
                 raise GeometryError(f"axis {name}: upsampling gives size {o}; give a larger --scale or --output-size")
-        mode = params.mode
-        axes = tuple(interp_axis(n, o, s, mode, params.align_corners) for n, o, s in zip(sizes, outs, per))
+        axes = tuple(interp_axis(n, o, s, params.mode, params.align_corners) for n, o, s in zip(sizes, outs, per))
         out = spec.with_sizes(shape, outs)
         rows = tuple({"axis": nm, "size": n, "out": o, "kind": "upsample",
                       "formula": (f"floor({n} · {s:g}) = {o}" if s is not None else f"--output-size = {o}")}
                      for nm, n, o, s in zip(names, sizes, outs, per))
-        return UpsamplePlan(shape, out, rows, dims=dims, axes=axes, moved=cl)
-
-    def _first(self, a: np.ndarray, plan: UpsamplePlan) -> int:
-        return a.ndim - plan.dims - (1 if plan.moved else 0)
+        return UpsamplePlan(shape, out, rows, dims=dims, axes=axes)
 
     def forward(self, x, plan, params):
         y = x.astype(float_type(x.dtype), copy=False)
-        first = self._first(y, plan)
+        first = y.ndim - plan.dims
         for i, ip in enumerate(plan.axes):
             y = apply_axis(y, first + i, ip)
         return y if y is not x else y.copy()
 
     def backward(self, x, plan, grad, params):
-        first = self._first(grad, plan)
+        first = grad.ndim - plan.dims
         g = grad
         for i in reversed(range(plan.dims)):
             g = adjoint_axis(g, first + i, plan.axes[i])
         return g
+
+    def picture(self, x, y, dx, plan, params, dims):
+        return Picture(x, y, dx, plan.dims, f"{params.mode}, to {'×'.join(map(str, y.shape[y.ndim - plan.dims:]))}")
+
+    def prepare_check(self, shape, spec, params, arrays):
+        """A factor of 2 when neither --scale nor --output-size was given."""
+        if params.scale is None and spec.output_size is None:
+            return params.replace(scale=2.0), arrays
+        return params, arrays
 
 
 __all__ = ["Interp", "Params", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "interp_axis"]

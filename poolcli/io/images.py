@@ -1,15 +1,16 @@
 """Images in and out with Pillow: modes, bit depths, EXIF orientation, ICC profiles, JPEG quality.
 
 An image becomes an array of its own bit depth, ``(H, W)`` or ``(H, W, C)`` (channels last);
-``meta`` keeps what writing it back in the same mode and format needs.
+``meta`` keeps what writing it back in the same mode and format needs. Pooling an image (alpha,
+linear light, strips) is ``poolcli.imaging``'s; this module moves bytes.
 
->>> import numpy as np
->>> to_srgb(to_linear(np.array([0.0, 0.5, 1.0]))).round(6).tolist()
-[0.0, 0.5, 1.0]
+>>> pil_format(".tif")
+'TIFF'
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,136 +244,6 @@ def has_alpha(meta: dict) -> bool:
     return meta.get("mode", "").split(";")[0] in ("LA", "RGBA")
 
 
-def to_linear(v: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] to linear light."""
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def to_srgb(v: np.ndarray) -> np.ndarray:
-    """Linear light in [0, 1] back to sRGB encoding."""
-    v = np.clip(v, 0, 1)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
-
-
-def _pillow_reduces(meta: dict, g: Any, op: str, linear: bool) -> tuple[int, int] | None:
-    """(kh, kw) when Pillow's Image.reduce gives exactly this average pooling, else None.
-
-    That is: 8-bit grey or RGB (no alpha to premultiply), not in linear light, windows that
-    tile (kernel == stride, no padding or dilation) with power-of-two sides, where Pillow
-    rounds half up by exact shifts as the engine's path does.
-    """
-    if op not in ("avg", "mean") or linear or meta.get("mode") not in ("L", "RGB"):
-        return None
-    sides = []
-    for a in g.axes:
-        if a.adaptive or a.kind == "global" or a.pad != (0, 0) or a.dilation != 1 or a.kernel != a.stride:
-            return None
-        if a.kernel & (a.kernel - 1) or a.out * a.kernel > a.size:
-            return None
-        sides.append(a.kernel)
-    return sides[0], sides[1]
-
-
-def image_spec(spec: Any, shape: tuple[int, ...]) -> Any:
-    """The window options as they apply to an image array: height and width are the spatial axes,
-    and a third axis holds the channels.
-
-    >>> from poolcli.engine import WindowSpec
-    >>> image_spec(WindowSpec(kernel=2), (64, 96, 3)).channels_last
-    True
-    """
-    from dataclasses import replace
-
-    return replace(spec, dims=2, channels_last=len(shape) == 3)
-
-
-def pool_image(loaded: Loaded, pool: Any, linear: bool = False, fast: bool = True, keep_pil: bool = False) -> Any:
-    """Pool an image over height and width, channel by channel, back in its own dtype.
-
-    Averages of images with alpha run on premultiplied colour, so a transparent pixel's hidden
-    colour never bleeds; ``linear`` averages in linear light (sRGB decoded, pooled, re-encoded).
-    Plain 2x/4x/8x box averages of 8-bit images go through Pillow's ``Image.reduce``, which
-    gives the same numbers faster (``fast=False`` forces the engine); with ``keep_pil`` that path
-    returns the Pillow image itself, saving a copy when it is written straight back.
-    """
-    from poolcli.engine import Geometry, bind, run_forward
-
-    meta = loaded.meta
-    shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
-    spec = image_spec(pool.spec, shape)
-    g = bind(pool.op, shape, spec, pool.params, **pool.arrays())
-    sides = _pillow_reduces(meta, g, pool.op, linear) if fast else None
-    if sides is not None:
-        from PIL import Image
-
-        (kh, kw), (oh, ow) = sides, g.out_spatial
-        img = meta.get("pil") or Image.fromarray(loaded.array)
-        if img.size != (ow * kw, oh * kh):
-            img = img.crop((0, 0, ow * kw, oh * kh))
-        small = img.reduce((kw, kh))
-        return small if keep_pil else np.asarray(small)
-    averaging = pool.op not in ("max", "min")
-    if not averaging and not linear:
-        return run_forward(loaded.array, g, pool.op, pool.params)
-    rows = _row_reader(loaded)
-    first = rows(0, 1)
-    strips = []
-    if isinstance(g, Geometry):  # float working memory per output row: ~4 copies of stride rows in float64
-        strips = g.row_strips(max(1, STRIP_BYTES // (8 * 4 * g.axes[0].stride * first.size)))
-    if len(strips) <= 1:
-        return _pool_values(loaded.array, g, pool, meta, linear)
-    out = np.empty(g.out_shape, dtype=first.dtype)
-    for o, i, sub in strips:  # a strip of rows at a time: memory stays bounded whatever the image's size
-        out[o] = _pool_values(rows(i.start, i.stop), sub, pool, meta, linear)
-    return out
-
-
-STRIP_BYTES = 16 << 20  # float working memory of one strip of an image being averaged
-
-
-def _row_reader(loaded: Loaded) -> Any:
-    """rows(a, b): the image's rows a..b as an array, without converting the whole image."""
-    held = loaded._array if isinstance(loaded, ImageLoaded) else loaded.array
-    if held is not None:
-        return lambda a, b: held[a:b]
-    img, mode = loaded.meta["pil"], loaded.meta["mode"]
-    return lambda a, b: pixels(img.crop((0, a, img.width, b)), mode)
-
-
-def _pool_values(array: np.ndarray, g: Any, pool: Any, meta: dict, linear: bool) -> np.ndarray:
-    """Average-like pooling of image values: premultiplied alpha, optionally linear light, back to the dtype."""
-    from poolcli.engine import run_forward
-
-    dtype = array.dtype
-    integer = dtype.kind in "iu"
-    alpha = has_alpha(meta) and pool.op not in ("max", "min")
-    light = linear and meta.get("mode") not in ("I", "F")
-    top = float(np.iinfo(dtype).max) if integer and (alpha or light) and meta.get("mode") != "I" else 1.0
-    x = array.astype(np.float64)
-    if top != 1.0:
-        x /= top
-    colour = x[..., :-1] if has_alpha(meta) else x
-    if light:
-        colour[...] = to_linear(colour)
-    if alpha:
-        colour *= x[..., -1:]
-    y = run_forward(x, g, pool.op, pool.params)
-    del x, colour
-    if alpha:
-        a = y[..., -1:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            y[..., :-1] = np.where(a > 0, y[..., :-1] / a, 0)
-    if light:
-        channels = y[..., :-1] if has_alpha(meta) else y
-        channels[...] = to_srgb(channels)
-    if top != 1.0:
-        y *= top
-    if integer:
-        info = np.iinfo(dtype)
-        return np.clip(np.floor(y + 0.5), info.min, info.max).astype(dtype)  # round half up, as Pillow
-    return y.astype(dtype)
-
-
 COMMON_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
                   ".tiff": "TIFF", ".webp": "WEBP"}
 
@@ -444,46 +315,41 @@ ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "TIFF", "MPO")  # formats whose files 
 WRITES_FRAMES = ("GIF", "PNG", "WEBP", "TIFF")
 
 
-def pool_and_write(loaded: Loaded, pool: Any, linear: bool, path: str, fmt: str | None = None,
-                   quality: int | None = None) -> None:
-    """Pool an image into an image file: every frame of an animation (or page of a TIFF), keeping each
-    frame's duration and disposal and the loop count; a format that holds one frame is refused for those."""
-    meta = loaded.meta
-    if meta.get("frames", 1) == 1:
-        write_image(path, pool_image(loaded, pool, linear, keep_pil=True), meta, fmt, quality)
-        return
-    format_name = _format_name(path, fmt)
-    if format_name not in WRITES_FRAMES:
-        raise UsageError(f"{loaded.name} has {meta['frames']} frames and {format_name} holds one; "
-                         "write .gif, .png, .webp or .tif to pool every frame")
+def write_frames(path: str, loaded: Loaded, pooled: list[Any], info: list[tuple[Any, Any]],
+                 fmt: str | None = None) -> None:
+    """Write pooled frames (Pillow images or arrays) as one animation or multi-page file, with each frame's
+    (duration, disposal) and the source's loop count."""
     from PIL import Image
 
-    source, frames, info = meta["source"], [], []
-    for i in range(meta["frames"]):
-        source.seek(i)
-        frame = source.convert(meta["mode"].split(";")[0]) if source.mode != meta["mode"] else source.copy()
-        part = ImageLoaded(None, loaded.name, {**meta, "pil": frame})
-        pooled = pool_image(part, pool, linear)
-        frames.append(pooled if isinstance(pooled, Image.Image) else Image.fromarray(pooled))
-        info.append((source.info.get("duration"), getattr(source, "disposal_method", source.info.get("disposal"))))
-    source.seek(0)
+    format_name = _format_name(path, fmt)
+    frames = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in pooled]
     options: dict[str, Any] = {"save_all": True, "append_images": frames[1:]}
     if all(d is not None for d, _ in info):
         options["duration"] = [d for d, _ in info]
     if all(d is not None for _, d in info):
         options["disposal"] = [d for _, d in info]
-    if "loop" in source.info:
-        options["loop"] = source.info["loop"]
+    if "loop" in loaded.meta["source"].info:
+        options["loop"] = loaded.meta["source"].info["loop"]
     _write(Path(path), format_name, lambda f: frames[0].save(f, format=format_name, **options))
 
 
-def pool_as_array(loaded: Loaded, pool: Any, linear: bool) -> Any:
-    """Pool an image into an array (for .npy, text or the terminal): one frame only, so an animation or a
-    multi-page TIFF is refused rather than cut to its first frame."""
-    if loaded.meta.get("frames", 1) > 1:
-        raise UsageError(f"{loaded.name} has {loaded.meta['frames']} frames; write an image (-o y.gif, .png, "
-                         ".webp or .tif) to pool every frame")
-    return pool_image(loaded, pool, linear)
+def frames(loaded: Loaded) -> Iterator[tuple[Loaded, tuple[Any, Any]]]:
+    """Each frame (or page) of a multi-frame image as an image of its own, with its (duration, disposal)."""
+    meta = loaded.meta
+    source = meta["source"]
+    try:
+        for i in range(meta["frames"]):
+            source.seek(i)
+            frame = source.convert(meta["mode"].split(";")[0]) if source.mode != meta["mode"] else source.copy()
+            yield (ImageLoaded(None, loaded.name, {**meta, "pil": frame}),
+                   (source.info.get("duration"), getattr(source, "disposal_method", source.info.get("disposal"))))
+    finally:
+        source.seek(0)
+
+
+def format_name(path: str, fmt: str | None) -> str:
+    """Pillow's format name for an output: --format, or the file's suffix."""
+    return _format_name(path, fmt)
 
 
 def _format_name(path: str, fmt: str | None) -> str:

@@ -269,8 +269,7 @@ def _legend(scene: Scene, crop: Region, auto: bool, cover: np.ndarray) -> list[s
         lines.append(f"{_cells(int((cover == 0).sum()))} in no window (dim)")
     if scene.selected is not None:
         ties = scene.params.ties
-        which = {"max": "arg-max", "min": "arg-min", "mixed": "arg-max (the max part)"}[scene.op]
-        lines.append(f"[v] = {which} of a window (--ties {ties})")
+        lines.append(f"[v] = {scene.marks} of a window" + (f" (--ties {ties})" if scene.grad is not None else ""))
     if (crop.r0, crop.r1, crop.c0, crop.c1) != (0, h, 0, w):
         span = f"rows {crop.r0}–{crop.r1 - 1}, cols {crop.c0}–{crop.c1 - 1}" if h > 1 else (
             f"cells {crop.c0}–{crop.c1 - 1}")

@@ -34,8 +34,6 @@ from poolcli.engine import (
 )
 from poolcli.errors import UsageError
 
-SELECTING = ("max", "min", "mixed")  # operators whose backward picks cells within a window
-
 
 @dataclass
 class Scene:
@@ -55,7 +53,8 @@ class Scene:
     window: str = ""
     offset: tuple[int, int] = (0, 0)  # where a cropped scene's first cell sits in the plane
     out_marked: np.ndarray | None = None  # output cells to mark (unpool: where the values landed)
-    windowed: bool = True  # False for kmax, unpool, upsample, lrn, bilinear: no windows to draw
+    windowed: bool = True  # False for operators without windows (kmax, unpool, …): no windows to draw
+    marks: str = ""  # what the marked cells are (the operator's own words: "arg-max", "median cell", …)
     cropped: bool = False  # a part of the plane (--region)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Scene:
@@ -127,86 +126,54 @@ def pick_plane(x: np.ndarray, dims: int, plane: tuple[int, ...] | None) -> tuple
 def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane: tuple[int, ...] | None = None,
                 grad: np.ndarray | None = None, arrays: dict[str, np.ndarray] | None = None) -> Scene:
     """Run ``op`` on one plane of ``x`` and collect what visualize draws. ``grad`` is the full upstream gradient."""
-    if not get_op(op).windowed:
+    pool = get_op(op)
+    if not pool.windowed:
         return _plain_scene(x, spec, op, params, plane, grad, arrays or {})
-    g = spec.bind(x.shape)  # checks the geometry on the whole input
+    g = bind(op, x.shape, spec, params)  # checks the geometry on the whole input
     if g.dims > 2:
         raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
-    xe = to_engine(x, g)
-    sheet, index = pick_plane(xe, g.dims, plane)
-    flat = replace(spec, dims=g.dims, channels_last=False)
-    pg = flat.bind(sheet.shape)
+    sheet, index = pick_plane(to_engine(x, g), g.dims, plane)
+    pg = replace(spec, dims=g.dims, channels_last=False).bind(sheet.shape)
     y = run_forward(sheet, pg, op, params)
-    upstream = None
-    if grad is not None:
-        upstream = to_engine(grad, g)[index]
-    dx = run_backward(sheet, pg, upstream, op, params)
-    selected = None
-    name = get_op(op).name
-    if name in SELECTING:
-        picked = run_backward(sheet, pg, None, "max" if name == "mixed" else name, params)
-        selected = picked != 0
+    dx = None
+    if pool.differentiable:
+        dx = run_backward(sheet, pg, None if grad is None else to_engine(grad, g, output=True)[index], op, params)
+    selected = pool.selected(sheet, pg, params)
     first, last = pg.axes[0], pg.axes[-1]
     rows = [first.window(o) for o in range(first.out)] if g.dims == 2 else [[0]]
     cols = [last.window(o) for o in range(last.out)]
     if g.dims == 1:
-        sheet, y, dx = sheet[None], y[None], dx[None]
+        sheet, y = sheet[None], y[None]
+        dx = None if dx is None else dx[None]
         selected = None if selected is None else selected[None]
-    return Scene(sheet, y, rows, cols, selected, dx, name, params, index, tuple(x.shape), window_text(pg))
+    return Scene(sheet, y, rows, cols, selected, dx, pool.name, params, index, tuple(x.shape), window_text(pg),
+                 marks=pool.marks)
 
 
 def _plain_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane: tuple[int, ...] | None,
                  grad: np.ndarray | None, arrays: dict[str, np.ndarray]) -> Scene:
-    """A scene for the operators without windows: the plane, its output, marked cells and the gradient.
-
-    kmax marks the kept cells; unpool marks where each value landed in the output.
-    """
+    """A scene for the operators without windows: the plane, its output, marked cells and the gradient,
+    as the operator pictures itself (``Op.picture``)."""
     pool = get_op(op)
     g = bind(op, x.shape, spec, params, **arrays)
     y = run_forward(x, g, op, params)
-    dx = run_backward(x, g, grad, op, params)
-    name = pool.name
-    marked_in = marked_out = None
-    if name == "bilinear":
-        xe, ye, de = pool._flat(x, g), y.reshape((-1, *y.shape[-2:])), pool._flat(dx, g)
-        dims, text = 2, f"(1/L)·Σ x yᵀ over L = {xe.shape[-1]} locations · input shown as channels × locations"
-    else:
-        xe, ye, de = x, y, dx
-        if name == "kmax":
-            dims = min(spec.dims or 2, x.ndim)
-            if g.axis < x.ndim - dims:
-                raise UsageError(f"visualize --op kmax draws the last {dims} axes; keep along one of them "
-                                 f"(--axis {x.ndim - dims} or more)")
-            mask = np.zeros(np.moveaxis(x, g.axis, -1).shape, dtype=bool)
-            np.put_along_axis(mask, pool.positions(x, g), True, axis=-1)
-            marked_in = np.moveaxis(mask, -1, g.axis)
-            text = f"the {g.k} largest along axis {g.axis}, in their order"
-        elif name == "lrn":
-            dims = spec.spatial(x.shape)[0]
-            if spec.channels_last:
-                xe, ye, de = (np.moveaxis(a, -1, x.ndim - dims - 1) for a in (x, y, dx))
-            text = f"size {params.size}, alpha {params.alpha_or(1e-4):g}, beta {params.beta:g}, bias {params.bias:g}"
-        else:  # upsample, unpool
-            dims = g.dims
-            if name == "unpool":
-                marked_out = run_forward(np.ones(x.shape, dtype=np.int8), g, op, params) != 0
-            if g.moved:
-                xe, ye, de = (np.moveaxis(a, -1, a.ndim - dims - 1) for a in (x, y, dx))
-                marked_out = None if marked_out is None else np.moveaxis(marked_out, -1, x.ndim - dims - 1)
-            text = (f"{params.mode}, to {'×'.join(map(str, ye.shape[ye.ndim - dims:]))}" if name == "upsample"
-                    else f"unpooled to {'×'.join(map(str, ye.shape[ye.ndim - dims:]))}")
-        if dims > 2:
-            raise UsageError("visualize draws 1-D and 2-D planes; for --dims 3 look at the numbers with forward")
-    sheet, index = pick_plane(xe, dims, plane)
-    y2, d2 = ye[index], de[index]
-    m_in = None if marked_in is None else marked_in[index]
-    m_out = None if marked_out is None else marked_out[index]
-    if dims == 1:
-        sheet, y2, d2 = sheet[None], y2[None], d2[None]
+    dx = run_backward(x, g, grad, op, params) if pool.differentiable else None
+    picture = pool.picture(to_engine(x, g), to_engine(y, g, output=True),
+                           None if dx is None else to_engine(dx, g), g, params, spec.dims or 2)
+    if picture.dims > 2:
+        raise UsageError("visualize draws 1-D and 2-D planes; for --dims 3 look at the numbers with forward")
+    sheet, index = pick_plane(picture.x, picture.dims, plane)
+    y2 = picture.y[index]
+    d2 = None if picture.dx is None else picture.dx[index]
+    m_in = None if picture.marked_in is None else picture.marked_in[index]
+    m_out = None if picture.marked_out is None else picture.marked_out[index]
+    if picture.dims == 1:
+        sheet, y2 = sheet[None], y2[None]
+        d2 = None if d2 is None else d2[None]
         m_in = None if m_in is None else m_in[None]
         m_out = None if m_out is None else m_out[None]
-    return Scene(sheet, y2, [], [], m_in, d2, name, params, index, tuple(x.shape), text, out_marked=m_out,
-                 windowed=False)
+    return Scene(sheet, y2, [], [], m_in, d2, pool.name, params, index, tuple(x.shape), picture.text,
+                 out_marked=m_out, windowed=False, marks=pool.marks)
 
 
 def window_text(g: Geometry) -> str:
