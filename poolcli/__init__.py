@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine import (
+    DEFAULT,
     OPERATORS,
     OPS,
     OPTIONS,
@@ -70,7 +71,7 @@ def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
     return WindowSpec(**options).bind(shape)
 
 
-def forward(x: np.ndarray, op: str = "max", *, return_indices: bool = False, indices: np.ndarray | None = None,
+def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, indices: np.ndarray | None = None,
             other: np.ndarray | None = None, **options: Any):
     """Pool ``x`` with operator ``op``; with ``return_indices`` (max, min) also the flat per-plane arg-max.
 
@@ -93,7 +94,7 @@ def _array(a: Any) -> np.ndarray | None:
     return None if a is None else np.asarray(a)
 
 
-def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = "max", *, indices: np.ndarray | None = None,
+def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *, indices: np.ndarray | None = None,
              other: np.ndarray | None = None, **options: Any) -> Any:
     """Gradient of the pooling with respect to ``x`` for upstream ``grad`` (default: ones);
     for ``bilinear`` with ``other``, the pair (to x, to other).

@@ -106,6 +106,29 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
                     dx[li + real[i]] += alpha * share
                 for c in real:
                     dx[li + c] += (1 - alpha) * g / counted
+            elif op == "median":
+                if any(v != v for v in vals):  # NaN propagates; its gradient goes to the NaN cells, as max's
+                    y[li + oi] = math.nan
+                    middle = [_select(vals, "max")] * 2
+                else:
+                    ordered = sorted(vals)
+                    n = len(ordered)
+                    lo, hi = ordered[(n - 1) // 2], ordered[n // 2]
+                    y[li + oi] = (lo + hi) / 2
+                    middle = [[i for i, v in enumerate(vals) if v == lo], [i for i, v in enumerate(vals) if v == hi]]
+                for chosen in middle:  # half the gradient to each middle value's cell(s)
+                    picks = chosen[:1] if ties == "first" else chosen
+                    share = g / 2 / len(chosen) if ties == "split" else g / 2
+                    for i in picks:
+                        dx[li + real[i]] += share
+            elif op == "mode":
+                counts: dict = {}
+                for v in vals:
+                    key = "nan" if v != v else v
+                    counts[key] = counts.get(key, 0) + 1
+                most = max(counts.values())
+                numbers = [v for v, c in counts.items() if c == most and v != "nan"]
+                y[li + oi] = min(numbers) if numbers else math.nan  # NaNs sort after every number
             else:
                 raise ValueError(op)
     return y, dx, idx

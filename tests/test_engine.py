@@ -14,7 +14,7 @@ from poolcli import WindowSpec
 from tests.reference import pool as reference
 from tests.strategies import pooling_case, reference_geometry
 
-OPS = ["max", "min", "avg", "lp", "mixed"]
+OPS = ["max", "min", "avg", "lp", "mixed", "median"]
 
 
 @st.composite
@@ -33,7 +33,7 @@ def op_params(draw, op: str) -> dict:
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), op=st.sampled_from(OPS))
 def test_forward_and_backward_match_the_oracle(data, op):
-    x, options, spec = data.draw(pooling_case(nan=op in ("max", "min")))
+    x, options, spec = data.draw(pooling_case(nan=op in ("max", "min", "median")))
     params = data.draw(op_params(op))
     y = poolcli.forward(x, op, spec=spec, **params)
     grad = np.arange(1, y.size + 1, dtype=np.float64).reshape(y.shape)
@@ -48,6 +48,24 @@ def test_forward_and_backward_match_the_oracle(data, op):
         np.testing.assert_array_equal(y2, y)
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from(["float64", "float32", "int8", "uint8", "int64", "bool"]))
+def test_mode_matches_the_oracle_and_keeps_the_dtype(data, dtype):
+    x, options, spec = data.draw(pooling_case(dtypes=(dtype,), nan=True))
+    y = poolcli.forward(x, "mode", spec=spec)
+    assert y.dtype == x.dtype
+    ref = reference(x.astype(np.float64), "mode", **reference_geometry(x.shape, options))[0]
+    np.testing.assert_array_equal(y.astype(np.float64), ref)
+
+
+def test_mode_keeps_labels_where_avg_and_max_invent_or_bias_them():
+    labels = np.array([[1, 1, 7, 7], [1, 4, 7, 2]], dtype=np.uint8)
+    assert poolcli.forward(labels, "mode", kernel=2).tolist() == [[1, 7]]
+    assert poolcli.forward(labels, "avg", kernel=2).tolist() == [[1.75, 5.75]]  # labels that do not exist
+    with pytest.raises(poolcli.UsageError, match="has no gradient"):
+        poolcli.backward(labels, op="mode", kernel=2)
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), op=st.sampled_from(["max", "min"]))
 def test_integer_inputs_keep_their_dtype(data, op):
@@ -58,7 +76,7 @@ def test_integer_inputs_keep_their_dtype(data, op):
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=st.data(), op=st.sampled_from(["avg", "lp", "mixed"]))
+@given(data=st.data(), op=st.sampled_from(["avg", "lp", "mixed", "median"]))
 def test_integer_inputs_average_in_float64(data, op):
     x, options, spec = data.draw(pooling_case(dtypes=("int8", "uint8", "int64")))
     y = poolcli.forward(x, op, spec=spec)

@@ -20,12 +20,15 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from poolcli.cli import backward, forward, shape, visualize  # noqa: F401  (each registers its command)
+from poolcli.cli import backward, forward, shape, visualize
 from poolcli.cli.common import app
 from poolcli.errors import OutputError, PoolcliError, Terminated, signal_exit_code
 from poolcli.io.atomic import describe_os_error, hold_signal, outputs_together
 
 __all__ = ["app", "main", "run"]
+
+for _command in (forward, backward, shape, visualize):  # the commands, composed onto the app in help order
+    app.command(epilog=_command.EPILOG)(getattr(_command, _command.__name__.rsplit(".", 1)[1]))
 
 
 def _version(value: bool) -> None:
@@ -45,8 +48,13 @@ def _root(
     """Pooling operators of convolutional networks, forward and backward, on NumPy arrays and images."""
 
 
-def fail(message: str, code: int) -> int:
-    """Print one plain line on standard error and return the exit status."""
+def fail(message: str, code: int, traceback: BaseException | None = None) -> int:
+    """Print one plain line on standard error (after the traceback of ``traceback``, for --debug) and
+    return the exit status: --debug shows more, and changes nothing else."""
+    if traceback is not None:
+        import traceback as tb
+
+        tb.print_exception(traceback, file=sys.stderr)
     message = " ".join(str(message).split())
     print(f"poolcli: error: {message}", file=sys.stderr)
     return code
@@ -73,7 +81,9 @@ class _ClosedOutput(io.TextIOBase):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status. The one place errors become messages."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    end = argv.index("--") if "--" in argv else len(argv)  # after --, --debug would be a file name
+    debug = "--debug" in argv[:end]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]  # anywhere: before or after the command
     if not argv:
         argv = ["--help"]
     _plain_if_ascii()
@@ -94,27 +104,20 @@ def main(argv: list[str] | None = None) -> int:
             where = f"poolcli {ctx.info_name}" if ctx is not None and ctx.parent is not None else "poolcli"
             return fail(f"{e.format_message()} (see {where} --help)", e.exit_code)
         except PoolcliError as e:
-            if debug:
-                raise
-            return fail(str(e), e.exit_code)
+            return fail(str(e), e.exit_code, e if debug else None)
         except KeyboardInterrupt as e:
             return _interrupted(e)
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (| head); nothing more to say
             return 141
         except OSError as e:  # standard output on a full disk, a device that went away
-            if debug:
-                raise
             where = f"{e.filename}: " if e.filename else "cannot write the output: "
-            return fail(where + describe_os_error(e), 1)
-        except MemoryError:
-            if debug:
-                raise
-            return fail("out of memory; pool a smaller input, or fewer planes at a time", 1)
+            return fail(where + describe_os_error(e), 1, e if debug else None)
+        except MemoryError as e:
+            return fail("out of memory; pool a smaller input, or fewer planes at a time", 1, e if debug else None)
         except Exception as e:  # a bug: say so in one line, the traceback is behind --debug
-            if debug:
-                raise
-            return fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1)
+            return fail(f"internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback", 1,
+                        e if debug else None)
     if caught and result == 130:  # typer turns an interruption inside a command into a bare 130
         return _interrupted(Terminated(caught[-1]))
     return result if isinstance(result, int) else 0

@@ -22,7 +22,6 @@ from poolcli.cli.common import (
     OutputOpt,
     Pooling,
     Ties,
-    app,
     check_format,
     emit,
     guard,
@@ -30,11 +29,12 @@ from poolcli.cli.common import (
 )
 from poolcli.errors import CheckFailed, UsageError
 
-
-@app.command(epilog="Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
+EPILOG = ("Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
              "poolcli backward x.npy -k 3 -s 2 -p 1 --grad g.npy -o dx.npy  ·  "
              "poolcli backward --check --random 2,3,8,8 --op lrn  ·  "
              "poolcli backward --check --random 2,4,6,6 --op all")
+
+
 @pooling_options
 def backward(
     input: Annotated[str | None, typer.Argument(metavar="INPUT", help="Array file, or - for stdin.",

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from poolcli.engine import ALIASES, OPERATORS, OPS, OPTIONS, TIES, Option, Params
+from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Option, Params
 from poolcli.errors import InputError, UsageError
 from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -55,7 +55,7 @@ def _option(default: Any, *names: str, panel: str, **kw: Any) -> tuple[Any, Any]
 
 # The options every pooling command shares: (default, typer.Option) by parameter name.
 POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
-    "op": (Op, _option(Op("max"), "--op", panel=OPERATOR, help="Pooling operator.")),
+    "op": (Op, _option(Op(DEFAULT), "--op", panel=OPERATOR, help="Pooling operator.")),
     "kernel": (str | None, _option(None, "-k", "--kernel", panel=WINDOW, metavar="K[,K…]",
                                       help="Window size, one or one per spatial axis. Default: 2.")),
     "stride": (str | None, _option(None, "-s", "--stride", panel=WINDOW, metavar="S[,S…]",

@@ -24,7 +24,6 @@ from poolcli.cli.common import (
     InPlaceOpt,
     OutputOpt,
     Pooling,
-    app,
     check_format,
     emit,
     guard,
@@ -33,11 +32,12 @@ from poolcli.cli.common import (
 from poolcli.errors import UsageError
 from poolcli.io.images import DEFAULT_MAX_PIXELS
 
-
-@app.command(epilog="Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  "
+EPILOG = ("Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  "
              'poolcli forward --matrix "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16" --op avg  ·  '
              "poolcli forward photos/ --op avg -k 4 --out-dir small/  ·  "
              "poolcli forward x.npy --op max --indices idx.npy -o y.npy")
+
+
 @pooling_options
 def forward(
     inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", show_default=False,

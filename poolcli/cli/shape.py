@@ -14,11 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from poolcli.cli.common import IMAGE_SUFFIX_SET, OUTPUT, Pooling, app, pooling_options
+from poolcli.cli.common import IMAGE_SUFFIX_SET, OUTPUT, Pooling, pooling_options
 from poolcli.errors import UsageError
 
+EPILOG = ("Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
 
-@app.command(epilog="Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
+
 @pooling_options
 def shape(
     source: Annotated[str, typer.Argument(metavar="SHAPE|FILE", help="A shape like 1,3,224,224, or a .npy file "

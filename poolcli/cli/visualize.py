@@ -22,7 +22,6 @@ from poolcli.cli.common import (
     InPlaceOpt,
     Pooling,
     Ties,
-    app,
     guard,
     pooling_options,
 )
@@ -32,9 +31,11 @@ from poolcli.io.images import DEFAULT_MAX_PIXELS
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-@app.command(epilog="Examples:  poolcli visualize x.npy -k 3 -s 2 -p 1  ·  poolcli visualize x.npy --backward "
+EPILOG = ("Examples:  poolcli visualize x.npy -k 3 -s 2 -p 1  ·  poolcli visualize x.npy --backward "
              "--ties split  ·  poolcli visualize x.npy --plane 3 --region 0:8,8:16  ·  "
              "poolcli visualize x.npy --op avg -o fig.png  ·  poolcli visualize photo.jpg --op avg -k 8 -o fig.png")
+
+
 @pooling_options
 def visualize(
     input: Annotated[str | None, typer.Argument(metavar="INPUT", help="Array file, image, or - for stdin.",

@@ -33,11 +33,11 @@ from poolcli.engine.geometry import (
     describe,
     engine_shape,
 )
-from poolcli.engine.registry import ALIASES, OPERATORS, OPS, OPTIONS, declaring, get_op
+from poolcli.engine.registry import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, declaring, get_op
 from poolcli.errors import UsageError
 
 __all__ = [
-    "ALIASES", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
+    "ALIASES", "DEFAULT", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
     "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
     "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller", "to_engine",
 ]
@@ -144,7 +144,7 @@ def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> A
     return np.empty(g.out_shape, dtype=results.dtype)
 
 
-def run_forward(x: np.ndarray, g: Geometry, op: str = "max", params: Params = Params()) -> np.ndarray:
+def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = Params()) -> np.ndarray:
     """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``.
 
     An input with a zero-size batch or channel axis gives an empty result of the right shape.
@@ -155,7 +155,7 @@ def run_forward(x: np.ndarray, g: Geometry, op: str = "max", params: Params = Pa
     return to_caller(get_op(op).forward(to_engine(x, g), g, params), g)
 
 
-def run_indices(x: np.ndarray, g: Geometry, op: str = "max") -> tuple[np.ndarray, np.ndarray]:
+def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
     """Max (or min) pooling with the flat per-plane index of each selected cell (PyTorch's return_indices)."""
     x = check_array(x)
     pool = get_op(op)
@@ -174,7 +174,7 @@ def gradient_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def run_backward(
-    x: np.ndarray, g: Geometry, grad: np.ndarray | None = None, op: str = "max", params: Params = Params()
+    x: np.ndarray, g: Geometry, grad: np.ndarray | None = None, op: str = DEFAULT, params: Params = Params()
 ) -> np.ndarray:
     """Gradient of ``sum(forward(x) * grad)`` with respect to ``x``; ``grad`` defaults to ones."""
     x = check_array(x)

@@ -25,6 +25,7 @@ from poolcli.errors import UsageError
 OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), Median(), Mode(), KMax(), Unpool(), Upsample(),
                              LRN(), BilinearPool())
 
+DEFAULT = OPERATORS[0].name  # the operator when none is named
 OPS: dict[str, Op] = {op.name: op for op in OPERATORS}
 ALIASES: dict[str, str] = {alias: op.name for op in OPERATORS for alias in op.aliases}
 
