@@ -202,10 +202,16 @@ def test_failed_write_leaves_no_file(tmp_path: Path):
     assert r.code == 2 and not list(tmp_path.iterdir())
 
 
-def test_debug_shows_the_traceback():
-    r = subprocess.run([sys.executable, "-m", "poolcli", "--debug", "forward", "--matrix", M4, "-k", "9"],
-                       capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" in r.stderr
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(where: str):
+    args = ["forward", "--matrix", M4, "-k", "9"]
+    args = ["--debug", *args] if where == "before the command" else [*args, "--debug"]
+    r = subprocess.run([sys.executable, "-m", "poolcli", *args], capture_output=True, text=True)
+    plain = subprocess.run([sys.executable, "-m", "poolcli", *(a for a in args if a != "--debug")],
+                           capture_output=True, text=True)
+    assert r.returncode == plain.returncode == 2
+    assert "Traceback" in r.stderr and "Traceback" not in plain.stderr
+    assert r.stderr.strip().splitlines()[-1] == plain.stderr.strip()
 
 
 def test_console_script_and_python_m_agree(tmp_path: Path):
