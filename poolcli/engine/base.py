@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -82,31 +82,32 @@ class Params:
     """
 
     __slots__ = ("given",)
+    declared: ClassVar[dict[str, Option]] = {}  # every option name, as the registry declares it (``Params.declare``)
+
+    @classmethod
+    def declare(cls, options: dict[str, tuple[Option, ...]]) -> None:
+        """Learn the option names, kinds and defaults: called once by the registry."""
+        cls.declared = {name: found[0] for name, found in options.items()}
 
     def __init__(self, **given: Any) -> None:
         given = {k: v for k, v in given.items() if v is not None}
-        if given:
-            from poolcli.engine.registry import OPTIONS
         for name, value in given.items():
-            declared = OPTIONS.get(name)
-            if declared is None:
+            option = self.declared.get(name)
+            if option is None:
                 raise TypeError(f"unknown operator option {name!r}")
-            if declared[0].kind == "floats" and not isinstance(value, tuple):
+            if option.kind == "floats" and not isinstance(value, tuple):
                 given[name] = (float(value),) if np.isscalar(value) else tuple(float(v) for v in value)
         object.__setattr__(self, "given", given)  # values are checked by the operator that takes them (Op.check)
 
     def __getattr__(self, name: str) -> Any:
-        from poolcli.engine.registry import OPTIONS
-
         if name.startswith("__"):
             raise AttributeError(name)
         given = object.__getattribute__(self, "given")
         if name in given:
             return given[name]
-        declared = OPTIONS.get(name)
-        if declared is None:
+        if name not in self.declared:
             raise AttributeError(f"Params has no option {name!r}")
-        return declared[0].default
+        return self.declared[name].default
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Params is read-only; use replace()")

@@ -11,7 +11,7 @@ visualize and ``--check`` do) is asked of the operators here.
 
 from __future__ import annotations
 
-from poolcli.engine.base import TIES_OPTION, Op, Option
+from poolcli.engine.base import TIES_OPTION, Op, Option, Params
 from poolcli.engine.bilinear import BilinearPool
 from poolcli.engine.kmax import KMax
 from poolcli.engine.lrn import LRN
@@ -42,6 +42,7 @@ def _options() -> dict[str, tuple[Option, ...]]:
 
 
 OPTIONS: dict[str, tuple[Option, ...]] = _options()  # each option name, with every declaration of it
+Params.declare(OPTIONS)
 
 
 def declaring(name: str) -> list[Op]:
