@@ -95,9 +95,9 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
     import numpy as np
 
     from poolcli.check import gradcheck
+    from poolcli.cli.options import parse_shape
     from poolcli.engine import OPS, get_op
     from poolcli.errors import PoolcliError
-    from poolcli.options import parse_shape
 
     if output is not None:
         raise UsageError("--check prints its findings; drop -o")

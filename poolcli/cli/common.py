@@ -122,7 +122,7 @@ class Pooling:
     """What the shared options say: the operator, its WindowSpec and Params, and where the inputs come from."""
 
     def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
-        from poolcli.options import parse_floats, window_spec
+        from poolcli.cli.options import parse_floats, window_spec
 
         self.op = values["op"].value
         given: dict[str, Any] = {}
@@ -134,8 +134,10 @@ class Pooling:
                 continue
             if self.op != "all" and self.op not in [o.name for o in _takers(name)] + [a for a, o in ALIASES.items()
                                                                                       if OPS[o] in _takers(name)]:
-                takers = " or ".join(o.name for o in _takers(name))
-                raise UsageError(f"{option.cli_flag} goes with --op {takers}, not --op {self.op}{option.hint}")
+                names = [o.name for o in _takers(name)]
+                takers = " or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1]
+                typed = option.flags.split("/")[-1] if option.kind is bool and not value else option.cli_flag
+                raise UsageError(f"{typed} goes with --op {takers}, not --op {self.op}{option.hint}")
             if option.kind == "array":
                 self.files[name] = value
             else:

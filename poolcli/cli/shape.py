@@ -28,8 +28,8 @@ def shape(
     pool: Any = None,
 ) -> None:
     """Output shape of a pooling, with each axis's formula and its numbers filled in."""
+    from poolcli.cli.options import parse_shape
     from poolcli.engine import describe
-    from poolcli.options import parse_shape
 
     pooling = Pooling(pool)
     path = Path(source)

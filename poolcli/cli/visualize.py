@@ -64,9 +64,9 @@ def visualize(
 ) -> None:
     """Show the pooling of one plane: windows, the cells they select, the output and the gradient mask."""
     from poolcli import imaging
+    from poolcli.cli.options import parse_ints, parse_region
     from poolcli.engine import bind
     from poolcli.io import images
-    from poolcli.options import parse_ints, parse_region
     from poolcli.render.scene import build_scene
 
     pooling = Pooling(pool, ties=ties.value)
