@@ -38,7 +38,8 @@ from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 class Task:
     """Everything a worker needs to pool one file: picklable, no open handles."""
 
-    recipe: Recipe  # the operator, window, options and extra arrays
+    recipe: Recipe | str  # arrays: the operator, window, options and extra arrays (or why there is none)
+    image_recipe: Recipe | str | None = None  # images (the box filter when no --op was given); None: as arrays
     key: str | None = None  # the array to read from an .npz
     max_bytes: int = DEFAULT_MAX_BYTES
     linear: bool = False
@@ -63,24 +64,36 @@ def target(src: Path, root: Path | None, out_dir: Path, image_format: str | None
     return dst
 
 
-def collect(inputs: Iterable[str], out_dir: Path, recursive: bool, image_format: str | None) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs for files, folders (images and arrays inside) and glob patterns."""
+def collect(inputs: Iterable[str], out_dir: Path, recursive: bool, image_format: str | None, arrays: bool = False,
+            passed: list[Path] | None = None) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs for files, folders and glob patterns. A folder or glob yields images only
+    (and arrays with ``arrays``); the files it passed over are added to ``passed``. Files named one by one
+    are all taken."""
     pairs: list[tuple[Path, Path]] = []
     outputs = Path(os.path.realpath(out_dir))  # resolved, so that ./small and small are the same folder
+    wanted = (*IMAGE_SUFFIXES, *(ARRAY_SUFFIXES if arrays else ()))
+    passed = [] if passed is None else passed
+
+    def take(files: Iterable[Path]) -> list[Path]:
+        found = []
+        for p in files:
+            if Path(os.path.realpath(p)).is_relative_to(outputs):  # not an earlier run's outputs
+                continue
+            (found if p.suffix.lower() in wanted else passed).append(p)
+        return sorted(found)
+
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             walk = path.rglob("*") if recursive else path.glob("*")
-            files = sorted(p for p in walk if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES)
-                           and not Path(os.path.realpath(p)).is_relative_to(outputs))  # not an earlier run's outputs
-            pairs += [(p, target(p, path, out_dir, image_format)) for p in files]
+            pairs += [(p, target(p, path, out_dir, image_format)) for p in take(p for p in walk if p.is_file())]
         elif path.exists():
             pairs.append((path, target(path, None, out_dir, image_format)))
         elif glob.has_magic(raw):
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=recursive) if Path(m).is_file())
+            matches = [Path(m) for m in glob.glob(raw, recursive=recursive) if Path(m).is_file()]
             if not matches:
                 raise UsageError(f"{raw} matches no file")
-            pairs += [(p, target(p, None, out_dir, image_format)) for p in matches]
+            pairs += [(p, target(p, None, out_dir, image_format)) for p in take(matches)]
         else:
             pairs.append((path, target(path, None, out_dir, image_format)))  # fails in the batch, with a reason
     seen: dict[Path, Path] = {}
@@ -100,13 +113,22 @@ def pool_file(src: Path, dst: Path, task: Task) -> None:
         raise PoolcliError(f"{src}: no such file")
     if src.suffix.lower() in IMAGE_SUFFIXES:
         loaded = images.read_image(src, task.max_pixels)
+        recipe = _recipe(task.recipe if task.image_recipe is None else task.image_recipe)
         if dst.suffix.lower() in IMAGE_SUFFIXES or task.image_format is not None:
-            imaging.pool_and_write(loaded, task.recipe, task.linear, str(dst), task.image_format, task.quality)
+            imaging.pool_and_write(loaded, recipe, task.linear, str(dst), task.image_format, task.quality)
         else:
-            arrays.write_array(str(dst), imaging.pool_as_array(loaded, task.recipe, task.linear))
+            arrays.write_array(str(dst), imaging.pool_as_array(loaded, recipe, task.linear))
         return
+    recipe = _recipe(task.recipe)
     loaded = arrays.read_array(src, task.key, task.max_bytes)
-    arrays.write_array(str(dst), task.recipe.forward(loaded.array, task.recipe.bind(loaded.array.shape)))
+    arrays.write_array(str(dst), recipe.forward(loaded.array, recipe.bind(loaded.array.shape)))
+
+
+def _recipe(recipe: Recipe | str) -> Recipe:
+    """The recipe, or the reason this kind of file cannot be pooled with these options."""
+    if isinstance(recipe, str):
+        raise PoolcliError(recipe)
+    return recipe
 
 
 def _work(src: Path, dst: Path, task: Task) -> tuple[str, str]:

@@ -159,7 +159,8 @@ ERRORS = [
     (["forward", "--matrix", M4, "-k", "2,x"], 2, "--kernel 2,x: 'x' is not a whole number"),
     (["forward", "--matrix", M4, "-p", "1,2,3"], 2, "--padding 1,2,3 has 3 values"),
     (["forward", "--matrix", M4, "-p", "sideways"], 2, "--padding sideways: not a padding"),
-    (["forward", "--matrix", M4, "--op", "medain"], 2, "'medain' is not one of"),
+    (["forward", "--matrix", M4, "--op", "medain"], 2, "--op medain: not an operator; did you mean median"),
+    (["forward", "--matrix", M4, "--op", "average"], 2, "did you mean avg"),
     (["forward", "--matrix", M4, "--no-count-pad"], 2, "--no-count-pad goes with --op avg, lp or mixed, not --op max"),
     (["forward", "--matrix", M4, "--op", "mode", "--alpha", "0.2"], 2, "--alpha goes with --op mixed or lrn"),
     (["forward", "--matrix", M4, "--global", "-k", "2"], 2, "--global sets the windows itself"),
@@ -169,7 +170,9 @@ ERRORS = [
     (["forward", "--matrix", M4, "--op", "mixed", "--alpha", "2"], 2, "--alpha 2.0"),
     (["forward"], 2, "no input"),
     (["backward", "--matrix", M4, "--ties", "some"], 2, "'some' is not one of"),
-    (["shape", "1,3,a"], 2, "neither a shape like 1,3,224,224 nor a file"),
+    (["shape", "1,3,a"], 2, "'1,3,a': 'a' is not a size"),
+    (["shape", "1,3,x,224"], 2, "'1,3,x,224': 'x' is not a size"),
+    (["shape", "1,3,,224"], 2, "'1,3,,224': an empty size"),
     (["forward", "--matrix", M4, "--bogus"], 2, "No such option: --bogus"),
 ]
 

@@ -43,7 +43,7 @@ def test_max_pooling_an_image_is_per_channel(tmp_path: Path):
     a[0, 1] = (200, 0, 0)
     a[1, 0] = (0, 150, 0)
     Image.fromarray(a).save(tmp_path / "in.png")
-    assert poolcli("forward", tmp_path / "in.png", "-o", tmp_path / "out.png").code == 0
+    assert poolcli("forward", tmp_path / "in.png", "--op", "max", "-o", tmp_path / "out.png").code == 0
     assert pixels(tmp_path / "out.png")[0, 0].tolist() == [200, 150, 0]
 
 
@@ -113,7 +113,7 @@ def test_jpeg_keeps_its_quality_tables_and_icc_profile(tmp_path: Path):
 
 def test_image_to_npy_gives_the_array(tmp_path: Path):
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(tmp_path / "in.png")
-    poolcli("forward", tmp_path / "in.png", "-o", tmp_path / "out.npy")
+    poolcli("forward", tmp_path / "in.png", "--op", "max", "-o", tmp_path / "out.npy")
     y = np.load(tmp_path / "out.npy")
     assert y.shape == (2, 2, 3) and y.dtype == np.uint8 and y[0, 0].tolist() == [15, 16, 17]
 
@@ -184,3 +184,21 @@ def test_pillow_reduce_fast_path_equals_the_engine(seed):
 
     loaded = Loaded(a, "a", {"mode": "RGB" if channels else "L"})
     np.testing.assert_array_equal(pool_image(loaded, pool), pool_image(loaded, pool, fast=False))
+
+
+def test_an_image_without_op_is_averaged_not_max_pooled(tmp_path: Path):
+    """A 1-px black line on white: a box filter keeps it grey, max pooling would erase it (as
+    ImageMagick's -scale keeps it). Arrays keep max; an explicit --op max still max-pools."""
+    a = np.full((8, 8), 255, np.uint8)
+    a[3, :] = 0
+    Image.fromarray(a).save(tmp_path / "scan.png")
+    assert poolcli("forward", tmp_path / "scan.png", "-k", "2", "-o", tmp_path / "half.png").code == 0
+    assert pixels(tmp_path / "half.png")[1].tolist() == [128] * 4
+    assert poolcli("forward", tmp_path / "scan.png", "-k", "2", "--op", "max", "-o", tmp_path / "max.png").code == 0
+    assert pixels(tmp_path / "max.png")[1].tolist() == [255] * 4
+    np.save(tmp_path / "a.npy", a)
+    assert poolcli("forward", tmp_path / "a.npy", "-k", "2", "-o", tmp_path / "a2.npy").code == 0
+    assert np.load(tmp_path / "a2.npy")[1].tolist() == [255] * 4
+    r = poolcli("shape", tmp_path / "scan.png")
+    assert "(--op avg, the default for images)" in r.text
+    assert poolcli("forward", tmp_path / "scan.png", "--no-count-pad", "-p", "1", "-o", tmp_path / "p.npy").code == 0

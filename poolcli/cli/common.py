@@ -26,7 +26,7 @@ MORE = ", ".join(op.name for op in OPERATORS if not op.windowed)  # the panel of
 CHECK = "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
-Op = Enum("Op", {name: name for name in [*OPS, *ALIASES, "all"]}, type=str)  # type: ignore[misc]
+IMAGE_DEFAULT = next(op.name for op in OPERATORS if op.box_mean)  # images: a box filter, not max
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
@@ -49,13 +49,19 @@ app = typer.Typer(
 )
 
 
+def _aliases() -> str:
+    return ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
+
+
 def _option(default: Any, *names: str, panel: str, **kw: Any) -> tuple[Any, Any]:
     return default, typer.Option(*names, rich_help_panel=panel, **kw)
 
 
 # The options every pooling command shares: (default, typer.Option) by parameter name.
 POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
-    "op": (Op, _option(Op(DEFAULT), "--op", panel=OPERATOR, help="Pooling operator.")),
+    "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
+                               help=f"The operator: {', '.join(OPS)} ({_aliases()}). Default: {DEFAULT}; "
+                                    f"{IMAGE_DEFAULT} for images (a box filter, as ImageMagick's -scale).")),
     "kernel": (str | None, _option(None, "-k", "--kernel", panel=WINDOW, metavar="K[,K…]",
                                       help="Window size, one or one per spatial axis. Default: 2.")),
     "stride": (str | None, _option(None, "-s", "--stride", panel=WINDOW, metavar="S[,S…]",
@@ -122,29 +128,50 @@ class Pooling:
     """What the shared options say: the operator, its WindowSpec and Params, and where the inputs come from."""
 
     def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
-        from poolcli.cli.options import parse_floats, window_spec
+        from poolcli.cli.options import window_spec
 
-        self.op = values["op"].value
+        self.explicit = values.get("op") is not None  # --op given; else max, or avg once the input is an image
+        self.op = operator_name(values["op"]) if self.explicit else DEFAULT
+        self.values, self.ties = values, ties
+        self.files = {name: values[param] for param, (name, declared) in OPERATOR_OPTIONS.items()
+                      if declared[0].kind == "array" and values.get(param) is not None}  # extra input arrays
+        self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
+        self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
+        self._checked: tuple[str, Params] | None = None
+        if self.explicit:
+            self._params()  # a wrong option is said before any work (without --op, once the input is known)
+
+    @property
+    def params(self) -> Params:
+        """The operator options given, checked against the operator (see ``_params``)."""
+        if self._checked is None or self._checked[0] != self.op:
+            self._checked = (self.op, self._params())
+        return self._checked[1]
+
+    def _params(self) -> Params:
+        """The operator options given, each checked to go with the operator."""
+        from poolcli.cli.options import parse_floats
+
         given: dict[str, Any] = {}
-        self.files: dict[str, str] = {}  # the extra input arrays, by name: files to read
         for param, (name, declared) in OPERATOR_OPTIONS.items():
-            value, option = values.get(param), declared[0]
+            value, option = self.values.get(param), declared[0]
             value = getattr(value, "value", value)
             if value is None or (option.kind is bool and value == option.default):
                 continue
-            if self.op != "all" and self.op not in [o.name for o in _takers(name)] + [a for a, o in ALIASES.items()
-                                                                                      if OPS[o] in _takers(name)]:
+            if self.op != "all" and OPS[self.op] not in _takers(name):
                 names = [o.name for o in _takers(name)]
                 takers = " or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1]
                 typed = option.flags.split("/")[-1] if option.kind is bool and not value else option.cli_flag
-                raise UsageError(f"{typed} goes with --op {takers}, not --op {self.op}{option.hint}")
-            if option.kind == "array":
-                self.files[name] = value
-            else:
+                chosen = f"--op {self.op}" if self.explicit else f"--op {self.op} (the default)"
+                raise UsageError(f"{typed} goes with --op {takers}, not {chosen}{option.hint}")
+            if option.kind != "array":
                 given[name] = parse_floats(value, option.cli_flag) if option.kind == "floats" else value
-        self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
-        self.params = Params(**given, ties=ties)
-        self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
+        return Params(**given, ties=self.ties)
+
+    def for_image(self) -> None:
+        """The input is an image: without --op, pool it with the box filter (avg), not max."""
+        if not self.explicit:
+            self.op = IMAGE_DEFAULT
 
     def read(self, source: str | None, *, main: bool = False, key: str | None = "",
              max_pixels: int = DEFAULT_MAX_PIXELS, frames: bool = False) -> Any:
@@ -153,6 +180,8 @@ class Pooling:
         (forward pools every frame): taking its first frame alone would drop the others silently."""
         loaded = read_input(source, self.key if key == "" else key, self.matrix if main else None, max_pixels,
                             self.max_bytes)
+        if main and loaded.meta.get("kind") == "image":
+            self.for_image()
         count = loaded.meta.get("frames", 1)
         if count > 1 and not frames:
             raise UsageError(f"{loaded.name} has {count} frames and this command takes one image; "
@@ -182,6 +211,26 @@ class Pooling:
         if self.op == "all":
             raise UsageError("--op all goes with backward --check; pick one operator here")
         return bind(self.op, shape, self.spec, self.params, **(self.arrays() if arrays is None else arrays))
+
+
+def operator_name(text: str) -> str:
+    """An operator's name as typed, in any case (``AVG`` is avg, ``mean`` is avg); a name that is not
+    one is refused with the closest ones.
+
+    >>> operator_name("Mean")
+    'avg'
+    """
+    import difflib
+
+    word = str(text).strip().lower()
+    if word == "all":
+        return word
+    if word in OPS or word in ALIASES:
+        return ALIASES.get(word, word)
+    names = [*OPS, *ALIASES]
+    close = difflib.get_close_matches(word, names, n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise UsageError(f"--op {text}: not an operator{hint} (one of {', '.join(OPS)})")
 
 
 def _takers(name: str) -> list[Any]:

@@ -59,6 +59,13 @@ def forward(
                                              help="Worker processes. Default: all cores.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=BATCH,
                                             help="Replace outputs that exist (default: skip them).")] = False,
+    with_arrays: Annotated[bool, typer.Option("--arrays", rich_help_panel=BATCH,
+                                              help="Folders and globs yield arrays too (.npy .npz .txt .csv), "
+                                                   "not only images.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=BATCH,
+                                        help="No progress, and no summary unless a file failed.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=BATCH,
+                                          help="A line for every file written or skipped.")] = False,
     linear: Annotated[bool, typer.Option("--linear", rich_help_panel=BATCH,
                                          help="Average in linear light (sRGB decoded, pooled, re-encoded).")] = False,
     quality: Annotated[int | None, typer.Option("--quality", rich_help_panel=BATCH, min=1, max=100, metavar="Q",
@@ -76,9 +83,13 @@ def forward(
     terminal, image_format = check_format(fmt)
     sources = inputs or []
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
+        if quiet and verbose:
+            raise UsageError("--quiet and --verbose say opposite things; give one")
         return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite, pooling,
-                      dict(linear=linear, quality=quality, image_format=image_format, max_pixels=max_pixels))
-    for flag, given in (("--recursive", recursive), ("--jobs", jobs is not None), ("--overwrite", overwrite)):
+                      dict(linear=linear, quality=quality, image_format=image_format, max_pixels=max_pixels),
+                      with_arrays, "quiet" if quiet else "verbose" if verbose else "")
+    for flag, given in (("--recursive", recursive), ("--jobs", jobs is not None), ("--overwrite", overwrite),
+                        ("--arrays", with_arrays), ("--quiet", quiet), ("--verbose", verbose)):
         if given:
             raise UsageError(f"{flag} goes with a batch (--out-dir, a folder or several inputs); "
                              "one input is written with -o")
@@ -110,7 +121,8 @@ def forward(
 
 
 def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,
-           jobs: int | None, overwrite: bool, pooling: Pooling, images: dict[str, Any]) -> int:
+           jobs: int | None, overwrite: bool, pooling: Pooling, images: dict[str, Any], with_arrays: bool,
+           talk: str) -> int:
     """forward over many files into --out-dir; exit 1 if any failed."""
     from rich.console import Console
 
@@ -125,7 +137,10 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
         raise UsageError("--out-dir writes one file per input; drop -o/--indices")
     if "-" in sources or pooling.matrix is not None:
         raise UsageError("a batch reads files; standard input and --matrix take one array, without --out-dir")
-    task = batch.Task(pooling.recipe(), pooling.key, pooling.max_bytes, **images)
+    recipes = _recipe_or_reason(pooling), _recipe_or_reason(pooling, image=True)
+    if all(isinstance(r, str) for r in recipes):  # neither arrays nor images can be pooled so
+        raise UsageError(recipes[1])
+    task = batch.Task(*recipes, pooling.key, pooling.max_bytes, **images)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more worker processes")
     if not sources:
@@ -139,20 +154,49 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
     if jobs is not None and jobs > cores:
         print(f"poolcli: warning: --jobs {jobs} is more than the {cores} cores here; "
               "extra workers only share them", file=sys.stderr)
-    pairs = batch.collect(sources, folder, recursive, task.image_format)
+    passed: list[Path] = []
+    pairs = batch.collect(sources, folder, recursive, task.image_format, with_arrays, passed)
     if not pairs:
-        raise UsageError(f"no images or arrays found in {', '.join(sources)}"
-                         + ("" if recursive else "; add --recursive to look in sub-folders"))
+        what = "images or arrays" if with_arrays else "images"
+        raise UsageError(f"no {what} found in {', '.join(sources)}"
+                         + ("" if recursive else "; add --recursive to look in sub-folders")
+                         + (f" ({len(passed)} other files passed over; --arrays takes arrays too)" if passed else ""))
     for src, dst in pairs:
         if src.exists() and dst.exists() and os.path.samefile(src, dst):
             raise UsageError(f"--out-dir {out_dir} would overwrite the input {src}; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=talk == "quiet")
     summary = batch.run_batch(pairs, task, min(jobs or cores, len(pairs)), overwrite, console)
+    if talk == "verbose":
+        where = dict(pairs)
+        for src in summary.done:
+            print(f"poolcli: wrote {where[src]} (from {src})", file=sys.stderr)
+        for src in summary.skipped:
+            print(f"poolcli: skipped {where[src]} (exists)", file=sys.stderr)
+        for src in passed:
+            print(f"poolcli: passed over {src} (not an image{'' if with_arrays else ' or array'})", file=sys.stderr)
     for src, reason in summary.failed:
+        reason = reason.removeprefix(f"{src}: ")  # said once
         print(f"poolcli: failed: {src}: {reason}", file=sys.stderr)
-    skipped = f", skipped {len(summary.skipped)} (exist; --overwrite replaces them)" if summary.skipped else ""
-    print(f"poolcli: done {len(summary.done)}{skipped}, failed {len(summary.failed)} → {folder}", file=sys.stderr)
+    if talk != "quiet" or summary.failed:
+        skipped = f", skipped {len(summary.skipped)} (exist; --overwrite replaces them)" if summary.skipped else ""
+        other = (f", passed over {len(passed)} other files" + ("" if with_arrays else " (--arrays takes arrays too)")
+                 if passed else "")
+        print(f"poolcli: done {len(summary.done)}{skipped}, failed {len(summary.failed)}{other} → {folder}",
+              file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _recipe_or_reason(pooling: Pooling, image: bool = False) -> Any:
+    """The recipe for arrays (or, with ``image``, for images), or why these options cannot pool them."""
+    import copy
+
+    try:
+        if image:
+            pooling = copy.copy(pooling)
+            pooling.for_image()
+        return pooling.recipe()
+    except UsageError as e:
+        return str(e)
 
 

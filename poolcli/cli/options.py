@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import re
-
 from poolcli.engine import PAD_MODES, WindowSpec
 from poolcli.errors import UsageError
 
@@ -45,17 +43,25 @@ def parse_padding(text: str) -> str | tuple[int, ...]:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """An array shape written as ``1,3,224,224``, ``1x3x224x224`` or ``(1, 3, 224, 224)``."""
-    parts = [p for p in re.split(r"[\s,x×]+", text.strip().strip("()[]")) if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is neither a shape like 1,3,224,224 nor a file that exists"
-        ) from None
-    if not shape or any(n < 0 for n in shape):
+    """An array shape written as ``1,3,224,224``, ``1x3x224x224``, ``1 3 224 224`` or ``(1, 3, 224, 224)``;
+    a token that is not a size is named, never dropped.
+
+    >>> parse_shape("(2, 3)")
+    (2, 3)
+    """
+    body = text.strip()
+    if body[:1] in "([" and body[-1:] in ")]":
+        body = body[1:-1]
+    body = body.rstrip(",").strip()  # (4,) is a 1-D shape
+    sep = "," if "," in body else ("x" if "x" in body else "×" if "×" in body else None)
+    parts = [p.strip() for p in (body.split(sep) if sep else body.split())]
+    for part in parts:
+        if not part.isdigit():
+            what = "an empty size" if not part else f"{part!r} is not a size"
+            raise UsageError(f"{text!r}: {what}; give whole numbers like 1,3,224,224 (or name a file that exists)")
+    if not parts:
         raise UsageError(f"{text!r} is not a shape; give sizes like 1,3,224,224")
-    return shape
+    return tuple(int(p) for p in parts)
 
 
 def window_spec(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from poolcli.cli.common import IMAGE_SUFFIX_SET, OUTPUT, Pooling, pooling_options
+from poolcli.cli.common import DEFAULT, IMAGE_SUFFIX_SET, OUTPUT, Pooling, pooling_options
 from poolcli.errors import UsageError
 
 EPILOG = ("Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
@@ -42,10 +42,15 @@ def shape(
 
             in_shape = images.image_shape(path)
             pooling.spec = imaging.image_spec(pooling.spec, in_shape)
+            pooling.for_image()
         elif path.suffix.lower() == ".npy":
             in_shape = arrays.npy_header_shape(path)
         else:
             raise UsageError(f"{source}: shape reads .npy and image headers; give one, or a shape like 1,3,224,224")
+    elif source == "-":
+        from poolcli.io import arrays
+
+        in_shape = arrays.stdin_npy_shape()
     else:
         in_shape = parse_shape(source)
     g = pooling.bind(in_shape)
@@ -55,7 +60,9 @@ def shape(
         return
     # plain text: shape is the command scripts call most, and rich would double its start-up
     wide = max(4, *(len(str(row["axis"])) for row in axes))
-    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}", f"{'axis':<{wide}}  size  output size"]
+    lines = [f"{tuple(in_shape)} → {tuple(g.out_shape)}" + (f"  (--op {pooling.op}, the default for images)"
+                                                            if pooling.op != DEFAULT and not pooling.explicit else ""),
+             f"{'axis':<{wide}}  size  output size"]
     lines += [f"{row['axis']:<{wide}} {row['size']:>5}  {row['formula']}" for row in axes]
     print("\n".join(lines))
 

@@ -196,6 +196,41 @@ def read_stdin(key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Lo
     return Loaded(parse_text(text, "standard input"), "-", {"kind": "text"})
 
 
+def stdin_npy_shape() -> tuple[int, ...]:
+    """The shape in the .npy header on standard input (``poolcli shape -``), reading no further than it."""
+    if sys.stdin is None:
+        raise InputError("standard input is closed; pipe .npy bytes into poolcli shape -")
+    if sys.stdin.isatty():
+        raise UsageError("poolcli shape - reads a .npy header from a pipe: cat x.npy | poolcli shape -")
+    stream = sys.stdin.buffer
+    head = stream.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise InputError(f"standard input is not .npy bytes ({_looks_like(head)}); pipe a file saved with numpy.save")
+    try:
+        return tuple(_read_header(io.BufferedReader(_Prefixed(head, stream)))[0])  # type: ignore[arg-type]
+    except (ValueError, EOFError) as e:
+        raise InputError(f"standard input holds a broken .npy header ({e})") from None
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that gives ``head`` first, then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def read_array(path: Path, key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Loaded:
     """An array file by its suffix: .npy, .npz or text."""
     suffix = path.suffix.lower()
