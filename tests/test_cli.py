@@ -28,9 +28,11 @@ def table_cells(text: str) -> list[list[str]]:
 
 
 def test_worked_example_prints_the_averages_and_maxima():
-    avg = poolcli("forward", "--matrix", M4, "--op", "avg", "-k", "2")
+    avg = poolcli("forward", "--matrix", M4, "--op", "avg", "-k", "2", "--format", "table")
     assert avg.code == 0
     assert table_cells(avg.text) == [["0", "3.5", "5.5"], ["1", "11.5", "13.5"]]
+    piped = poolcli("forward", "--matrix", M4, "--op", "avg", "-k", "2")  # not a terminal: plain text
+    assert piped.text == "3.5 5.5\n11.5 13.5\n"
     top = poolcli("forward", "--matrix", M4, "--op", "max", "-k", "2", "--format", "json")
     assert json.loads(top.text)["data"] == [[6, 8], [14, 16]]
 
@@ -128,9 +130,9 @@ def test_shape_explains_a_geometry_that_does_not_fit():
 
 def test_pretty_print_summarises_large_arrays_and_full_prints_all():
     x = np.arange(40 * 40).reshape(40, 40)
-    r = poolcli("forward", "-", "-k", "1", input=npy_bytes(x))
+    r = poolcli("forward", "-", "-k", "1", "--format", "table", input=npy_bytes(x))
     assert "shape (40, 40) · int64" in r.text and "⋮" in r.text and "1599" in r.text and "800" not in r.text
-    full = poolcli("forward", "-", "-k", "1", "--full", input=npy_bytes(x))
+    full = poolcli("forward", "-", "-k", "1", "--full", "--format", "table", input=npy_bytes(x))
     assert "800" in full.text
 
 

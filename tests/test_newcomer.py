@@ -75,3 +75,76 @@ def test_op_is_read_in_any_case_and_mistakes_get_a_suggestion(tmp_path: Path):
     r = poolcli("forward", "--matrix", "1 2; 3 4", "--op", "AVG", "--format", "json")
     assert r.code == 0 and '"data": [[2.5]]' in r.text
     one_line(poolcli("forward", "--matrix", "1 2; 3 4", "--op", "average"), 2, "did you mean avg?")
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "p.jpg")
+    return tmp_path / "p.jpg"
+
+
+def test_dash_output_with_an_image_format_writes_the_image_to_standard_output(photo: Path, tmp_path: Path):
+    r = subprocess.run([*POOLCLI, "forward", str(photo), "--op", "avg", "-k", "2", "--format", "png", "-o", "-"],
+                       capture_output=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"\x89PNG") and not (tmp_path / "-").exists()
+    import io
+
+    assert Image.open(io.BytesIO(r.stdout)).size == (8, 8)
+    tty = subprocess.run([*POOLCLI, "forward", str(photo), "--format", "png", "-o", "-"], capture_output=True,
+                         text=True, env={**__import__("os").environ, "TTY_COMPATIBLE": "1"})
+    assert tty.returncode == 2 and "refusing to write PNG bytes to a terminal" in tty.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--dims", "1"], "--dims 1 does not apply to an image"),
+    (["--dims", "3"], "--dims 3 does not apply to an image"),
+    (["--channels-last"], "--channels-last does not apply to an image"),
+    (["-o", "{d}/y.png", "--quality", "80"], "--quality sets JPEG and WebP quality; PNG has none"),
+    (["-o", "{d}/y.tiff", "--format", "png"], "names a TIFF file but --format png asks for PNG"),
+    (["--format", "tiff"], "--format tiff writes an image: give -o FILE"),
+])
+def test_options_that_cannot_apply_to_an_image_are_refused(photo: Path, tmp_path: Path, args, words):
+    before = sorted(tmp_path.iterdir())
+    r = poolcli("forward", photo, *(a.format(d=tmp_path) for a in args))
+    one_line(r, 2, words)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_check_refuses_a_gradient_it_would_not_use(tmp_path: Path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 4)))
+    one_line(poolcli("backward", "--check", tmp_path / "x.npy", "--grad", tmp_path / "x.npy"), 2, "drop --grad")
+
+
+def test_an_image_shaped_array_is_said_to_be_read_channels_first(tmp_path: Path):
+    np.save(tmp_path / "hwc.npy", np.zeros((12, 8, 3)))
+    r = poolcli("forward", tmp_path / "hwc.npy", "-k", "2", "-o", tmp_path / "y.npy")
+    assert r.code == 0 and np.load(tmp_path / "y.npy").shape == (12, 4, 1)  # the result is not changed
+    assert r.stderr.strip().splitlines() == [f"poolcli: warning: {tmp_path / 'hwc.npy'} (12, 8, 3) is read as "
+                                             "(C, H, W), pooling its last two axes; if it is an image array "
+                                             "(H, W, C), add --channels-last"]
+    quiet = poolcli("forward", tmp_path / "hwc.npy", "-k", "2", "--channels-last", "-o", tmp_path / "z.npy")
+    assert quiet.stderr == "" and np.load(tmp_path / "z.npy").shape == (6, 4, 3)
+
+
+def test_check_names_the_tie_at_the_failing_cell_and_only_then(tmp_path: Path):
+    np.savetxt(tmp_path / "ties.txt", np.array([[5, 5, 1, 2], [0, 1, 3, 4]]))
+    r = poolcli("backward", "--check", tmp_path / "ties.txt")
+    assert r.code == 1 and "equals 1 other cell (a tie)" in r.text and "non-differentiable at a tie" in r.stderr
+    np.savetxt(tmp_path / "relu.txt", np.maximum(np.random.default_rng(0).normal(size=(6, 6)), 0))
+    relu = poolcli("backward", "--check", tmp_path / "relu.txt")  # zeros tie, but never as a window's max
+    assert relu.code == 0 and "ok" in relu.text, relu.stderr
+
+
+def test_plain_text_in_a_pipe_csv_and_short_json(tmp_path: Path):
+    x = (np.arange(16, dtype=np.float32) / 10).reshape(4, 4)
+    np.save(tmp_path / "x.npy", x)
+    piped = subprocess.run([*POOLCLI, "forward", str(tmp_path / "x.npy"), "-k", "2"], capture_output=True, text=True)
+    assert piped.stdout == "0.5 0.7\n1.3 1.5\n" and "┃" not in piped.stdout
+    csv = poolcli("forward", tmp_path / "x.npy", "-k", "2", "--format", "csv")
+    assert csv.text == "0.5,0.7\n1.3,1.5\n"
+    js = poolcli("forward", tmp_path / "x.npy", "-k", "1", "--format", "json")
+    assert '"data": [[0.0, 0.1, 0.2, 0.3]' in js.text and '"dtype": "float32"' in js.text
+    back = poolcli("forward", "-", "-k", "2", "--op", "avg", "--format", "json", input=js.text.encode())
+    assert back.code == 0 and '"dtype": "float32"' in back.text
+    np.testing.assert_allclose(__import__("json").loads(back.text)["data"], [[0.25, 0.45], [1.05, 1.25]], rtol=1e-6)

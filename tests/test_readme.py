@@ -59,9 +59,10 @@ def _examples() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("command,expected", _examples())
 def test_readme_examples_print_what_they_show(command: str, expected: str, workdir: Path):
-    env = dict(os.environ, COLUMNS="120", NO_COLOR="1")
+    env = dict(os.environ, COLUMNS="120", NO_COLOR="1", TTY_COMPATIBLE="1")  # as typed at a terminal
     r = subprocess.run(command, shell=True, cwd=workdir, capture_output=True, text=True, env=env)
-    shown = [line.rstrip() for line in (r.stdout + r.stderr).strip().splitlines()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)  # a terminal's bold, not part of the text
+    shown = [line.rstrip() for line in plain.strip().splitlines()]
     assert shown == [line.rstrip() for line in expected.strip().splitlines()]
 
 

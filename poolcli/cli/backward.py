@@ -53,7 +53,7 @@ def backward(
                                              help="--check: the largest error that passes.")] = 1e-6,
     output: OutputOpt = None,
     full: FullOpt = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     pool: Any = None,
 ) -> int | None:
@@ -64,6 +64,8 @@ def backward(
     if check or random is not None:
         if not check:
             raise UsageError("--random goes with --check")
+        if grad is not None:
+            raise UsageError("--check draws its own random upstream gradient (seed 0); drop --grad")
         return _check(input, pooling, random, tolerance, output)
     if pooling.op == "all":
         raise UsageError("--op all goes with --check")
@@ -116,7 +118,8 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
     ops = tuple(OPS) if pooling.op == "all" else (pooling.op,)
     given = pooling.arrays()
     print(f"backward --check on {what}: central differences, h = 1e-6·max(1, |x|), tolerance {tolerance:g}")
-    failed = []
+    failed: list[str] = []
+    tied: list[str] = []  # operators that failed at a cell tied with another
     for op in ops:
         pool = get_op(op)
         if not pool.differentiable:
@@ -145,12 +148,16 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
             kind, index = result.where
             where = (f" at {'--with ' if kind == 'with' else ''}{index}: analytic {result.analytic:.6g}, "
                      f"numeric {result.numeric:.6g}")
+            equal = int(np.count_nonzero(x == x[index])) - 1 if kind == "x" and pool.ties else 0
+            if equal:  # the failing cell is tied: there the operator has no derivative to agree with
+                where += f"; x{index} = {x[index]:g} equals {equal} other cell{'s' if equal > 1 else ''} (a tie)"
+                tied.append(op)
         print(f"{op:<9} worst relative error {result.worst:.1e} over {result.cells} cells  {verdict}{where}")
         if result.worst > tolerance:
             failed.append(op)
     if failed:
-        tied = [op for op in failed if get_op(op).ties]
-        hint = f" (equal values make {', '.join(tied)} non-differentiable there)" if tied else ""
+        hint = (f" ({' and '.join(tied)} {'is' if len(tied) == 1 else 'are'} non-differentiable at a tie: --ties "
+                "decides the gradient there, and finite differences see another)" if tied else "")
         raise CheckFailed(f"the backward of {', '.join(failed)} differs from finite differences by more than "
                           f"--tolerance {tolerance:g}{hint}")
     return 0

@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Option, Params
@@ -30,7 +31,7 @@ IMAGE_DEFAULT = next(op.name for op in OPERATORS if op.box_mean)  # images: a bo
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
-TERMINAL_FORMATS = ("table", "json")
+TERMINAL_FORMATS = ("table", "json", "txt", "csv")
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
 
 
@@ -169,7 +170,14 @@ class Pooling:
         return Params(**given, ties=self.ties)
 
     def for_image(self) -> None:
-        """The input is an image: without --op, pool it with the box filter (avg), not max."""
+        """The input is an image: without --op, pool it with the box filter (avg), not max; layout options,
+        which an image's own layout makes meaningless, are refused rather than ignored."""
+        if self.values.get("dims") is not None:
+            raise UsageError(f"--dims {self.values['dims']} does not apply to an image: it is pooled over its "
+                             "height and width, each channel on its own; convert it with -o x.npy to pool other axes")
+        if self.values.get("channels_last"):
+            raise UsageError("--channels-last does not apply to an image: its channels are always last and "
+                             "kept apart; drop it")
         if not self.explicit:
             self.op = IMAGE_DEFAULT
 
@@ -182,11 +190,23 @@ class Pooling:
                             self.max_bytes)
         if main and loaded.meta.get("kind") == "image":
             self.for_image()
+        elif main:
+            self._warn_if_image_layout(loaded)
         count = loaded.meta.get("frames", 1)
         if count > 1 and not frames:
             raise UsageError(f"{loaded.name} has {count} frames and this command takes one image; "
                              "pool every frame with poolcli forward, or save the frame you want as its own file")
         return loaded
+
+    def _warn_if_image_layout(self, loaded: Any) -> None:
+        """A 3-D array whose last axis is 3 or 4 (and the other two larger) is most often an image as NumPy and
+        PIL hold it, (H, W, C);
+        it is read as (C, H, W) all the same (the result never changes silently), and this says so once."""
+        shape = tuple(loaded.array.shape)
+        if (len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4 and not self.values.get("channels_last")
+                and self.values.get("dims") is None and self.op != "all" and OPS[self.op].spatial_layout):
+            print(f"poolcli: warning: {loaded.name} {shape} is read as (C, H, W), pooling its last two axes; "
+                  "if it is an image array (H, W, C), add --channels-last", file=sys.stderr)
 
     def arrays(self) -> dict[str, Any]:
         """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
@@ -266,8 +286,11 @@ OutputOpt = Annotated[str | None, typer.Option("-o", "--output", rich_help_panel
                                                   help="Write the result: .npy, .npz, .txt, .csv, or - for .npy bytes "
                                                        "on standard output.")]
 FullOpt = Annotated[bool, typer.Option("--full", rich_help_panel=OUTPUT, help="Print every value, not just the edges.")]
-FormatOpt = Annotated[str, typer.Option("--format", rich_help_panel=OUTPUT, metavar="table|json|png|jpg|…",
-                                        help="Terminal output: tables or JSON; or the image format to write.")]
+FormatOpt = Annotated[str | None, typer.Option("--format", rich_help_panel=OUTPUT, metavar="FORMAT",
+                                                 show_default=False,
+                                                 help="Standard output: table (boxes), txt, csv or json; default: "
+                                                      "table on a terminal, txt in a pipe. Images: png, jpg, webp, "
+                                                      "tif, bmp, gif (with -o FILE or -o -).")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Allow -o to overwrite the input file.")]
 
@@ -313,26 +336,33 @@ def emit(array: Any, output: str | None, full: bool, fmt: str, extra: dict[str, 
         arrays.write_array(output, array, extra)
         return
     if fmt == "json":
-        from poolcli.render.table import to_json
-
-        sys.stdout.write(to_json(array) + "\n")
+        sys.stdout.write(arrays.to_json(array) + "\n")
         return
+    if fmt in ("txt", "csv") or (fmt == "auto" and not arrays.stdout_isatty()):  # a pipe gets plain text
+        sep = "," if fmt == "csv" else " "
+        if np.asarray(array).ndim <= 2 or fmt != "auto":
+            sys.stdout.write(arrays.text_lines(array, sep, f"--format {fmt}"))
+            return
     from rich.console import Console
 
     from poolcli.render.table import render_array
 
     # --full promises every value: let tables be as wide as they need rather than squeezed
-    Console(width=1 << 16 if full else None).print(render_array(array, full))
+    plain = fmt == "auto" and not arrays.stdout_isatty()  # a pipe: no box drawing unless --format table
+    Console(width=1 << 16 if full or plain else None).print(render_array(array, full, plain=plain))
 
 
-def check_format(fmt: str) -> tuple[str, str | None]:
-    """--format: a terminal format (table, json) or an image format for written images."""
+def check_format(fmt: str | None) -> tuple[str, str | None]:
+    """--format: a standard-output format (table, txt, csv, json; "auto" when not given) or an image format."""
+    if fmt is None:
+        return "auto", None
     word = fmt.lower()
     if word in TERMINAL_FORMATS:
         return word, None
     if word in IMAGE_FORMATS:
         return "table", word
-    raise UsageError(f"--format {fmt}: give table or json (terminal), or an image format: {', '.join(IMAGE_FORMATS)}")
+    raise UsageError(f"--format {fmt}: give table, txt, csv or json (standard output), or an image format: "
+                     f"{', '.join(IMAGE_FORMATS)}")
 
 
 def guard(pooling: Pooling, source: str | None, outputs: dict[str, str | None], in_place: bool,

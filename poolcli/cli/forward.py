@@ -48,7 +48,7 @@ def forward(
                                                 help="max/min: save the arg-max of each output cell (flat per "
                                                      "plane, as PyTorch's return_indices).")] = None,
     full: FullOpt = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
                                                 help="Pool every input into this folder, mirroring the input tree.")]
@@ -93,6 +93,7 @@ def forward(
         if given:
             raise UsageError(f"{flag} goes with a batch (--out-dir, a folder or several inputs); "
                              "one input is written with -o")
+    _check_image_output(output, image_format, quality)
     written = guard(pooling, sources[0] if sources else None, {"-o": output, "--indices": indices}, in_place)
     output, indices = written.get("-o", output), written.get("--indices", indices)
     loaded = pooling.read(sources[0] if sources else None, main=True, max_pixels=max_pixels, frames=True)
@@ -118,6 +119,25 @@ def forward(
     if idx is not None:
         arrays.write_array(indices, idx)
     return None
+
+
+def _check_image_output(output: str | None, image_format: str | None, quality: int | None) -> None:
+    """Refuse image options that would be ignored: --format with no -o, a suffix --format contradicts,
+    --quality for a format without one."""
+    from poolcli.io.images import format_name, pil_format
+
+    named = pil_format(Path(output).suffix) if output not in (None, "-") else None
+    if image_format is not None:
+        if output is None:
+            raise UsageError(f"--format {image_format} writes an image: give -o FILE, or -o - for standard output")
+        wanted = format_name("-", image_format)
+        if named is not None and named != wanted:
+            raise UsageError(f"-o {output} names a {named} file but --format {image_format} asks for "
+                             f"{wanted}; drop --format, or give the file its suffix")
+    kind = format_name("-", image_format) if image_format else named
+    if quality is not None and kind not in ("JPEG", "WEBP"):
+        raise UsageError(f"--quality sets JPEG and WebP quality; {kind or 'this output'} has none "
+                         "(PNG, TIFF and the others are lossless)")
 
 
 def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 import zipfile
@@ -21,7 +22,7 @@ from poolcli.io.atomic import atomic_write, describe_os_error
 
 NPY_MAGIC = b"\x93NUMPY"
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
-ARRAY_SUFFIXES = (".npy", ".npz", *TEXT_SUFFIXES)
+ARRAY_SUFFIXES = (".npy", ".npz", ".json", *TEXT_SUFFIXES)
 DEFAULT_MAX_BYTES = 1 << 30  # what an .npz member, a text file or standard input may hold (1 GiB)
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -40,7 +41,12 @@ class Loaded:
 
 
 def stdout_isatty() -> bool:
-    """Whether standard output is a terminal (one place, so tests can flip it)."""
+    """Whether standard output is a terminal; TTY_COMPATIBLE=1 or 0 says so instead (as for rich)."""
+    import os
+
+    forced = os.environ.get("TTY_COMPATIBLE", "")
+    if forced in ("0", "1"):
+        return forced == "1"
     return sys.stdout.isatty()
 
 
@@ -193,7 +199,32 @@ def read_stdin(key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Lo
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("standard input is neither .npy bytes nor a text matrix") from None
+    if text.lstrip().startswith("{"):
+        return Loaded(parse_json(text, "standard input"), "-", {"kind": "json"})
     return Loaded(parse_text(text, "standard input"), "-", {"kind": "text"})
+
+
+def parse_json(text: str, name: str) -> np.ndarray:
+    """The JSON that ``--format json`` writes, ``{"shape": …, "dtype": …, "data": …}``, back as an array
+    (null is NaN).
+
+    >>> parse_json('{"shape": [2], "dtype": "float32", "data": [0.5, null]}', "-")
+    array([0.5, nan], dtype=float32)
+    """
+    try:
+        doc = json.loads(text)
+        data, dtype = doc["data"], np.dtype(doc.get("dtype", "float64"))
+        if dtype.kind not in "biuf":
+            raise ValueError(f"dtype {dtype} is not a number type")
+        array = np.array(data, dtype=object)
+        array = np.where(np.equal(array, None), np.nan, array) if dtype.kind == "f" else array
+        array = array.astype(dtype)
+        if "shape" in doc and tuple(doc["shape"]) != array.shape:
+            raise ValueError(f"its data has shape {array.shape}, not the {tuple(doc['shape'])} it says")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise InputError(f"{name} is not poolcli's JSON ({e}); give {{\"shape\": …, \"dtype\": …, "
+                         "\"data\": …} as --format json writes it") from None
+    return array
 
 
 def stdin_npy_shape() -> tuple[int, ...]:
@@ -243,6 +274,8 @@ def read_array(path: Path, key: str | None = None, max_bytes: int = DEFAULT_MAX_
             text = _read_limited(f, str(path), max_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a text matrix (it is not UTF-8 text)") from None
+    if suffix == ".json":
+        return Loaded(parse_json(text, str(path)), str(path), {"kind": "json"})
     return Loaded(parse_text(text, str(path)), str(path), {"kind": "text"})
 
 
@@ -275,30 +308,45 @@ def _text_matrix(array: np.ndarray, name: str) -> np.ndarray:
     return array.reshape(1, -1) if array.ndim < 2 else array
 
 
+def text_lines(array: np.ndarray, sep: str, name: str) -> str:
+    """A matrix as lines of values split by ``sep`` (a 2-D result, or one that squeezes to 2-D)."""
+    matrix = _text_matrix(np.asarray(array), name)
+    rows = matrix.astype(np.int64) if matrix.dtype == np.bool_ else matrix
+    return "\n".join(sep.join(str(v) for v in row) for row in rows) + "\n"
+
+
+def to_stdout(data: bytes, what: str, example: str) -> None:
+    """Binary output (``-o -``) on standard output: refused on a terminal, where it would be noise.
+
+    ``what`` names the bytes (".npy", "PNG"), ``example`` a file name to suggest."""
+    if stdout_isatty():
+        raise UsageError(f"refusing to write {what} bytes to a terminal; redirect to a file or pipe "
+                         f"(-o - > {example})")
+    if sys.stdout is None:
+        raise OutputError("standard output is closed; give -o FILE")
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write to standard output: {describe_os_error(e)}") from None
+
+
 def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
     """Write ``array`` to ``path`` by its suffix (atomically), or as .npy bytes to standard output for ``-``.
 
     A ``.npz`` holds ``array`` as ``output`` plus the ``extra`` named arrays (indices, a second gradient).
     """
     if path == "-":
-        if stdout_isatty():
-            raise UsageError("refusing to write .npy bytes to a terminal; redirect to a file or pipe (-o - > y.npy)")
-        if sys.stdout is None:
-            raise OutputError("standard output is closed; give -o FILE")
         buf = io.BytesIO()
         np.save(buf, array, allow_pickle=False)
-        try:
-            sys.stdout.buffer.write(buf.getvalue())
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            raise OutputError(f"cannot write to standard output: {describe_os_error(e)}") from None
+        to_stdout(buf.getvalue(), ".npy", "y.npy")
         return
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
-        raise UsageError(f"-o {path}: unknown output type {suffix or '(none)'}; use .npy, .npz, .txt or .csv")
+        raise UsageError(f"-o {path}: unknown output type {suffix or '(none)'}; use .npy, .npz, .json, .txt or .csv")
     if suffix in TEXT_SUFFIXES:
         matrix = _text_matrix(array, path)
     try:
@@ -307,10 +355,23 @@ def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | Non
                 np.save(f, array, allow_pickle=False)
             elif suffix == ".npz":
                 np.savez(f, output=array, **(extra or {}))
+            elif suffix == ".json":
+                f.write((to_json(array) + "\n").encode())
             else:
                 sep = "," if suffix == ".csv" else ("\t" if suffix == ".tsv" else " ")
-                rows = matrix.astype(np.int64) if matrix.dtype == np.bool_ else matrix
-                lines = (sep.join(str(v) for v in row) for row in rows)
-                f.write(("\n".join(lines) + "\n").encode())
+                f.write(text_lines(matrix, sep, path).encode())
     except OSError as e:
         raise OutputError(f"cannot write {path}: {describe_os_error(e)}") from None
+
+
+def to_json(array: np.ndarray, **extra: object) -> str:
+    """``{"shape": …, "dtype": …, "data": nested lists}``; NaN and ±inf become null (JSON has no such numbers)."""
+    array = np.asarray(array)
+    dtype = str(array.dtype)
+    if array.dtype.kind == "f":
+        if array.dtype.itemsize < 8:  # each value as short as its own precision says: 0.1, not 0.10000000149
+            array = array.astype(str).astype(np.float64)
+        values = np.where(np.isfinite(array), array.astype(object), None).tolist()
+    else:
+        values = array.tolist()
+    return json.dumps({"shape": list(array.shape), "dtype": dtype, **extra, "data": values})

@@ -358,12 +358,22 @@ def _format_name(path: str, fmt: str | None) -> str:
     if name is None:
         suffix = Path(path).suffix or "(none)"
         raise UsageError(f"-o {path}: unknown image type {suffix}; use .png, .jpg, .tif, .webp …")
-    return "JPEG" if name == "JPG" else name
+    return {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
 
 
 def _write(target: Path, format_name: str, encode: Any) -> None:
-    """Encode straight into the temporary file of an atomic write; a failure removes it."""
+    """Encode straight into the temporary file of an atomic write (a failure removes it), or for ``-`` onto
+    standard output once the whole image is encoded."""
     try:
+        if str(target) == "-":
+            import io
+
+            from poolcli.io.arrays import to_stdout
+
+            buf = io.BytesIO()
+            encode(buf)
+            to_stdout(buf.getvalue(), format_name, f"y.{format_name.lower().replace('jpeg', 'jpg')}")
+            return
         with atomic_write(target) as f:
             encode(f)
     except (OSError, ValueError, KeyError) as e:

@@ -16,11 +16,11 @@ shape (2, 2) · float64
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from itertools import product
 
 import numpy as np
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -43,10 +43,11 @@ def _keep(n: int, limit: int, full: bool) -> list[int | None]:
     return [*range(EDGE), None, *range(n - EDGE, n)]
 
 
-def _plane_table(plane: np.ndarray, title: str | None, full: bool) -> Table:
+def _plane_table(plane: np.ndarray, title: str | None, full: bool, plain: bool = False) -> Table:
     kind = plane.dtype.kind
     rows, cols = _keep(plane.shape[0], MAX_ROWS, full), _keep(plane.shape[1], MAX_COLS, full)
-    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    table = Table(title=title, show_header=True, header_style="bold", title_justify="left",
+                  box=None if plain else box.HEAVY_HEAD)
     table.add_column("", style="dim", justify="right")
     for c in cols:
         table.add_column("…" if c is None else str(c), justify="right")
@@ -73,8 +74,9 @@ def _planes(array: np.ndarray, full: bool) -> Iterator[tuple[tuple[int, ...] | N
         yield i, array[i]
 
 
-def render_array(array: np.ndarray, full: bool = False) -> RenderableType:
-    """A header with shape and dtype, then one table per 2-D plane (edges only for large arrays)."""
+def render_array(array: np.ndarray, full: bool = False, plain: bool = False) -> RenderableType:
+    """A header with shape and dtype, then one table per 2-D plane (edges only for large arrays);
+    ``plain``: no box drawing (for a pipe)."""
     array = np.asarray(array)
     header = Text(f"shape {tuple(array.shape)} · {array.dtype}", style="bold")
     if array.ndim == 0:
@@ -87,15 +89,5 @@ def render_array(array: np.ndarray, full: bool = False) -> RenderableType:
             parts.append(Text(f"… {omitted} planes omitted (--full shows all) …", style="dim"))
             continue
         title = None if array.ndim <= 2 else f"[{', '.join(map(str, index))}, :, :]"
-        parts.append(_plane_table(plane, title, full))
+        parts.append(_plane_table(plane, title, full, plain))
     return Group(*parts)
-
-
-def to_json(array: np.ndarray, **extra: object) -> str:
-    """``{"shape": …, "dtype": …, "data": nested lists}``; NaN and ±inf become null (JSON has no such numbers)."""
-    array = np.asarray(array)
-    if array.dtype.kind == "f":
-        values = np.where(np.isfinite(array), array.astype(object), None).tolist()
-    else:
-        values = array.tolist()
-    return json.dumps({"shape": list(array.shape), "dtype": str(array.dtype), **extra, "data": values})
