@@ -21,6 +21,8 @@ array([[3],
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,12 +56,57 @@ __all__ = [
 PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
 
 
+# Synonyms a PyTorch user types, and the keyword each means here.
+_SYNONYMS = {"kernel_size": "kernel", "pad": "padding", "ceil_mode": "ceil", "count_include_pad": "count_pad",
+             "return_indices": "return_indices", "scale_factor": "scale", "norm_type": "p"}
+
+
 def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
-    unknown = set(options) - set(WINDOW_OPTIONS) - set(PARAM_OPTIONS) - {"spec"}
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    known = [*WINDOW_OPTIONS, *PARAM_OPTIONS, "spec"]
+    for name in options:
+        if name not in known:
+            import difflib
+
+            close = [_SYNONYMS[name]] if name in _SYNONYMS else difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; the options are {', '.join(known)}"
+            raise TypeError(f"unknown option {name}{hint}")
     spec = options.get("spec") or WindowSpec(**{k: v for k, v in options.items() if k in WINDOW_OPTIONS})
     return spec, Params(**{k: v for k, v in options.items() if k in PARAM_OPTIONS})
+
+
+@contextlib.contextmanager
+def _python_words() -> Iterator[None]:
+    """The engine's messages name command-line flags; from Python they name keywords (``--k 0`` -> ``k=0``).
+
+    >>> _pythonic("-k/--kernel 9 is too large; give --output-size or --no-count-pad; use -k 4 or less")
+    'kernel=9 is too large; give output_size or count_pad=False; use kernel=4 or less'
+    """
+    try:
+        yield
+    except PoolcliError as e:
+        raise type(e)(_pythonic(str(e))) from None
+
+
+_FLAGS = {"--from-indices": "indices", "--with": "other", "--global": "global_pool"}
+
+
+def _pythonic(message: str) -> str:
+    import re
+
+    def keyword(m: re.Match) -> str:
+        flag, value = m.group(1), m.group(2)
+        name = _FLAGS.get(flag) or _SHORT.get(flag) or flag.lstrip("-").replace("-", "_")
+        if flag.startswith("--no-"):
+            return f"{name[3:]}=False"
+        if value and value[0].isupper():  # a placeholder such as IDX.npy: an array, from Python
+            value = "…"
+        return f"{name}={value}" if value else name
+
+    flag = r"(?<![\w-])(?:-[a-z]/)?(--[a-z][a-z-]*|-[a-z](?= ))"
+    return re.sub(flag + r"(?: (-?\d[\w.,]*|[a-z]+(?=:)|[A-Z][\w.]*))?", keyword, message)
+
+
+_SHORT = {"-k": "kernel", "-s": "stride", "-p": "padding", "-d": "dilation", "-o": "output"}
 
 
 def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
@@ -84,10 +131,11 @@ def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, i
     """
     x = np.asarray(x)
     spec, params = _split(options)
-    g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
-    if return_indices:
-        return run_indices(x, g, op)
-    return run_forward(x, g, op, params)
+    with _python_words():
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        if return_indices:
+            return run_indices(x, g, op)
+        return run_forward(x, g, op, params)
 
 
 def _array(a: Any) -> np.ndarray | None:
@@ -105,9 +153,10 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *
     """
     x = np.asarray(x)
     spec, params = _split(options)
-    g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
-    upstream = None if grad is None else np.asarray(grad)
-    dx = run_backward(x, g, upstream, op, params)
-    if other is not None:
-        return dx, run_backward_other(x, g, upstream, params)
-    return dx
+    with _python_words():
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        upstream = None if grad is None else np.asarray(grad)
+        dx = run_backward(x, g, upstream, op, params)
+        if other is not None:
+            return dx, run_backward_other(x, g, upstream, params)
+        return dx

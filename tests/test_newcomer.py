@@ -148,3 +148,61 @@ def test_plain_text_in_a_pipe_csv_and_short_json(tmp_path: Path):
     back = poolcli("forward", "-", "-k", "2", "--op", "avg", "--format", "json", input=js.text.encode())
     assert back.code == 0 and '"dtype": "float32"' in back.text
     np.testing.assert_allclose(__import__("json").loads(back.text)["data"], [[0.25, 0.45], [1.05, 1.25]], rtol=1e-6)
+
+
+def test_library_mistakes_are_said_in_python_words():
+    import poolcli
+
+    with pytest.raises(TypeError, match=r"unknown option kernel_size; did you mean kernel\?"):
+        poolcli.forward(np.ones((4, 4)), kernel_size=2)
+    with pytest.raises(TypeError, match=r"unknown option kernl; did you mean kernel\?"):
+        poolcli.forward(np.ones((4, 4)), kernl=2)
+    with pytest.raises(poolcli.UsageError, match=r"^k=0: keep 1 or more values$"):
+        poolcli.forward(np.ones((4, 4)), "kmax", k=0)
+    with pytest.raises(poolcli.GeometryError) as e:
+        poolcli.forward(np.ones((4, 4)), kernel=9)
+    assert "use kernel=4 or less, or padding=3" in str(e.value) and "-k" not in str(e.value)
+
+
+def _help(*args: str) -> str:
+    import os
+
+    r = subprocess.run([*POOLCLI, *args, "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("command", ["forward", "backward", "shape", "visualize"])
+def test_help_is_a_screenful_in_one_panel_order(command: str):
+    from poolcli.engine import OPS
+
+    text = _help(command)
+    lines = text.splitlines()
+    assert len(lines) <= 64, len(lines)
+    panels = [line.split("─ ")[1].split(" ─")[0] for line in lines if line.startswith("╭─ ")]
+    assert panels[:5] == ["Arguments", "Options", "Window", "Operator", "Input"], panels
+    import re
+
+    tokens = set(re.split(r"[\s(),;│]+", text))
+    assert all(name in tokens for name in OPS), "an operator's name is cut at a line end"
+    start = next(i for i, x in enumerate(lines) if x.strip() == "Examples:") + 1
+    examples = [line.strip() for line in lines[start:] if line.strip()]
+    assert examples and all(e.startswith(f"poolcli {command} ") for e in examples), examples
+    for e in examples:  # each example runs as far as parsing goes: no option it names is unknown
+        assert "No such option" not in subprocess.run([*POOLCLI, *e.split()[1:], "--help"], capture_output=True,
+                                                       text=True).stderr
+
+
+def test_help_shows_the_options_of_the_operator_asked_about():
+    plain = _help("forward")
+    assert "--count-pad" in plain and "--size" not in plain and "--k " not in plain
+    kmax = _help("forward", "--op", "kmax")
+    assert "--k " in kmax and "--axis" in kmax and "--size" not in kmax and "--count-pad" not in kmax
+    root = _help()
+    commands = [line for line in root.splitlines() if line.startswith("│ ") and line.split()[1] in
+                ("forward", "backward", "shape", "visualize")]
+    assert len(commands) == 4 and len(root.splitlines()) <= 30
+    assert [line.strip() for line in root.splitlines() if line.strip().startswith("poolcli ")][:3] == [
+        "poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy", "poolcli shape 1,3,224,224 -k 3 -s 2 -p 1",
+        "poolcli visualize x.npy -k 3 -s 2 --backward"]

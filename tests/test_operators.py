@@ -176,14 +176,14 @@ def test_bilinear_channels_last_agrees_with_channels_first():
 
 @pytest.mark.parametrize("op,options,error,message", [
     ("kmax", {"k": 5}, GeometryError, "holds only 4"),
-    ("kmax", {"axis": 3}, UsageError, "--axis 3"),
-    ("upsample", {}, UsageError, "--scale"),
+    ("kmax", {"axis": 3}, UsageError, "axis=3"),
+    ("upsample", {}, UsageError, "needs scale"),
     ("upsample", {"scale": 2, "output_size": 3}, UsageError, "not both"),
     ("upsample", {"scale": 0.1}, GeometryError, "size 0"),
     ("upsample", {"scale": (2, 2, 2)}, GeometryError, "3 values"),
     ("lrn", {}, GeometryError, "across channels"),
     ("bilinear", {}, GeometryError, "across channels"),
-    ("unpool", {}, UsageError, "--from-indices"),
+    ("unpool", {}, UsageError, "needs the indices of the max pooling: indices=…"),
 ])
 def test_new_operators_explain_bad_options(op, options, error, message):
     with pytest.raises(error, match=message):

@@ -21,7 +21,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from poolcli.cli import backward, forward, shape, visualize
-from poolcli.cli.common import app
+from poolcli.cli.common import app, focus_help
 from poolcli.errors import OutputError, PoolcliError, Terminated, signal_exit_code
 from poolcli.io.atomic import describe_os_error, hold_signal, outputs_together
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["--help"]
     _plain_if_ascii()
+    focus_help(argv)
     if sys.stdout is None:  # started with standard output closed (>&-): writing to it is an error, as for cat
         sys.stdout = _ClosedOutput()
     with _signals_raise() as caught, _warnings_once():

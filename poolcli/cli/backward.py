@@ -29,10 +29,12 @@ from poolcli.cli.common import (
 )
 from poolcli.errors import CheckFailed, UsageError
 
-EPILOG = ("Examples:  poolcli backward x.npy -k 2 --ties split  ·  "
-             "poolcli backward x.npy -k 3 -s 2 -p 1 --grad g.npy -o dx.npy  ·  "
-             "poolcli backward --check --random 2,3,8,8 --op lrn  ·  "
-             "poolcli backward --check --random 2,4,6,6 --op all")
+EPILOG = (
+    "Examples:\n"
+    "poolcli backward x.npy -k 2 --ties split\n"
+    "poolcli backward x.npy --grad g.npy -o dx.npy\n"
+    "poolcli backward --check --random 2,4,6,6 --op all"
+)  # one example a line, as typed
 
 
 @pooling_options
@@ -40,24 +42,22 @@ def backward(
     input: Annotated[str | None, typer.Argument(metavar="INPUT", help="Array file, or - for stdin.",
                                                    show_default=False)] = None,
     grad: Annotated[str | None, typer.Option("--grad", rich_help_panel=INPUT, metavar="G",
-                                                help="Upstream gradient, shaped like the forward output. "
-                                                     "Default: ones.")] = None,
-    ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR,
-                                       help="max/min/kmax: who gets the gradient of tied cells.")] = Ties("first"),
+                                                help="Upstream gradient (default: ones).")] = None,
+    ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR, metavar="HOW", show_default=False,
+                                       help="Tied cells: first (default), all or split.")] = Ties("first"),
     check: Annotated[bool, typer.Option("--check", rich_help_panel=CHECK,
-                                        help="Compare the backward with central finite differences (float64); "
-                                             "exit 1 above --tolerance. --op all checks every operator.")] = False,
+                                        help="Against finite differences (--op all: all).")] = False,
     random: Annotated[str | None, typer.Option("--random", rich_help_panel=CHECK, metavar="SHAPE",
-                                                  help="--check on a random normal input of this shape.")] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", rich_help_panel=CHECK,
-                                             help="--check: the largest error that passes.")] = 1e-6,
+                                                  help="Check a random normal input.")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", rich_help_panel=CHECK, metavar="E", show_default=False,
+                                             help="Largest error that passes (1e-6).")] = 1e-6,
     output: OutputOpt = None,
     full: FullOpt = False,
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     pool: Any = None,
 ) -> int | None:
-    """Gradient of the pooling with respect to its input: which cells receive gradient, and how much."""
+    """The gradient: which input cells receive it, and how much."""
     from poolcli.engine import run_backward, run_backward_other
 
     pooling = Pooling(pool, ties=ties.value)

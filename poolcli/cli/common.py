@@ -39,8 +39,10 @@ app = typer.Typer(
     name="poolcli",
     help="Pooling operators of convolutional networks, forward and backward, on NumPy arrays and images.",
     epilog=(
-        "Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  "
-        "poolcli backward x.npy --ties split  ·  poolcli visualize x.npy -k 3 -s 2 --backward"
+        "Examples:\n"
+        "poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy\n"
+        "poolcli shape 1,3,224,224 -k 3 -s 2 -p 1\n"
+        "poolcli visualize x.npy -k 3 -s 2 --backward"
     ),
     add_completion=False,
     no_args_is_help=True,
@@ -58,33 +60,33 @@ def _option(default: Any, *names: str, panel: str, **kw: Any) -> tuple[Any, Any]
     return default, typer.Option(*names, rich_help_panel=panel, **kw)
 
 
-# The options every pooling command shares: (default, typer.Option) by parameter name.
+# The options every pooling command shares: (default, typer.Option) by parameter name, in the order --help
+# shows them: the window, then the operator and its options, then the input.
 POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
-    "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
-                               help=f"The operator: {', '.join(OPS)} ({_aliases()}). Default: {DEFAULT}; "
-                                    f"{IMAGE_DEFAULT} for images (a box filter, as ImageMagick's -scale).")),
     "kernel": (str | None, _option(None, "-k", "--kernel", panel=WINDOW, metavar="K[,K…]",
-                                      help="Window size, one or one per spatial axis. Default: 2.")),
+                                      help="Window size per axis (default 2).")),
     "stride": (str | None, _option(None, "-s", "--stride", panel=WINDOW, metavar="S[,S…]",
-                                      help="Step between windows. Default: the kernel.")),
-    "padding": (str, _option("0", "-p", "--padding", panel=WINDOW,
-                             metavar="P|P,P|TOP,BOTTOM,LEFT,RIGHT|valid|same|same-lower",
-                             help="Padding: both sides, per axis, begin,end per axis, or a mode.")),
-    "dilation": (str, _option("1", "-d", "--dilation", panel=WINDOW, metavar="D[,D…]",
+                                      help="Step between windows (default: -k).")),
+    "padding": (str, _option("0", "-p", "--padding", panel=WINDOW, metavar="P[,P…]|MODE", show_default=False,
+                             help="Padding per axis or side; valid, same.")),
+    "dilation": (str, _option("1", "-d", "--dilation", panel=WINDOW, metavar="D[,D…]", show_default=False,
                               help="Spacing between window taps.")),
-    "ceil": (bool, _option(False, "--ceil", panel=WINDOW, help="Ceil instead of floor in the output size.")),
-    "global_pool": (bool, _option(False, "--global", panel=WINDOW, help="One window over the whole spatial extent.")),
+    "ceil": (bool, _option(False, "--ceil", panel=WINDOW, help="Round the output size up.")),
+    "global_pool": (bool, _option(False, "--global", panel=WINDOW, help="One window over each whole plane.")),
     "output_size": (str | None, _option(None, "--output-size", panel=WINDOW, metavar="N[,N…]",
-                                           help="Adaptive pooling to this output size.")),
+                                           help="Adaptive pooling to this size.")),
     "dims": (int | None, _option(None, "--dims", panel=WINDOW, metavar="N",
-                                    help="Number of trailing spatial axes. Default: 1 for a 1-D input, else 2.")),
-    "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW,
-                                    help="The input is (…, H, W, C) rather than (…, C, H, W).")),
-    "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz file.")),
+                                    help="Trailing spatial axes (default 2).")),
+    "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW, help="The input is (…, H, W, C).")),
+    "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
+                               help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images)")),
+}
+INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
+    "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz.")),
     "matrix": (str | None, _option(None, "--matrix", panel=INPUT, metavar='"1 2; 3 4"',
-                                      help="An inline matrix: rows split by ;, values by spaces or commas.")),
+                                      help="An inline matrix, rows split by ;.")),
     "max_bytes": (int, _option(DEFAULT_MAX_BYTES, "--max-bytes", panel=INPUT, metavar="N", min=1,
-                               help="Refuse an .npz member, text file or standard input that holds more.")),
+                               show_default=False, help="Largest .npz member or text read (1 GiB).")),
 }
 WINDOW_NAMES = ("kernel", "stride", "padding", "dilation", "ceil", "global_pool", "output_size", "dims",
                 "channels_last")
@@ -106,13 +108,13 @@ def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tup
     by_help: dict[str, list[str]] = {}
     for op in declaring(name):
         option = next(o for o in op.options if o.name == name)
-        default = "" if option.default in (None, False) or option.kind is bool else f" (default {option.default:g})" \
-            if isinstance(option.default, float) else f" (default {option.default})"
+        default = "" if option.default in (None, False) or option.kind is bool else f" ({option.default:g})" \
+            if isinstance(option.default, float) else f" ({option.default})"
         by_help.setdefault(option.help + default, []).append(op.name)
     text = "; ".join(f"{', '.join(ops)}: {h}" for h, ops in by_help.items()) + "."
     panel = OPERATOR if any(op.windowed for op in declaring(name)) else MORE
     if first.kind is bool:
-        return bool, _option(first.default, first.flags, panel=panel, help=text)
+        return bool, _option(first.default, first.flags, panel=panel, help=text, show_default=False)
     kind: Any = {int: int, float: float, "floats": str, "array": str}.get(first.kind)
     if first.kind == "choice":
         kind = Enum(name.title(), {c: c for c in first.choices}, type=str)  # type: ignore[misc]
@@ -123,6 +125,22 @@ def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tup
 OPERATOR_OPTIONS = {cli_name(declared[0]): (name, declared) for name, declared in OPTIONS.items()
                     if name != "ties"}  # --ties is the backward and visualize commands' own option
 POOL_OPTIONS.update({param: _operator_option(name, declared) for param, (name, declared) in OPERATOR_OPTIONS.items()})
+POOL_OPTIONS.update(INPUT_OPTIONS)
+
+
+def focus_help(argv: list[str]) -> None:
+    """For --help: show the options of the operator named by --op, or (without --op) those of the operators
+    with windows; the rest are a line away (``--op NAME --help``). Changes what the next help prints only."""
+    asking = "--help" in argv or "-h" in argv
+    named = argv[argv.index("--op") + 1] if "--op" in argv[:-1] else None
+    try:
+        op = OPS.get(operator_name(named)) if named else None
+    except UsageError:
+        op = None
+    for param, (name, _) in OPERATOR_OPTIONS.items():
+        takers = _takers(name)
+        shown = (op in takers) if op is not None else any(o.windowed for o in takers)
+        POOL_OPTIONS[param][1][1].hidden = asking and not shown
 
 
 class Pooling:
@@ -278,21 +296,23 @@ def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         kw["pool"] = values
         return fn(**kw)
 
-    command.__signature__ = sig.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    def is_argument(p: inspect.Parameter) -> bool:
+        return any(isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ()))
+
+    arguments = [p for p in own if is_argument(p)]
+    options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if not is_argument(p)]
+    command.__signature__ = sig.replace(parameters=[*arguments, *shared, *options])  # type: ignore[attr-defined]
     return command
 
 
 OutputOpt = Annotated[str | None, typer.Option("-o", "--output", rich_help_panel=OUTPUT, metavar="OUT",
-                                                  help="Write the result: .npy, .npz, .txt, .csv, or - for .npy bytes "
-                                                       "on standard output.")]
-FullOpt = Annotated[bool, typer.Option("--full", rich_help_panel=OUTPUT, help="Print every value, not just the edges.")]
+                                                  help="Write .npy .json .csv…, an image, or -.")]
+FullOpt = Annotated[bool, typer.Option("--full", rich_help_panel=OUTPUT, help="Print every value.")]
 FormatOpt = Annotated[str | None, typer.Option("--format", rich_help_panel=OUTPUT, metavar="FORMAT",
                                                  show_default=False,
-                                                 help="Standard output: table (boxes), txt, csv or json; default: "
-                                                      "table on a terminal, txt in a pipe. Images: png, jpg, webp, "
-                                                      "tif, bmp, gif (with -o FILE or -o -).")]
+                                                 help="table, txt, csv, json; png, jpg… for -o.")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
-                                          help="Allow -o to overwrite the input file.")]
+                                          help="Let -o replace the input.")]
 
 
 def read_input(source: str | None, key: str | None = None, matrix: str | None = None,

@@ -32,10 +32,12 @@ from poolcli.cli.common import (
 from poolcli.errors import UsageError
 from poolcli.io.images import DEFAULT_MAX_PIXELS
 
-EPILOG = ("Examples:  poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy  ·  "
-             'poolcli forward --matrix "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16" --op avg  ·  '
-             "poolcli forward photos/ --op avg -k 4 --out-dir small/  ·  "
-             "poolcli forward x.npy --op max --indices idx.npy -o y.npy")
+EPILOG = (
+    "Examples:\n"
+    "poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy\n"
+    "poolcli forward photos/ -k 4 --out-dir small/\n"
+    "poolcli forward scan.png --op mode -k 2 -o labels.png"
+)  # one example a line, as typed
 
 
 @pooling_options
@@ -45,37 +47,35 @@ def forward(
     = None,
     output: OutputOpt = None,
     indices: Annotated[str | None, typer.Option("--indices", rich_help_panel=OUTPUT, metavar="IDX.npy",
-                                                help="max/min: save the arg-max of each output cell (flat per "
-                                                     "plane, as PyTorch's return_indices).")] = None,
+                                                help="Save max/min arg-max indices too.")] = None,
     full: FullOpt = False,
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
-                                                help="Pool every input into this folder, mirroring the input tree.")]
+                                                help="Pool every input into DIR.")]
     = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", rich_help_panel=BATCH,
-                                            help="Go into sub-folders of folder inputs.")] = False,
+                                            help="Into sub-folders too.")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", rich_help_panel=BATCH, metavar="N", min=1,
-                                             help="Worker processes. Default: all cores.")] = None,
+                                             help="Worker processes (all cores).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=BATCH,
-                                            help="Replace outputs that exist (default: skip them).")] = False,
+                                            help="Replace outputs that exist.")] = False,
     with_arrays: Annotated[bool, typer.Option("--arrays", rich_help_panel=BATCH,
-                                              help="Folders and globs yield arrays too (.npy .npz .txt .csv), "
-                                                   "not only images.")] = False,
+                                              help="Folders yield arrays too.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=BATCH,
-                                        help="No progress, and no summary unless a file failed.")] = False,
+                                        help="Say only what failed.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=BATCH,
-                                          help="A line for every file written or skipped.")] = False,
+                                          help="A line per file.")] = False,
     linear: Annotated[bool, typer.Option("--linear", rich_help_panel=BATCH,
-                                         help="Average in linear light (sRGB decoded, pooled, re-encoded).")] = False,
+                                         help="Average in linear light.")] = False,
     quality: Annotated[int | None, typer.Option("--quality", rich_help_panel=BATCH, min=1, max=100, metavar="Q",
-                                                help="JPEG/WebP quality. Default: the input JPEG's own.")] = None,
+                                                help="JPEG/WebP quality (the input's).")] = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=BATCH, metavar="N", min=1,
-                                            help="Refuse images with more pixels (decompression bombs).")]
+                                            help="Refuse larger images.", show_default=False)]
     = DEFAULT_MAX_PIXELS,
     pool: Any = None,
 ) -> None:
-    """Pool the input: one window per output cell. Images keep their mode, bit depth and format."""
+    """Pool arrays and images; images keep their mode, depth and format."""
     from poolcli.engine import run_forward, run_indices
     from poolcli.io import arrays
 

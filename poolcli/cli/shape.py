@@ -17,7 +17,11 @@ import typer
 from poolcli.cli.common import DEFAULT, IMAGE_SUFFIX_SET, OUTPUT, Pooling, pooling_options
 from poolcli.errors import UsageError
 
-EPILOG = ("Examples:  poolcli shape 1,3,224,224 -k 3 -s 2 -p 1  ·  poolcli shape x.npy --global --json")
+EPILOG = (
+    "Examples:\n"
+    "poolcli shape 1,3,224,224 -k 3 -s 2 -p 1\n"
+    "poolcli shape x.npy --global --json"
+)  # one example a line, as typed
 
 
 @pooling_options
@@ -27,7 +31,7 @@ def shape(
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Machine-readable answer.")] = False,
     pool: Any = None,
 ) -> None:
-    """Output shape of a pooling, with each axis's formula and its numbers filled in."""
+    """The output shape, with each axis's formula filled in."""
     from poolcli.cli.options import parse_shape
     from poolcli.engine import describe
 

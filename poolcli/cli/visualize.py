@@ -31,9 +31,12 @@ from poolcli.io.images import DEFAULT_MAX_PIXELS
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-EPILOG = ("Examples:  poolcli visualize x.npy -k 3 -s 2 -p 1  ·  poolcli visualize x.npy --backward "
-             "--ties split  ·  poolcli visualize x.npy --plane 3 --region 0:8,8:16  ·  "
-             "poolcli visualize x.npy --op avg -o fig.png  ·  poolcli visualize photo.jpg --op avg -k 8 -o fig.png")
+EPILOG = (
+    "Examples:\n"
+    "poolcli visualize x.npy -k 3 -s 2 -p 1 --backward\n"
+    "poolcli visualize x.npy --region 0:8,8:16\n"
+    "poolcli visualize photo.jpg -k 8 -o fig.png"
+)  # one example a line, as typed
 
 
 @pooling_options
@@ -43,26 +46,23 @@ def visualize(
     backward: Annotated[bool, typer.Option("--backward", rich_help_panel=OPERATOR,
                                            help="Also show the gradient each input cell receives.")] = False,
     grad: Annotated[str | None, typer.Option("--grad", rich_help_panel=INPUT, metavar="G",
-                                                help="Upstream gradient for --backward, shaped like the output. "
-                                                     "Default: ones.")] = None,
-    ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR,
-                                       help="max/min: which tied cells are selected.")] = Ties("first"),
+                                                help="Upstream gradient (default: ones).")] = None,
+    ties: Annotated[Ties, typer.Option("--ties", rich_help_panel=OPERATOR, metavar="HOW", show_default=False,
+                                       help="Tied cells: first (default), all or split.")] = Ties("first"),
     plane: Annotated[str | None, typer.Option("--plane", rich_help_panel=INPUT, metavar="N|I,J,…",
-                                                 help="The plane to show: a flat number, or one index per leading "
-                                                      "axis. Default: 0.")] = None,
+                                                 help="Plane: a number, or an index per axis.")] = None,
     region: Annotated[str | None, typer.Option("--region", rich_help_panel=INPUT, metavar="R0:R1,C0:C1",
-                                                  help="The part of a large plane to show (half-open, like "
-                                                       "NumPy slices).")] = None,
+                                                  help="Part of the plane, as NumPy slices.")] = None,
     output: Annotated[str | None, typer.Option("-o", "--output", rich_help_panel=OUTPUT, metavar="FIGURE.png",
                                                   help="Draw a picture instead of printing.")] = None,
     linear: Annotated[bool, typer.Option("--linear", rich_help_panel=OPERATOR,
                                          help="Images: average in linear light.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", rich_help_panel=INPUT, metavar="N", min=1,
-                                            help="Refuse images with more pixels.")] = DEFAULT_MAX_PIXELS,
+                                            help="Refuse larger images.", show_default=False)] = DEFAULT_MAX_PIXELS,
     in_place: InPlaceOpt = False,
     pool: Any = None,
 ) -> None:
-    """Show the pooling of one plane: windows, the cells they select, the output and the gradient mask."""
+    """Show one plane: windows, selected cells, output and gradient."""
     from poolcli import imaging
     from poolcli.cli.options import parse_ints, parse_region
     from poolcli.engine import bind

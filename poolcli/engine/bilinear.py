@@ -33,10 +33,10 @@ class BilinearPlan(Plan):
 
 class BilinearPool(Op):
     name, summary, windowed = "bilinear", "second-order pooling (1/HW) sum x y^T per sample (--with)", False
-    options = (Option("other", "array", None, "second features (default: the input itself)", flag="--with",
+    options = (Option("other", "array", None, "second features", flag="--with",
                       metavar="Y"),
                Option("signed_sqrt", bool, False, "sign(z)·sqrt(|z|)"),
-               Option("l2_normalize", bool, False, "divide each sample's matrix by its norm"))
+               Option("l2_normalize", bool, False, "divide by the norm"))
 
     def bind(self, shape, spec, params, other=None, **arrays):
         shape = tuple(int(n) for n in shape)

@@ -53,9 +53,9 @@ def choose(x: np.ndarray, k: int) -> np.ndarray:
 class KMax(Op):
     name, summary, windowed, keeps_int = "kmax", "the --k largest values along --axis, in their order", False, True
     spatial_layout, selects, ties, marks = False, True, True, "kept"
-    options = (Option("k", int, 2, "how many values to keep", metavar="K", check=lambda v: v >= 1,
+    options = (Option("k", int, 2, "values kept", metavar="K", check=lambda v: v >= 1,
                       need="keep 1 or more values", hint=" (the window size is -k/--kernel)"),
-               Option("axis", int, -1, "the axis to keep them along", metavar="AXIS"))
+               Option("axis", int, -1, "along this axis", metavar="AXIS"))
 
     def bind(self, shape, spec, params, **arrays):
         shape = tuple(int(n) for n in shape)

@@ -40,9 +40,9 @@ class LRN(Op):
     name, summary, windowed = "lrn", "local response normalisation across channels", False
     options = (Option("size", int, 5, "channels in the window", metavar="N", check=lambda v: v >= 1,
                       need="the channel window needs 1 or more channels", hint=" (the window size is -k/--kernel)"),
-               Option("alpha", float, ALPHA, "the scale of the sum of squares", check=_finite, need=FINITE),
+               Option("alpha", float, ALPHA, "scale", check=_finite, need=FINITE),
                Option("beta", float, 0.75, "exponent", check=_finite, need=FINITE),
-               Option("bias", float, 1.0, "constant added to the scaled sum", check=_finite, need=FINITE))
+               Option("bias", float, 1.0, "constant added", check=_finite, need=FINITE))
 
     def bind(self, shape, spec, params, **arrays):
         shape = tuple(int(n) for n in shape)

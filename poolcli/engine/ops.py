@@ -21,7 +21,7 @@ from poolcli.engine.kernels import select_backward, select_indices, separable, s
 
 __all__ = ["COUNT_PAD", "Avg", "Lp", "Max", "Min", "Mixed"]
 
-COUNT_PAD = Option("count_pad", bool, True, "padded cells count in the divisor (as PyTorch)",
+COUNT_PAD = Option("count_pad", bool, True, "count padding in the mean",
                    flag="--count-pad/--no-count-pad")
 
 
@@ -61,9 +61,9 @@ class Avg(Op):
 
 class Lp(Op):
     name, summary = "lp", "(sum |x|^p)^(1/p) per window (--p, --mean)"
-    options = (Option("p", float, 2.0, "the norm's exponent", check=lambda v: v > 0 and _finite(v),
+    options = (Option("p", float, 2.0, "the exponent", check=lambda v: v > 0 and _finite(v),
                       need="the norm's exponent must be a finite number above 0"),
-               Option("mean", bool, False, "the root-mean variant (mean |x|^p)^(1/p)"), COUNT_PAD)
+               Option("mean", bool, False, "root of the mean"), COUNT_PAD)
 
     @staticmethod
     def _power(x: np.ndarray, p: float) -> np.ndarray:
@@ -96,7 +96,7 @@ class Lp(Op):
 
 class Mixed(Op):
     name, summary = "mixed", "alpha*max + (1-alpha)*avg per window (--alpha)"
-    options = (Option("alpha", float, 0.5, "share of max in alpha*max + (1-alpha)*avg",
+    options = (Option("alpha", float, 0.5, "the max share",
                       check=lambda v: 0 <= v <= 1, need="the max share must be between 0 and 1"), COUNT_PAD)
     ties, marks = True, "arg-max (the max part)"
     hi, mean = Max(), Avg()

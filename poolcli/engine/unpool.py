@@ -31,7 +31,7 @@ class UnpoolPlan(Plan):
 
 class Unpool(Op):
     name, summary, windowed, keeps_int = "unpool", "values back at their arg-max cells (--from-indices)", False, True
-    options = (Option("indices", "array", None, "the indices saved by forward --op max --indices",
+    options = (Option("indices", "array", None, "from forward --indices",
                       flag="--from-indices", metavar="IDX.npy", npz_key="indices"),)
     marks = "where each value landed"
 

@@ -163,10 +163,10 @@ MODES = ("nearest", "bilinear")
 class Upsample(Op):
     name, summary, windowed = "upsample", "nearest or (bi/tri)linear by --scale or to --output-size", False
     options = (Option("mode", "choice", "nearest", "interpolation", choices=MODES),
-               Option("scale", "floats", None, "factor, one or one per spatial axis (or --output-size)",
+               Option("scale", "floats", None, "factor per axis",
                       metavar="S[,S…]", check=lambda v: bool(v) and all(s > 0 and _finite(s) for s in v),
                       need="every factor must be a finite number above 0"),
-               Option("align_corners", bool, False, "bilinear: map corner cells onto corner cells"))
+               Option("align_corners", bool, False, "corners onto corners"))
 
     def spatial(self, shape, spec, params):
         scales = params.scale
