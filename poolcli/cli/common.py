@@ -44,7 +44,7 @@ app = typer.Typer(
         "poolcli shape 1,3,224,224 -k 3 -s 2 -p 1\n"
         "poolcli visualize x.npy -k 3 -s 2 --backward"
     ),
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -54,6 +54,11 @@ app = typer.Typer(
 
 def _aliases() -> str:
     return ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
+
+
+def _complete_op(incomplete: str) -> list[str]:
+    """Shell completion of --op: the operators and aliases that start with what was typed."""
+    return [name for name in [*OPS, *ALIASES] if name.startswith(incomplete.lower())]
 
 
 def _option(default: Any, *names: str, panel: str, **kw: Any) -> tuple[Any, Any]:
@@ -79,6 +84,7 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
                                     help="Trailing spatial axes (default 2).")),
     "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW, help="The input is (…, H, W, C).")),
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
+                               autocompletion=lambda incomplete: _complete_op(incomplete),
                                help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
