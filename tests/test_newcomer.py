@@ -206,3 +206,16 @@ def test_help_shows_the_options_of_the_operator_asked_about():
     assert [line.strip() for line in root.splitlines() if line.strip().startswith("poolcli ")][:3] == [
         "poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy", "poolcli shape 1,3,224,224 -k 3 -s 2 -p 1",
         "poolcli visualize x.npy -k 3 -s 2 --backward"]
+
+
+def test_shell_completion_offers_commands_and_operators():
+    import os
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_POOLCLI_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        return subprocess.run(["poolcli"], env=env, capture_output=True, text=True).stdout.split()
+
+    assert complete("poolcli forw", 1) == ["forward"]
+    assert set(complete("poolcli forward --op m", 3)) == {"max", "min", "mixed", "median", "mode", "mean"}
+    script = subprocess.run(["poolcli", "--show-completion", "bash"], capture_output=True, text=True)
+    assert script.returncode == 0 and "_poolcli_completion" in script.stdout
