@@ -3,6 +3,7 @@ Each test drives the real command."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,53 @@ def test_shell_completion_offers_commands_and_operators():
     assert set(complete("poolcli forward --op m", 3)) == {"max", "min", "mixed", "median", "mode", "mean"}
     script = subprocess.run(["poolcli", "--show-completion", "bash"], capture_output=True, text=True)
     assert script.returncode == 0 and "_poolcli_completion" in script.stdout
+
+
+def _scene(**options):
+    """avg over a 16×16 plane with these window options."""
+    from poolcli.engine import Params, WindowSpec
+    from poolcli.render.scene import build_scene
+
+    return build_scene(np.random.default_rng(0).normal(size=(16, 16)), WindowSpec(**options), "avg", Params())
+
+
+def test_overlapping_windows_are_outlined_without_overlap():
+    from poolcli.render.figure import shown_windows
+
+    scene = _scene(kernel=3, stride=1, padding=1)
+    rows, cols = shown_windows(scene)
+    assert len(rows) < len(scene.rows)  # not every window: they overlap
+    for shown, spans in ((rows, scene.rows), (cols, scene.cols)):
+        assert all(spans[b][0] > spans[a][-1] for a, b in itertools.pairwise(shown))  # the outlined ones do not
+
+
+def test_a_dilated_window_outlines_its_taps_not_a_box():
+    from poolcli.render.figure import WINDOW_COLOURS, scene_canvas
+
+    scene = _scene(kernel=3, stride=2, dilation=2)
+    canvas = scene_canvas(scene)
+    picture = canvas.render()
+    (x0, y0), cell = canvas.origins[0], 30  # 16 cells in a 480-pixel panel
+    between = picture.getpixel((x0 + cell + cell // 2, y0 + 1))  # top edge of cell (0, 1), between taps 0 and 2
+    tap = picture.getpixel((x0 + cell // 2, y0 + 1))  # top edge of tap (0, 0)
+    assert tap in WINDOW_COLOURS and between not in WINDOW_COLOURS
+
+
+def test_a_gradient_without_numbers_gets_a_colour_scale_and_titles_name_the_options(tmp_path: Path):
+    from poolcli.engine import Params, WindowSpec
+    from poolcli.render.figure import scene_canvas
+    from poolcli.render.scene import build_scene
+
+    x = np.random.default_rng(0).normal(size=(16, 16))
+    adaptive = build_scene(x, WindowSpec(output_size=7), "avg", Params())
+    assert [label for label, *_ in scene_canvas(adaptive).panels][-1] == "scale"
+    small = build_scene(x[:4, :4], WindowSpec(kernel=2), "avg", Params())
+    assert [label for label, *_ in scene_canvas(small).panels][-1] != "scale"  # numbers on the cells already
+    from poolcli.cli.visualize import _figure_title
+
+    padded = build_scene(x, WindowSpec(kernel=3, padding=1, ceil=True), "avg", Params(count_pad=False))
+    assert _figure_title(padded) == "avg · kernel 3×3, stride 3×3, padding 1, ceil · --no-count-pad"
+    np.save(tmp_path / "x.npy", x)
+    r = poolcli("visualize", tmp_path / "x.npy", "--output-size", "7", "--op", "avg", "--backward",
+                "-o", tmp_path / "fig.png")
+    assert r.code == 0 and Image.open(tmp_path / "fig.png").width > 1000

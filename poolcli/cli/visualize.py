@@ -136,8 +136,20 @@ def _region(scene: Any, spans: Any) -> Any:
 
 
 def _figure_title(scene: Any) -> str:
+    """The operator, its window and every option given that changes the result (--no-count-pad, --p 3, …)."""
+    from poolcli.engine import OPTIONS
+
     plane = f" · plane {','.join(map(str, scene.plane))} of {'×'.join(map(str, scene.shape))}" if scene.plane else ""
-    return f"{scene.op} · {scene.window}{plane}"
+    given = []
+    for name, value in scene.params.given.items():
+        option = OPTIONS[name][0]
+        if option.kind is bool:
+            given.append(option.cli_flag if value else option.flags.split("/")[-1])
+        elif name != "ties" or (value != "first" and scene.selected is not None):
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+            given.append(f"{option.cli_flag} {shown}")
+    options = f" · {' '.join(given)}" if given else ""
+    return f"{scene.op} · {scene.window}{options}{plane}"
 
 
 def _image_figure(loaded: Any, pooling: Pooling, linear: bool, output: str) -> None:

@@ -1,6 +1,8 @@
 """A Scene as a picture (Pillow only): input heat map with the window grid and selected cells, output, gradient mask.
 
->>> import numpy as np
+>>> from typing import Any
+
+import numpy as np
 >>> from poolcli.engine import WindowSpec, Params
 >>> from poolcli.render.scene import build_scene
 >>> fig = scene_figure(build_scene(np.arange(16.0).reshape(4, 4), WindowSpec(kernel=2), "max", Params()))
@@ -9,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -74,19 +78,34 @@ def _heat(a: np.ndarray, cell: int, zero_grey: bool = False) -> Image.Image:
     return img.resize((a.shape[1] * cell, a.shape[0] * cell), Image.Resampling.NEAREST)
 
 
-def _values(draw: ImageDraw.ImageDraw, a: np.ndarray, cell: int, at: tuple[int, int], hide_zero: bool = False) -> None:
-    """Write each value in its cell when cells are large enough to read."""
+def _value_font(a: np.ndarray, cell: int, hide_zero: bool = False) -> tuple[dict, Any] | None:
+    """The texts of a panel's cells and the font that fits them, or None when cells are too small to read."""
     if cell < 24 or a.size > 4096:
-        return
+        return None
     texts = {rc: fmt(v, a.dtype.kind) for rc, v in np.ndenumerate(a) if not (hide_zero and v == 0)}
     longest = max(texts.values(), key=len, default="")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     size = max(9, cell // 3)
     face = font(size)
-    while size > 9 and draw.textlength(longest, font=face) > cell - 6:
+    while size > 9 and probe.textlength(longest, font=face) > cell - 6:
         size -= 1
         face = font(size)
-    if draw.textlength(longest, font=face) > cell - 4:
-        return  # values would run into each other: the heat map says enough
+    if probe.textlength(longest, font=face) > cell - 4:
+        return None  # values would run into each other: the heat map says enough
+    return texts, face
+
+
+def values_written(a: np.ndarray, cell: int, hide_zero: bool = False) -> bool:
+    """Whether a panel's cells carry their numbers."""
+    return _value_font(a, cell, hide_zero) is not None
+
+
+def _values(draw: ImageDraw.ImageDraw, a: np.ndarray, cell: int, at: tuple[int, int], hide_zero: bool = False) -> None:
+    """Write each value in its cell when cells are large enough to read."""
+    found = _value_font(a, cell, hide_zero)
+    if found is None:
+        return
+    texts, face = found
     rgb = colourise(a)
     for (r, c), text in texts.items():
         v = a[r, c]
@@ -100,18 +119,52 @@ def outlines_windows(scene: Scene, cell: int) -> bool:
     return scene.windowed and cell >= 10 and 0 < len(scene.rows) * len(scene.cols) <= 1024
 
 
+def shown_windows(scene: Scene) -> tuple[list[int], list[int]]:
+    """The window rows and columns outlined: all of them, or, where windows overlap, a set that does not
+    (every n-th), so that outlines never cover the heat map twice."""
+    def every(spans: list[list[int]]) -> list[int]:
+        if len(spans) < 2:
+            return list(range(len(spans)))
+        step = 1
+        while step < len(spans) and spans[step][0] <= spans[0][-1]:  # still overlapping the first window
+            step += 1
+        return list(range(0, len(spans), step))
+
+    return every(scene.rows), every(scene.cols)
+
+
 def _windows(draw: ImageDraw.ImageDraw, scene: Scene, cell: int, at: tuple[int, int]) -> None:
-    """Outline every window; neighbours alternate colour and inset, so overlaps stay visible."""
+    """Outline the windows (a non-overlapping set of them where they overlap); neighbours alternate colour and
+    inset. A dilated window outlines its taps, cell by cell, rather than the box around them."""
     if not outlines_windows(scene, cell):
         return
     width = 2 if cell >= 12 else 1
-    for i, rows in enumerate(scene.rows):
-        for j, cols in enumerate(scene.cols):
-            parity = (i + j) % 2
+    rows_shown, cols_shown = shown_windows(scene)
+    for n, i in enumerate(rows_shown):
+        for m, j in enumerate(cols_shown):
+            rows, cols = scene.rows[i], scene.cols[j]
+            parity = (n + m) % 2
             inset = parity * (width + 1)
+            colour = WINDOW_COLOURS[parity]
+            holes = len(rows) != rows[-1] - rows[0] + 1 or len(cols) != cols[-1] - cols[0] + 1
+            if holes:  # dilation: the taps, not a solid box
+                for r in rows:
+                    for c in cols:
+                        draw.rectangle((at[0] + c * cell + 1, at[1] + r * cell + 1, at[0] + (c + 1) * cell - 2,
+                                        at[1] + (r + 1) * cell - 2), outline=colour, width=width)
+                continue
             box = (at[0] + cols[0] * cell + inset, at[1] + rows[0] * cell + inset,
                    at[0] + (cols[-1] + 1) * cell - 1 - inset, at[1] + (rows[-1] + 1) * cell - 1 - inset)
-            draw.rectangle(box, outline=WINDOW_COLOURS[parity], width=width)
+            draw.rectangle(box, outline=colour, width=width)
+
+
+def _scale(a: np.ndarray, height: int) -> Image.Image:
+    """A colour bar for a panel whose numbers are not written: its lowest value at the bottom."""
+    span = finite_range(a)
+    lo, hi = span if span else (0.0, 1.0)
+    ramp = np.linspace(hi, lo, max(height, 2))[:, None].repeat(14, axis=1)
+    rgb = colourise(ramp, lo, hi)
+    return Image.fromarray(rgb, "RGB")
 
 
 def ring_inset(cell: int) -> int:
@@ -202,7 +255,9 @@ def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
 
     what = []
     if outlines_windows(scene, cell):
-        what.append("windows outlined")
+        rows_shown, cols_shown = shown_windows(scene)
+        every = len(rows_shown) * len(cols_shown) < len(scene.rows) * len(scene.cols)
+        what.append("non-overlapping windows outlined" if every else "windows outlined")
     if scene.selected is not None:
         kept = "kept" if not scene.windowed else "selected"
         what.append(f"{kept} cells ringed" if cell >= 8 else f"{kept} cells dotted")
@@ -223,6 +278,10 @@ def scene_canvas(scene: Scene, title: str | None = None) -> Canvas:
         canvas.add("gradient to the input", _heat(gx, cell, zero_grey=True),
                    f"{receive} of {gx.size} cells receive gradient",
                    lambda draw, at: _values(draw, gx, cell, at, hide_zero=True))
+        if not values_written(gx, cell, hide_zero=True):  # no numbers on the cells: a colour scale instead
+            span = finite_range(gx)
+            lo, hi = span if span else (0.0, 0.0)
+            canvas.add("scale", _scale(gx, gx.shape[0] * cell), f"{fmt(lo, 'f')} to {fmt(hi, 'f')}")
     return canvas
 
 
