@@ -1,7 +1,10 @@
 """Make the pictures in README.md: python docs/make_figures.py
 
 - linear.png: samples/photo.png shrunk 4x by plain (sRGB) averaging and by --linear;
-- visualize.png: `poolcli visualize samples/feature_map.npy -k 3 -s 2 -p 1 -o docs/visualize.png`.
+- visualize.png: `poolcli visualize samples/feature_map.npy -k 3 -s 2 -p 1 -o docs/visualize.png`;
+- visualize-dilated.png: a 16×16 plane, `-k 3 -s 2 -d 2 --backward` (taps outlined, not boxes);
+- visualize-adaptive.png: the same plane, `--op avg --output-size 7 --backward` (overlapping windows,
+  a colour scale for the gradient).
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ def main() -> None:
     linear_figure()
     assert poolcli(["visualize", str(SAMPLES / "feature_map.npy"), "-k", "3", "-s", "2", "-p", "1",
                     "-o", str(HERE / "visualize.png")]) == 0
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plane = Path(tmp) / "plane.npy"
+        np.save(plane, np.random.default_rng(0).normal(size=(16, 16)))
+        assert poolcli(["visualize", str(plane), "-k", "3", "-s", "2", "-d", "2", "--backward",
+                        "-o", str(HERE / "visualize-dilated.png")]) == 0
+        assert poolcli(["visualize", str(plane), "--op", "avg", "--output-size", "7", "--backward",
+                        "-o", str(HERE / "visualize-adaptive.png")]) == 0
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ def test_dash_output_with_an_image_format_writes_the_image_to_standard_output(ph
     (["-o", "{d}/y.png", "--quality", "80"], "--quality sets JPEG and WebP quality; PNG has none"),
     (["-o", "{d}/y.tiff", "--format", "png"], "names a TIFF file but --format png asks for PNG"),
     (["--format", "tiff"], "--format tiff writes an image: give -o FILE"),
+    (["-o", "{d}/y.png", "--arrays"], "--arrays goes with a batch"),
+    (["-o", "{d}/y.png", "--verbose"], "--verbose goes with a batch"),
 ])
 def test_options_that_cannot_apply_to_an_image_are_refused(photo: Path, tmp_path: Path, args, words):
     before = sorted(tmp_path.iterdir())
