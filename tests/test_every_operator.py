@@ -143,3 +143,20 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
             xb = np.take(x, block, axis=axis)
             pieces.append(run_forward(xb, bind(op, xb.shape, WindowSpec(), params, **part), op, params))
         np.testing.assert_allclose(np.concatenate(pieces, axis=axis), whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", NAMES)
+@pytest.mark.parametrize("shape", [(0, 3, 6, 6), (2, 0, 6, 6)])
+def test_empty_batch_or_channel_axes_give_empty_results(op: str, shape: tuple[int, ...]):
+    """PyTorch's own sample inputs include empty batches and channels: the result is empty, of the right shape."""
+    import poolcli
+    from poolcli.engine import OPS
+
+    x = np.ones(shape if op != "unpool" else shape[:2] + (3, 3))
+    options = {"upsample": {"scale": 2}, "lrn": {"size": 3}}.get(op, {})
+    if op == "unpool":
+        options = {"indices": np.zeros(x.shape, dtype=np.int64), "kernel": 2}
+    y = poolcli.forward(x, op, **options)
+    assert y.size == 0 and y.shape[: 1 if op == "bilinear" else 2] == x.shape[: 1 if op == "bilinear" else 2]
+    if OPS[op].differentiable:
+        assert poolcli.backward(x, op=op, **options).shape == x.shape

@@ -66,7 +66,8 @@ class BilinearPool(Op):
     def _flat(self, a: np.ndarray, plan: BilinearPlan) -> np.ndarray:
         """(samples, channels, locations) view/copy of an array in the engine's layout."""
         lead = a.shape[: plan.channel_axis]
-        return a.reshape((int(np.prod(lead)), a.shape[plan.channel_axis], -1))
+        locations = int(np.prod(a.shape[plan.channel_axis + 1 :]))
+        return a.reshape((int(np.prod(lead)), a.shape[plan.channel_axis], locations))
 
     def _unflat(self, flat: np.ndarray, plan: BilinearPlan, like: tuple[int, ...]) -> np.ndarray:
         return flat.reshape(like)

@@ -50,7 +50,9 @@ class LRN(Op):
             raise UsageError("lrn's window is --size channels; drop -k/-s/--output-size/--global")
         axis, dims = channel_axis(shape, spec, "lrn")
         c, size = shape[axis], params.size
-        window = WindowSpec(kernel=size, stride=1, padding=(size // 2, (size - 1) // 2), dims=1).bind((c,))
+        window = None  # no channels: nothing to normalise (the result is empty, as PyTorch's)
+        if c > 0:
+            window = WindowSpec(kernel=size, stride=1, padding=(size // 2, (size - 1) // 2), dims=1).bind((c,))
         row = {"axis": f"channels (axis {axis})", "size": c, "out": c, "kind": "lrn",
                "formula": f"window c-{size // 2}…c+{(size - 1) // 2} of {c} channels, same size = {c}"}
         return LRNPlan(shape, shape, (row,), dims=dims, channel_axis=axis, window=window)
@@ -63,10 +65,14 @@ class LRN(Op):
         return xf, d
 
     def forward(self, x, plan, params):
+        if x.size == 0:
+            return np.empty(x.shape, dtype=float_type(x.dtype))
         xf, d = self._parts(x, plan, params)
         return np.moveaxis(xf * d ** -params.beta, -1, plan.channel_axis)
 
     def backward(self, x, plan, grad, params):
+        if x.size == 0:
+            return np.zeros(x.shape, dtype=grad.dtype)
         xf, d = self._parts(x, plan, params)
         g = np.moveaxis(grad, plan.channel_axis, -1)
         beta, alpha = params.beta, self.value(params, "alpha")
