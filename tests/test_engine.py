@@ -203,3 +203,31 @@ def test_row_strips_pool_as_the_whole(data, op, rows):
               for o, i, sub in g.row_strips(rows)]
     assert sum(o.stop - o.start for o, _, _ in g.row_strips(rows)) == g.axes[0].out
     np.testing.assert_allclose(np.concatenate(pieces, axis=len(g.lead)), whole, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "min", "avg", "lp", "mixed"]))
+def test_float16_equals_the_float32_computation_rounded(data, op):
+    """float16 is computed in float32 blocks: the result is the float32 one, rounded to float16."""
+    x, _, spec = data.draw(pooling_case(dtypes=("float16",)))
+    y = poolcli.forward(x, op, spec=spec)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, poolcli.forward(x.astype(np.float32), op, spec=spec).astype(np.float16))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "avg", "median"]))
+def test_fortran_order_and_strided_inputs_give_the_c_order_result(data, op):
+    x, _, spec = data.draw(pooling_case())
+    for view in (np.asfortranarray(x), np.repeat(x, 2, axis=-1)[..., ::2]):
+        np.testing.assert_array_equal(poolcli.forward(view, op, spec=spec), poolcli.forward(x, op, spec=spec))
+        np.testing.assert_array_equal(poolcli.backward(view, op=op, spec=spec), poolcli.backward(x, op=op, spec=spec))
+
+
+@pytest.mark.parametrize("ties", ["first", "all", "split"])
+def test_global_and_adaptive_backward_match_the_oracle_on_ties(ties):
+    x = np.array([[[3.0, 1.0, 3.0], [0.0, 3.0, 2.0], [np.nan, 1.0, 1.0]]])
+    for options in ({"global_pool": True, "dims": 2}, {"output_size": (2, 2), "dims": 2}):
+        ref = reference(x, "max", grad=None, ties=ties, **reference_geometry(x.shape, options))
+        np.testing.assert_array_equal(poolcli.forward(x, "max", **options), ref[0])
+        np.testing.assert_array_equal(poolcli.backward(x, op="max", ties=ties, **options), ref[1])

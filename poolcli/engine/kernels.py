@@ -26,7 +26,31 @@ from collections.abc import Sequence
 import numpy as np
 
 from poolcli.engine.base import _accumulator
-from poolcli.engine.geometry import AnyAxis, Axis, Geometry, Selection, Tap
+from poolcli.engine.geometry import AdaptiveAxis, AnyAxis, Axis, Geometry, Selection, Tap
+
+MAX_BANDS = 512  # windows given as slices and reduced one by one, up to this many per axis
+
+
+def bands(axis: AnyAxis) -> list[slice] | None:
+    """Each window along ``axis`` as one slice of real cells, when every window is contiguous and unpadded
+    (global and adaptive pooling) and there are few of them; else None.
+
+    >>> bands(AdaptiveAxis(5, 3))
+    [slice(0, 2, None), slice(1, 4, None), slice(3, 5, None)]
+    """
+    if isinstance(axis, AdaptiveAxis):
+        if axis.out > MAX_BANDS:
+            return None
+        start, end = axis.bounds()
+        return [slice(int(a), int(b)) for a, b in zip(start, end)]
+    if axis.out == 1 and axis.pad == (0, 0) and axis.dilation == 1 and axis.kernel >= axis.size:
+        return [slice(0, axis.size)]
+    return None
+
+
+def whole(g: Geometry) -> bool:
+    """Whether every spatial axis is one window over all of it (global pooling)."""
+    return all(b is not None and len(b) == 1 and b[0] == slice(0, a.size) for a, b in ((a, bands(a)) for a in g.axes))
 
 
 def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: object) -> np.ndarray:
@@ -34,7 +58,12 @@ def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: o
 
     ``fill`` is the identity of the reduction, used only for outputs that no tap reaches
     on a real cell (they cannot exist after Axis.check, but a partial tap needs a start).
+    Contiguous unpadded windows (global, adaptive) are reduced as slices, one ufunc pass each.
     """
+    spans = bands(axis)
+    if spans is not None:
+        pre = (slice(None),) * pos
+        return np.concatenate([ufunc.reduce(x[pre + (b,)], axis=pos, keepdims=True) for b in spans], axis=pos)
     if isinstance(axis, Axis) and _doubling_pays(axis):
         return _reduce_doubling(x, pos, axis, ufunc, fill)
     if pos == x.ndim - 1 and _tiles(axis) and x.flags.c_contiguous:
@@ -136,8 +165,17 @@ def scatter_axis(g: np.ndarray, pos: int, axis: AnyAxis) -> np.ndarray:
     array([ 1., 11., 10.])
     """
     shape = g.shape[:pos] + (axis.size,) + g.shape[pos + 1 :]
-    dx = np.zeros(shape, dtype=g.dtype)
     pre = (slice(None),) * pos
+    spans = bands(axis)
+    if spans is not None:  # each window a slice: add its gradient over the slice
+        if len(spans) == 1:
+            return np.broadcast_to(g, shape).copy()
+        dx = np.zeros(shape, dtype=g.dtype)
+        for i, b in enumerate(spans):
+            view = dx[pre + (b,)]
+            np.add(view, g[pre + (slice(i, i + 1),)], out=view)
+        return dx
+    dx = np.zeros(shape, dtype=g.dtype)
     for t in axis.taps():
         src = g[pre + (t.out,)]
         if isinstance(t.inp, slice):
@@ -203,7 +241,14 @@ def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.n
     first = x.ndim - g.dims
     if x.size == 0:  # no planes (a zero-size batch or channel axis): nothing to reduce
         return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
-    if first == 0 or not x.flags.c_contiguous:
+    if x.dtype == np.float16 and ufunc in (np.maximum, np.minimum):  # numpy has no fast float16 loops
+        return separable(x.astype(np.float32), g, ufunc, fill).astype(np.float16)  # exact: a max is a value
+    if whole(g):  # global pooling: one reduction over each plane's cells
+        planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
+        return ufunc.reduce(planes, axis=-1).reshape(x.shape[:first] + g.out_spatial)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)  # Fortran order or strided views: one copy, then the fast blocks
+    if first == 0:
         return _reduce_block(x, g, ufunc, fill, first)
     planes = x.reshape((-1, *x.shape[first:]))
     step = max(1, CHUNK_BYTES // max(1, planes[0].nbytes))
@@ -263,6 +308,9 @@ def _unique(taps) -> bool:
 
 def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
     """Route each output's gradient to the cell its window selected (max/min backward)."""
+    spans = [bands(a) for a in g.axes]
+    if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
+        return _select_in_bands(x, y, grad, spans, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
     if ties == "split":
         count = np.zeros(y.shape, dtype=grad.dtype)
@@ -271,6 +319,30 @@ def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry,
         grad = grad / count
     for taps, hit in _hits(x, y, g, ties):
         add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+    return dx
+
+
+def _select_in_bands(x: np.ndarray, y: np.ndarray, grad: np.ndarray, spans: list[list[slice]], ties: str
+                     ) -> np.ndarray:
+    """select_backward for windows that are slices (global, adaptive): each window's cells flattened, the
+    selected ones found at once for every plane, and the gradient added back over the window."""
+    import itertools
+
+    dims = len(spans)
+    lead = x.shape[: x.ndim - dims]
+    dx = np.zeros(x.shape, dtype=grad.dtype)
+    nan = x.dtype.kind == "f"
+    for o in itertools.product(*(range(len(b)) for b in spans)):
+        window = (Ellipsis, *(b[i] for b, i in zip(spans, o)))
+        cells = x[window]
+        flat = cells.reshape(lead + (-1,))
+        best = y[(Ellipsis, *o)][..., None]
+        hit = flat == best
+        if nan:
+            hit |= np.isnan(flat) & np.isnan(best)
+        weight = pick_first(hit, ties).astype(grad.dtype, copy=False)
+        view = dx[window]
+        np.add(view, (weight * grad[(Ellipsis, *o)][..., None]).reshape(cells.shape), out=view)
     return dx
 
 

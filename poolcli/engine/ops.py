@@ -52,11 +52,11 @@ class Avg(Op):
 
     def forward(self, x, g, params):
         y = window_sum(x, g)
-        y /= g.counts(params.count_pad)
+        y /= g.counts(params.count_pad).astype(y.dtype)  # float32 stays float32: no float64 pass
         return y.astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
-        return spread(grad / g.counts(params.count_pad), g)
+        return spread(grad / g.counts(params.count_pad).astype(grad.dtype), g)
 
 
 class Lp(Op):
@@ -102,6 +102,8 @@ class Mixed(Op):
     hi, mean = Max(), Avg()
 
     def forward(self, x, g, params):
+        if x.dtype == np.float16:  # mixed in float32, rounded once (as the averages are)
+            return self.forward(x.astype(np.float32), g, params).astype(np.float16)
         hi = self.hi.forward(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
         a = self.value(params, "alpha")
         return a * hi + (1 - a) * self.mean.forward(x, g, params)
