@@ -307,10 +307,35 @@ def _unique(taps) -> bool:
 
 
 def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
-    """Route each output's gradient to the cell its window selected (max/min backward)."""
+    """Route each output's gradient to the cell its window selected (max/min backward).
+
+    Planes go in blocks of about BACKWARD_BYTES, so that each block's passes over its taps stay in cache.
+    """
     spans = [bands(a) for a in g.axes]
     if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties)
+    first = x.ndim - g.dims
+    plane = int(np.prod(x.shape[first:])) * x.itemsize
+    if first == 0 or x.size * x.itemsize <= 2 * BACKWARD_BYTES or plane == 0:
+        return _select_backward(x, y, grad, g, ties)
+    x = np.ascontiguousarray(x)
+    planes = x.reshape((-1, *x.shape[first:]))
+    ys, gs = y.reshape((-1, *y.shape[first:])), grad.reshape((-1, *grad.shape[first:]))
+    step = max(1, BACKWARD_BYTES // plane)
+    dx = np.empty(planes.shape, dtype=grad.dtype)
+    for i in range(0, len(planes), step):
+        block = slice(i, i + step)
+        part = Geometry((len(planes[block]),), g.axes)
+        dx[block] = _select_backward(planes[block], ys[block], gs[block], part, ties)
+    return dx.reshape(x.shape)
+
+
+BACKWARD_BYTES = 1 << 20  # input bytes per block of planes in a max/min backward
+
+
+def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+    if all(_tiles(a) for a in g.axes):
+        return _select_tiled(x, y, grad, g, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
     if ties == "split":
         count = np.zeros(y.shape, dtype=grad.dtype)
@@ -319,6 +344,42 @@ def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry,
         grad = grad / count
     for taps, hit in _hits(x, y, g, ties):
         add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+    return dx
+
+
+def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+    """select_backward where the windows tile the plane exactly: each input cell is one tap of one window, so
+    every tap is a strided view of the input and of the result, written once (no zero fill, no scatter)."""
+    import itertools
+
+    lead = x.shape[: x.ndim - g.dims]
+    split = lead + tuple(n for a in g.axes for n in (a.out, a.kernel))
+    v = x.reshape(split)
+    dx = np.empty(x.shape, dtype=grad.dtype)
+    d = dx.reshape(split)
+    nan = x.dtype.kind == "f" and bool(np.isnan(y).any())
+    pre = (slice(None),) * len(lead)
+    taps = [pre + tuple(t for i in tap for t in (slice(None), i))
+            for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
+
+    def hit(tap: tuple) -> np.ndarray:
+        h = v[tap] == y
+        if nan:
+            h |= np.isnan(v[tap]) & np.isnan(y)
+        return h
+
+    if ties == "split":
+        count = np.zeros(y.shape, dtype=grad.dtype)
+        for tap in taps:
+            count += hit(tap)
+        grad = grad / count
+    taken = np.zeros(y.shape, dtype=bool) if ties == "first" else None
+    for tap in taps:
+        h = hit(tap)
+        if taken is not None:
+            h &= ~taken
+            taken |= h
+        np.multiply(h, grad, out=d[tap])
     return dx
 
 
