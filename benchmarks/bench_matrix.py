@@ -1,0 +1,137 @@
+"""Every operator × {forward, backward} × dtype × layout, beside PyTorch on 1 and on all threads.
+
+Run: python benchmarks/bench_matrix.py [--shape 4,32,64,64] [--repeat 5] [--only max,avg]
+One row per cell: poolcli's best time; its time per element against float32 in C order (the same
+operator and direction: how much a dtype or layout costs); torch's best time on 1 thread and on all
+threads where torch has the operator, and poolcli's ratio to the 1-thread time; for max and avg, the
+ratio to the memory-bandwidth bound (the bytes the pass must read and write, at this machine's copy
+speed). Layouts: C order, Fortran order, channels-last (an (N, H, W, C) array with --channels-last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from benchlib import best_of, machine, optional_torch
+
+import poolcli
+from poolcli.engine import OPERATORS
+
+OPTIONS = {"upsample": {"scale": 2}, "lrn": {"size": 5}, "kmax": {"k": 2}, "unpool": {"kernel": 2}}
+DTYPES = ("float16", "float32", "float64", "uint8")
+LAYOUTS = ("C", "Fortran", "channels-last")
+
+
+def make(shape: tuple[int, ...], dtype: str, layout: str, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """The input in a dtype and layout, and the layout's options."""
+    x = rng.normal(size=shape) * 50 + 100
+    x = x.astype(dtype) if dtype != "uint8" else np.clip(x, 0, 255).astype(np.uint8)
+    if layout == "Fortran":
+        return np.asfortranarray(x), {}
+    if layout == "channels-last":
+        return np.ascontiguousarray(np.moveaxis(x, 1, -1)), {"channels_last": True}
+    return x, {}
+
+
+def run(op: str, direction: str, x: np.ndarray, options: dict):
+    """A callable doing the pooling once, or None when the operator has no such direction."""
+    options = {**OPTIONS.get(op, {}), **options}
+    if op == "unpool":  # unpool takes the output of a max pooling and its indices
+        y, idx = poolcli.forward(x, "max", kernel=2, return_indices=True,
+                                 **{k: v for k, v in options.items() if k == "channels_last"})
+        x, options = y, {**options, "indices": idx}
+    if direction == "forward":
+        return lambda: poolcli.forward(x, op, **options)
+    if not poolcli.OPS[op].differentiable:
+        return None
+    return lambda: poolcli.backward(x, op=op, **options)
+
+
+def torch_run(torch, op: str, direction: str, x: np.ndarray):
+    """torch's nearest operator on an NCHW float array (forward, or forward + backward), or None."""
+    if x.dtype.kind != "f" or x.dtype == np.float16:
+        return None
+    F = torch.nn.functional
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    forward = {
+        "max": lambda a: F.max_pool2d(a, 2), "min": lambda a: -F.max_pool2d(-a, 2),
+        "avg": lambda a: F.avg_pool2d(a, 2), "lp": lambda a: F.lp_pool2d(a, 2.0, 2),
+        "mixed": lambda a: 0.5 * F.max_pool2d(a, 2) + 0.5 * F.avg_pool2d(a, 2),
+        "kmax": lambda a: torch.topk(a, 2, dim=-1, sorted=False).values,
+        "upsample": lambda a: F.interpolate(a, scale_factor=2, mode="nearest"),
+        "lrn": lambda a: F.local_response_norm(a, 5),
+        "bilinear": lambda a: torch.einsum("nchw,ndhw->ncd", a, a) / (a.shape[-1] * a.shape[-2]),
+    }.get(op)
+    if forward is None:
+        return None
+    if direction == "forward":
+        return lambda: forward(t)
+
+    def both():
+        a = t.clone().requires_grad_(True)
+        out = forward(a)
+        out.backward(torch.ones_like(out))
+
+    return both
+
+
+def bandwidth() -> float:
+    """Bytes per second one core copies (read + write), from a 256 MiB copy."""
+    a = np.ones(1 << 25)
+    b = np.empty_like(a)
+    return 2 * a.nbytes / best_of(lambda: np.copyto(b, a), 5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="4,32,64,64")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    shape = tuple(int(n) for n in args.shape.split(","))
+    torch = optional_torch()
+    print(machine(torch, f", {os.cpu_count()} cores"))
+    speed = bandwidth()
+    print(f"shape {shape}; copy speed {speed / 1e9:.1f} GB/s\n")
+    print("| op | pass | dtype | layout | poolcli ms | per element vs float32 C | torch 1 thread ms | "
+          "torch all ms | ratio to torch 1 | ratio to bandwidth bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for op in (o.name for o in OPERATORS):
+        if args.only and op not in args.only.split(","):
+            continue
+        for direction in ("forward", "backward"):
+            base = None
+            cells = [(d, lay) for d in DTYPES for lay in LAYOUTS]
+            cells.sort(key=lambda cell: cell != ("float32", "C"))  # the reference cell first
+            for dtype, layout in cells:
+                x, options = make(shape, dtype, layout, rng)
+                try:
+                    fn = run(op, direction, x, options)
+                except poolcli.PoolcliError as e:
+                    print(f"| {op} | {direction} | {dtype} | {layout} | refused: {e} | | | | | |")
+                    continue
+                if fn is None:
+                    continue
+                ours = best_of(fn, args.repeat)
+                base = ours if (dtype, layout) == ("float32", "C") else base
+                per = f"{ours / base:.2f}" if base else ""
+                t1 = t_all = ratio = bound = ""
+                tfn = torch_run(torch, op, direction, x) if torch is not None and layout == "C" else None
+                if tfn is not None:
+                    torch.set_num_threads(1)
+                    one = best_of(tfn, args.repeat)
+                    torch.set_num_threads(os.cpu_count() or 1)
+                    t1, t_all = f"{one * 1e3:.2f}", f"{best_of(tfn, args.repeat) * 1e3:.2f}"
+                    ratio = f"{ours / one:.2f}"
+                if op in ("max", "avg") and layout == "C":
+                    moved = x.nbytes * (2 if direction == "forward" else 3)  # read x (and g), write y or dx
+                    bound = f"{ours / (moved / speed):.1f}"
+                print(f"| {op} | {direction} | {dtype} | {layout} | {ours * 1e3:.2f} | {per} | {t1} | {t_all} "
+                      f"| {ratio} | {bound} |")
+
+
+if __name__ == "__main__":
+    main()
