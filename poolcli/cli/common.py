@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Option, Params
+from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Option, Params, declaring
 from poolcli.errors import InputError, UsageError
 from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -84,7 +84,7 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
                                     help="Trailing spatial axes (default 2).")),
     "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW, help="The input is (…, H, W, C).")),
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
-                               autocompletion=lambda incomplete: _complete_op(incomplete),
+                               autocompletion=_complete_op,
                                help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
@@ -108,8 +108,6 @@ def cli_name(option: Option) -> str:
 
 def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tuple[Any, Any]]:
     """One command-line option from the operators' declarations of it: its help names who takes it."""
-    from poolcli.engine import declaring
-
     first = declared[0]
     by_help: dict[str, list[str]] = {}
     for op in declaring(name):
@@ -144,7 +142,7 @@ def focus_help(argv: list[str]) -> None:
     except UsageError:
         op = None
     for param, (name, _) in OPERATOR_OPTIONS.items():
-        takers = _takers(name)
+        takers = declaring(name)
         shown = (op in takers) if op is not None else any(o.windowed for o in takers)
         POOL_OPTIONS[param][1][1].hidden = asking and not shown
 
@@ -163,6 +161,7 @@ class Pooling:
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
         self._checked: tuple[str, Params] | None = None
+        self._arrays: dict[str, Any] | None = None
         if self.explicit:
             self._params()  # a wrong option is said before any work (without --op, once the input is known)
 
@@ -183,8 +182,8 @@ class Pooling:
             value = getattr(value, "value", value)
             if value is None or (option.kind is bool and value == option.default):
                 continue
-            if self.op != "all" and OPS[self.op] not in _takers(name):
-                names = [o.name for o in _takers(name)]
+            if self.op != "all" and OPS[self.op] not in declaring(name):
+                names = [o.name for o in declaring(name)]
                 takers = " or ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " or " + names[-1]
                 typed = option.flags.split("/")[-1] if option.kind is bool and not value else option.cli_flag
                 chosen = f"--op {self.op}" if self.explicit else f"--op {self.op} (the default)"
@@ -224,8 +223,8 @@ class Pooling:
 
     def _warn_if_image_layout(self, loaded: Any) -> None:
         """A 3-D array whose last axis is 3 or 4 (and the other two larger) is most often an image as NumPy and
-        PIL hold it, (H, W, C);
-        it is read as (C, H, W) all the same (the result never changes silently), and this says so once."""
+        PIL hold it, (H, W, C); it is read as (C, H, W) all the same (the result never changes silently), and
+        this says so once."""
         shape = tuple(loaded.array.shape)
         if (len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4 and not self.values.get("channels_last")
                 and self.values.get("dims") is None and self.op != "all" and OPS[self.op].spatial_layout):
@@ -233,12 +232,14 @@ class Pooling:
                   "if it is an image array (H, W, C), add --channels-last", file=sys.stderr)
 
     def arrays(self) -> dict[str, Any]:
-        """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with)."""
-        found: dict[str, Any] = {}
-        for name, path in self.files.items():
-            member = OPTIONS[name][0].npz_key  # an .npz written by forward --indices holds them by name
-            found[name] = self.read(path, key=member if member and _is_npz(path) else "").array
-        return found
+        """The extra input arrays: unpool's indices (--from-indices), bilinear's second features (--with);
+        read once, however many plans and recipes ask for them."""
+        if self._arrays is None:
+            self._arrays = {}
+            for name, path in self.files.items():
+                member = OPTIONS[name][0].npz_key  # an .npz written by forward --indices holds them by name
+                self._arrays[name] = self.read(path, key=member if member and _is_npz(path) else "").array
+        return self._arrays
 
     def recipe(self) -> Any:
         """What to pool with, as plain data (the extra arrays read): for images and batches."""
@@ -275,12 +276,6 @@ def operator_name(text: str) -> str:
     close = difflib.get_close_matches(word, names, n=2, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise UsageError(f"--op {text}: not an operator{hint} (one of {', '.join(OPS)})")
-
-
-def _takers(name: str) -> list[Any]:
-    from poolcli.engine import declaring
-
-    return declaring(name)
 
 
 def _is_npz(path: str) -> bool:
