@@ -194,7 +194,8 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
         for src in summary.skipped:
             print(f"poolcli: skipped {where[src]} (exists)", file=sys.stderr)
         for src in passed:
-            print(f"poolcli: passed over {src} (not an image{'' if with_arrays else ' or array'})", file=sys.stderr)
+            why = "neither an image nor an array" if with_arrays else "not an image; --arrays takes arrays too"
+            print(f"poolcli: passed over {src} ({why})", file=sys.stderr)
     for src, reason in summary.failed:
         reason = reason.removeprefix(f"{src}: ")  # said once
         print(f"poolcli: failed: {src}: {reason}", file=sys.stderr)
