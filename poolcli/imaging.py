@@ -93,7 +93,7 @@ def pool_image(loaded: Loaded, recipe: Recipe, linear: bool = False, fast: bool 
         small = img.reduce((kw, kh))
         return small if keep_pil else np.asarray(small)
     if recipe.operator.selects:  # every output is one of the input's values: no colour arithmetic
-        return _same_dtype(recipe.forward(loaded.array, g), loaded.array.dtype)
+        return _to_dtype(recipe.forward(loaded.array, g), loaded.array.dtype)  # a median of two: a float
     rows = _row_reader(loaded)
     first = rows(0, 1)
     strips = []
@@ -119,12 +119,18 @@ def _row_reader(loaded: Loaded) -> Any:
     return lambda a, b: pixels(img.crop((0, a, img.width, b)), mode)
 
 
-def _same_dtype(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A result back in the image's dtype (a median of two middle values is a float): rounded half up."""
-    if y.dtype == dtype or dtype.kind not in "iu":
-        return y if dtype.kind not in "iu" else y.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.floor(y + 0.5), info.min, info.max).astype(dtype)
+def _to_dtype(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A result back in the image's dtype: integers rounded half up (as Pillow) and clipped to the range.
+
+    >>> _to_dtype(np.array([2.5, 300.0]), np.dtype(np.uint8))
+    array([  3, 255], dtype=uint8)
+    """
+    if y.dtype == dtype:
+        return y
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.floor(y + 0.5), info.min, info.max).astype(dtype)
+    return y.astype(dtype)
 
 
 def _pool_values(array: np.ndarray, g: Any, recipe: Recipe, meta: dict, linear: bool) -> np.ndarray:
@@ -153,10 +159,7 @@ def _pool_values(array: np.ndarray, g: Any, recipe: Recipe, meta: dict, linear: 
         channels[...] = to_srgb(channels)
     if top != 1.0:
         y *= top
-    if integer:
-        info = np.iinfo(dtype)
-        return np.clip(np.floor(y + 0.5), info.min, info.max).astype(dtype)  # round half up, as Pillow
-    return y.astype(dtype)
+    return _to_dtype(y, dtype)
 
 
 def pool_and_write(loaded: Loaded, recipe: Recipe, linear: bool, path: str, fmt: str | None = None,

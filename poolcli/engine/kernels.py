@@ -247,10 +247,10 @@ def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.n
         planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
         return ufunc.reduce(planes, axis=-1).reshape(x.shape[:first] + g.out_spatial)
     if x.flags.f_contiguous and x.ndim > 1:  # Fortran order: its transpose is C order, spatial axes first
-        y = x.T
+        t = y = x.T
         for i, axis in enumerate(g.axes):
             y = reduce_axis(y, x.ndim - 1 - (first + i), axis, ufunc, fill)
-        return y.T if y is not x.T else y.T.copy()
+        return y.T if y is not t else x.copy()
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)  # strided views: one copy, then the fast blocks
     if first == 0:
