@@ -269,25 +269,25 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
     from PIL import Image
 
     target = Path(path)
-    format_name = _format_name(path, fmt)
+    kind = format_name(path, fmt)
     mode = meta.get("mode", "")
     if isinstance(array, Image.Image):
         img = array
     else:
         if array.dtype == np.uint16 and array.ndim == 3:  # 16-bit colour, which Pillow cannot hold
-            if format_name == "PNG":
-                return _write(target, format_name, lambda f: f.write(png16(
+            if kind == "PNG":
+                return _write(target, kind, lambda f: f.write(png16(
                     array, fitting_profile(meta.get("icc_profile"), meta.get("mode", "")),
                     true_exif(meta.get("exif"), (array.shape[1], array.shape[0])))))
-            if format_name not in EIGHT_BIT_FORMATS:
+            if kind not in EIGHT_BIT_FORMATS:
                 raise UsageError(f"-o {path}: 16-bit colour is written as .png (or .npy) only; "
-                                 f"{format_name} here would keep 8 of the 16 bits")
+                                 f"{kind} here would keep 8 of the 16 bits")
             array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 8-bit formats: as IM
         img = Image.fromarray(array)
     if mode == "1":
         img = img.convert("1", dither=Image.Dither.NONE)
     options: dict[str, Any] = {}
-    if format_name == "JPEG":
+    if kind == "JPEG":
         if img.mode in ("RGBA", "LA"):
             img = img.convert(img.mode[:-1])  # JPEG has no alpha: drop it, as ImageMagick does
         if img.mode not in ("L", "RGB", "CMYK"):
@@ -300,14 +300,14 @@ def write_image(path: str, array: Any, meta: dict, fmt: str | None = None, quali
                 options["subsampling"] = meta["subsampling"]
         else:
             options["quality"] = 90
-    elif quality is not None and format_name == "WEBP":
+    elif quality is not None and kind == "WEBP":
         options["quality"] = quality
     profile = fitting_profile(meta.get("icc_profile"), img.mode)
-    if profile and format_name in ("JPEG", "PNG", "TIFF", "WEBP"):
+    if profile and kind in ("JPEG", "PNG", "TIFF", "WEBP"):
         options["icc_profile"] = profile
-    if meta.get("exif") and format_name in ("JPEG", "PNG", "TIFF", "WEBP"):
+    if meta.get("exif") and kind in ("JPEG", "PNG", "TIFF", "WEBP"):
         options["exif"] = true_exif(meta["exif"], img.size)
-    _write(target, format_name, lambda f: img.save(f, format=format_name, **options))
+    _write(target, kind, lambda f: img.save(f, format=kind, **options))
 
 
 EIGHT_BIT_FORMATS = ("JPEG", "WEBP", "GIF", "BMP")
@@ -321,7 +321,7 @@ def write_frames(path: str, loaded: Loaded, pooled: list[Any], info: list[tuple[
     (duration, disposal) and the source's loop count."""
     from PIL import Image
 
-    format_name = _format_name(path, fmt)
+    kind = format_name(path, fmt)
     frames = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in pooled]
     options: dict[str, Any] = {"save_all": True, "append_images": frames[1:]}
     if all(d is not None for d, _ in info):
@@ -330,7 +330,7 @@ def write_frames(path: str, loaded: Loaded, pooled: list[Any], info: list[tuple[
         options["disposal"] = [d for _, d in info]
     if "loop" in loaded.meta["source"].info:
         options["loop"] = loaded.meta["source"].info["loop"]
-    _write(Path(path), format_name, lambda f: frames[0].save(f, format=format_name, **options))
+    _write(Path(path), kind, lambda f: frames[0].save(f, format=kind, **options))
 
 
 def frames(loaded: Loaded) -> Iterator[tuple[Loaded, tuple[Any, Any]]]:
@@ -349,11 +349,6 @@ def frames(loaded: Loaded) -> Iterator[tuple[Loaded, tuple[Any, Any]]]:
 
 def format_name(path: str, fmt: str | None) -> str:
     """Pillow's format name for an output: --format, or the file's suffix."""
-    return _format_name(path, fmt)
-
-
-def _format_name(path: str, fmt: str | None) -> str:
-    """Pillow's format name for an output: --format, or the file's suffix."""
     name = (fmt.upper() if fmt else None) or pil_format(Path(path).suffix)
     if name is None:
         suffix = Path(path).suffix or "(none)"
@@ -361,7 +356,7 @@ def _format_name(path: str, fmt: str | None) -> str:
     return {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
 
 
-def _write(target: Path, format_name: str, encode: Any) -> None:
+def _write(target: Path, kind: str, encode: Any) -> None:
     """Encode straight into the temporary file of an atomic write (a failure removes it), or for ``-`` onto
     standard output once the whole image is encoded."""
     try:
@@ -372,13 +367,13 @@ def _write(target: Path, format_name: str, encode: Any) -> None:
 
             buf = io.BytesIO()
             encode(buf)
-            to_stdout(buf.getvalue(), format_name, f"y.{format_name.lower().replace('jpeg', 'jpg')}")
+            to_stdout(buf.getvalue(), kind, f"y.{kind.lower().replace('jpeg', 'jpg')}")
             return
         with atomic_write(target) as f:
             encode(f)
     except (OSError, ValueError, KeyError) as e:
         reason = describe_os_error(e) if isinstance(e, OSError) and e.errno else e
-        raise OutputError(f"cannot write {target} as {format_name}: {reason}") from None
+        raise OutputError(f"cannot write {target} as {kind}: {reason}") from None
 
 
 def png16(array: np.ndarray, profile: bytes | None = None, exif: bytes | None = None) -> bytes:
