@@ -1,8 +1,6 @@
 """A Scene as a picture (Pillow only): input heat map with the window grid and selected cells, output, gradient mask.
 
->>> from typing import Any
-
-import numpy as np
+>>> import numpy as np
 >>> from poolcli.engine import WindowSpec, Params
 >>> from poolcli.render.scene import build_scene
 >>> fig = scene_figure(build_scene(np.arange(16.0).reshape(4, 4), WindowSpec(kernel=2), "max", Params()))
