@@ -494,6 +494,22 @@ def test_an_out_dir_inside_the_inputs_is_not_pooled_again(tmp_path: Path):
     assert sorted(str(p.relative_to(photos)) for p in photos.rglob("*.png")) == ["a.png", "small/a.png"]
 
 
+@pytest.mark.parametrize("out", ["photos", "photos/", "."])
+def test_an_out_dir_holding_the_input_folder_is_refused(tmp_path: Path, out: str):
+    """The input folder inside (or equal to) the out-dir: said as such, not "no images found"."""
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(rgb(16)).save(tmp_path / "photos" / "a.png")
+    before = (tmp_path / "photos" / "a.png").read_bytes()
+    r = subprocess.run([*POOLCLI, "forward", "photos", "--out-dir", out, "--overwrite"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"poolcli: error: --out-dir {out} holds the input folder photos; its outputs would replace the inputs: "
+        "choose another folder")
+    assert (tmp_path / "photos" / "a.png").read_bytes() == before
+
+
 # --- item 8: an ICC profile that no longer matches -----------------------------------------------------
 
 def test_a_cmyk_jpeg_loses_its_cmyk_profile_when_it_becomes_rgb(tmp_path: Path):

@@ -174,6 +174,11 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
     if jobs is not None and jobs > cores:
         print(f"poolcli: warning: --jobs {jobs} is more than the {cores} cores here; "
               "extra workers only share them", file=sys.stderr)
+    outputs = Path(os.path.realpath(folder))
+    for source in sources:  # a folder of inputs inside the out-dir would be skipped whole as earlier outputs
+        if Path(source).is_dir() and Path(os.path.realpath(source)).is_relative_to(outputs):
+            raise UsageError(f"--out-dir {out_dir} holds the input folder {source}; its outputs would replace "
+                             "the inputs: choose another folder")
     passed: list[Path] = []
     pairs = batch.collect(sources, folder, recursive, task.image_format, with_arrays, passed)
     if not pairs:
