@@ -119,8 +119,9 @@ def geometry(shape: tuple[int, ...], **options: Any) -> Geometry:
 
 
 def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, indices: np.ndarray | None = None,
-            other: np.ndarray | None = None, **options: Any):
+            other: np.ndarray | None = None, threads: int | None = None, **options: Any):
     """Pool ``x`` with operator ``op``; with ``return_indices`` (max, min) also the flat per-plane arg-max.
+    ``threads``: how many threads pool the planes (default: every core; the result does not depend on it).
 
     >>> y, idx = forward(np.array([[1, 5], [3, 2]]), kernel=2, return_indices=True)
     >>> y, idx
@@ -134,8 +135,8 @@ def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, i
     with _python_words():
         g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
         if return_indices:
-            return run_indices(x, g, op)
-        return run_forward(x, g, op, params)
+            return run_indices(x, g, op, threads)
+        return run_forward(x, g, op, params, threads)
 
 
 def _array(a: Any) -> np.ndarray | None:
@@ -143,9 +144,9 @@ def _array(a: Any) -> np.ndarray | None:
 
 
 def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *, indices: np.ndarray | None = None,
-             other: np.ndarray | None = None, **options: Any) -> Any:
+             other: np.ndarray | None = None, threads: int | None = None, **options: Any) -> Any:
     """Gradient of the pooling with respect to ``x`` for upstream ``grad`` (default: ones);
-    for ``bilinear`` with ``other``, the pair (to x, to other).
+    for ``bilinear`` with ``other``, the pair (to x, to other). ``threads`` as for ``forward``.
 
     >>> backward(np.array([[1.0, 5.0], [5.0, 2.0]]), op="max", kernel=2, ties="split")
     array([[0. , 0.5],
@@ -156,7 +157,7 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *
     with _python_words():
         g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
         upstream = None if grad is None else np.asarray(grad)
-        dx = run_backward(x, g, upstream, op, params)
+        dx = run_backward(x, g, upstream, op, params, threads)
         if other is not None:
             return dx, run_backward_other(x, g, upstream, params)
         return dx

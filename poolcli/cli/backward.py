@@ -21,6 +21,7 @@ from poolcli.cli.common import (
     InPlaceOpt,
     OutputOpt,
     Pooling,
+    ThreadsOpt,
     Ties,
     check_format,
     emit,
@@ -55,6 +56,7 @@ def backward(
     full: FullOpt = False,
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
+    threads: ThreadsOpt = None,
     pool: Any = None,
 ) -> int | None:
     """The gradient: which input cells receive it, and how much."""
@@ -84,7 +86,7 @@ def backward(
                 f"--grad {grad} has shape {upstream.shape} but this pooling outputs {g.out_shape}; "
                 "use the gradient of this output, or the forward run's -k/-s/-p"
             )
-    dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params)
+    dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params, threads)
     extra = None
     if "other" in arrays and output is not None and output.lower().endswith(".npz"):
         extra = {"with": run_backward_other(loaded.array, g, upstream, pooling.params)}

@@ -150,12 +150,12 @@ def focus_help(argv: list[str]) -> None:
 class Pooling:
     """What the shared options say: the operator, its WindowSpec and Params, and where the inputs come from."""
 
-    def __init__(self, values: dict[str, Any], ties: str = "first") -> None:
+    def __init__(self, values: dict[str, Any], ties: str = "first", threads: int | None = None) -> None:
         from poolcli.cli.options import window_spec
 
         self.explicit = values.get("op") is not None  # --op given; else max, or avg once the input is an image
         self.op = operator_name(values["op"]) if self.explicit else DEFAULT
-        self.values, self.ties = values, ties
+        self.values, self.ties, self.threads = values, ties, threads
         self.files = {name: values[param] for param, (name, declared) in OPERATOR_OPTIONS.items()
                       if declared[0].kind == "array" and values.get(param) is not None}  # extra input arrays
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
@@ -247,7 +247,7 @@ class Pooling:
 
         if self.op == "all":
             raise UsageError("--op all goes with backward --check; pick one operator here")
-        return Recipe(self.op, self.spec, self.params, self.arrays())
+        return Recipe(self.op, self.spec, self.params, self.arrays(), self.threads)
 
     def bind(self, shape: tuple[int, ...], arrays: dict[str, Any] | None = None) -> Any:
         """The operator's plan for an input of this shape (a Geometry for windowed operators)."""
@@ -314,6 +314,8 @@ FormatOpt = Annotated[str | None, typer.Option("--format", rich_help_panel=OUTPU
                                                  help="table, txt, csv, json; png, jpg… for -o.")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Let -o replace the input.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", rich_help_panel=INPUT, metavar="N", min=1,
+                                                show_default=False, help="Threads pooling an array (all cores).")]
 
 
 def read_input(source: str | None, key: str | None = None, matrix: str | None = None,

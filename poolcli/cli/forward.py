@@ -24,6 +24,7 @@ from poolcli.cli.common import (
     InPlaceOpt,
     OutputOpt,
     Pooling,
+    ThreadsOpt,
     check_format,
     emit,
     guard,
@@ -51,6 +52,7 @@ def forward(
     full: FullOpt = False,
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
+    threads: ThreadsOpt = None,
     out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
                                                 help="Pool every input into DIR.")]
     = None,
@@ -79,7 +81,7 @@ def forward(
     from poolcli.engine import run_forward, run_indices
     from poolcli.io import arrays
 
-    pooling = Pooling(pool)
+    pooling = Pooling(pool, threads=threads)
     terminal, image_format = check_format(fmt)
     sources = inputs or []
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
@@ -111,9 +113,9 @@ def forward(
     if indices is not None:
         if indices == "-" or Path(indices).suffix.lower() != ".npy":
             raise UsageError(f"--indices {indices}: give a .npy file name")
-        y, idx = run_indices(loaded.array, g, pooling.op)
+        y, idx = run_indices(loaded.array, g, pooling.op, threads)
     else:
-        y = run_forward(loaded.array, g, pooling.op, pooling.params)
+        y = run_forward(loaded.array, g, pooling.op, pooling.params, threads)
     npz = idx is not None and output is not None and output.lower().endswith(".npz")
     emit(y, output, full, terminal, {"indices": idx} if npz else None)
     if idx is not None:
@@ -157,6 +159,7 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
         raise UsageError("--out-dir writes one file per input; drop -o/--indices")
     if "-" in sources or pooling.matrix is not None:
         raise UsageError("a batch reads files; standard input and --matrix take one array, without --out-dir")
+    pooling.threads = pooling.threads or 1  # the worker processes share the cores
     recipes = _recipe_or_reason(pooling), _recipe_or_reason(pooling, image=True)
     if all(isinstance(r, str) for r in recipes):  # neither arrays nor images can be pooled so
         raise UsageError(recipes[1])

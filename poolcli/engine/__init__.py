@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine.base import TIES, Op, Option, Params, Picture
+from poolcli.engine.blocks import compute_dtype, default_threads, run_blocks
 from poolcli.engine.geometry import (
     PAD_MODES,
     WINDOW_OPTIONS,
@@ -87,6 +88,7 @@ class Recipe:
     spec: WindowSpec
     params: Params = dataclasses.field(default_factory=Params)
     arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    threads: int | None = None  # None: every core; a batch of worker processes gives each 1
 
     @property
     def operator(self) -> Op:
@@ -97,7 +99,7 @@ class Recipe:
         return bind(self.op, shape, self.spec if spec is None else spec, self.params, **self.arrays)
 
     def forward(self, x: np.ndarray, plan: Any) -> np.ndarray:
-        return run_forward(x, plan, self.op, self.params)
+        return run_forward(x, plan, self.op, self.params, self.threads)
 
 
 def _moved(a: np.ndarray, dims: int) -> np.ndarray:
@@ -144,18 +146,41 @@ def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> A
     return np.empty(g.out_shape, dtype=results.dtype)
 
 
-def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = Params()) -> np.ndarray:
-    """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``.
+def _run(fn: Callable[..., Any], plan: Any, inputs: list[np.ndarray], input_shaped: list[bool], threads: int | None,
+         strided: bool = False) -> Any:
+    """``fn(*inputs, plan)`` on engine-layout views, giving the caller's layout: a windowed plan runs over blocks
+    of planes on ``threads`` threads (None: every core; see ``blocks``); other plans run whole, in the same
+    compute dtype and C order."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"--threads {threads}: give 1 or more threads")
+    if isinstance(plan, Geometry):
+        return run_blocks(fn, plan, inputs, input_shaped, default_threads() if threads is None else threads,
+                          strided=strided)
+    results = fn(*(np.ascontiguousarray(a, dtype=compute_dtype(a.dtype)) for a in inputs), plan)
+    half = inputs[0].dtype == np.float16
+    out = tuple(r.astype(np.float16) if half and r.dtype == np.float32 else r
+                for r in (results if isinstance(results, tuple) else (results,)))
+    out = tuple(to_caller(r, plan, output=not shaped) for r, shaped in zip(out, input_shaped))
+    return out if isinstance(results, tuple) else out[0]
+
+
+def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = Params(),
+                threads: int | None = None) -> np.ndarray:
+    """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``, on ``threads`` threads
+    (None: every core; the result is the same bit for bit whatever the count).
 
     An input with a zero-size batch or channel axis gives an empty result of the right shape.
     """
     x = check_array(x)
     if x.size == 0 and _one_plane(g) is not None:
         return _empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params))
-    return to_caller(get_op(op).forward(to_engine(x, g), g, params), g)
+    pool = get_op(op)
+    return _run(lambda a, plan: pool.forward(a, plan, params), g, [to_engine(x, g)], [False], threads,
+                strided=pool.strided)
 
 
-def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Max (or min) pooling with the flat per-plane index of each selected cell (PyTorch's return_indices)."""
     x = check_array(x)
     pool = get_op(op)
@@ -164,8 +189,7 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT) -> tuple[np.ndarr
         raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
         return _empty_like_result(x, g, lambda a, one: run_indices(a, one, op))
-    y, idx = pool.indices(to_engine(x, g), g)
-    return to_caller(y, g), to_caller(idx, g)
+    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads)
 
 
 def gradient_dtype(dtype: np.dtype) -> np.dtype:
@@ -174,7 +198,8 @@ def gradient_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def run_backward(
-    x: np.ndarray, g: Geometry, grad: np.ndarray | None = None, op: str = DEFAULT, params: Params = Params()
+    x: np.ndarray, g: Geometry, grad: np.ndarray | None = None, op: str = DEFAULT, params: Params = Params(),
+    threads: int | None = None,
 ) -> np.ndarray:
     """Gradient of ``sum(forward(x) * grad)`` with respect to ``x``; ``grad`` defaults to ones."""
     x = check_array(x)
@@ -194,8 +219,9 @@ def run_backward(
     grad = grad.astype(dtype, copy=False)
     if x.size == 0:
         return np.zeros(x.shape, dtype=dtype)
-    dx = pool.backward(to_engine(x, g), g, to_engine(grad, g, output=True), params)
-    return to_caller(dx.astype(dtype, copy=False), g, output=False)
+    dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
+              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads)
+    return dx.astype(dtype, copy=False)
 
 
 def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:

@@ -172,7 +172,9 @@ class Op:
     - ``differentiable``: it has a backward;
     - ``box_mean``: it is a plain box average (Pillow's ``Image.reduce`` computes it for images);
     - ``marks``: what visualize marks on the input (the cells the output took), or "";
-    - ``keeps_int``: integer inputs keep their dtype (else float64).
+    - ``keeps_int``: integer inputs keep their dtype (else float64);
+    - ``strided``: its forward reads any memory order in place at full speed (separable passes), so the block
+      executor hands it views of Fortran-ordered and channels-last inputs rather than C-ordered copies.
 
     Arrays reach ``forward``/``backward`` in the engine's layout: channels before the spatial axes.
     """
@@ -189,6 +191,7 @@ class Op:
     box_mean = False
     marks = ""
     keeps_int = False
+    strided = False
 
     @property
     def arrays(self) -> tuple[str, ...]:

@@ -229,47 +229,36 @@ def inps(taps: Sequence[Tap]) -> list[Selection]:
     return [t.inp for t in taps]
 
 
-CHUNK_BYTES = 1 << 19  # blocks of planes this large keep a block's intermediates in cache
+def memory_order(x: np.ndarray) -> tuple[int, ...] | None:
+    """The axis order in which ``x`` is C-contiguous (largest stride first), or None when no order is.
+
+    >>> memory_order(np.zeros((2, 3, 4)).transpose(0, 2, 1))
+    (0, 2, 1)
+    """
+    order = tuple(sorted(range(x.ndim), key=lambda i: -x.strides[i]))
+    return order if x.transpose(order).flags.c_contiguous else None
 
 
 def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.ndarray:
     """Reduce the windows of every spatial axis in turn (max, min and sums are separable).
 
-    Planes are reduced in blocks of about CHUNK_BYTES, so that the strided passes of the
-    later axes read from cache rather than memory.
+    The passes run in the input's own memory order, so a Fortran-ordered or channels-last input is read in
+    place, its planes contiguous inside each tap (an input in no memory order is copied to C order first).
+    The axes are reduced in the same order whatever the layout, so the results are the same bit for bit.
     """
     first = x.ndim - g.dims
     if x.size == 0:  # no planes (a zero-size batch or channel axis): nothing to reduce
         return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
-    if x.dtype == np.float16 and ufunc in (np.maximum, np.minimum):  # numpy has no fast float16 loops
-        return separable(x.astype(np.float32), g, ufunc, fill).astype(np.float16)  # exact: a max is a value
     if whole(g):  # global pooling: one reduction over each plane's cells
         planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
         return ufunc.reduce(planes, axis=-1).reshape(x.shape[:first] + g.out_spatial)
-    if x.flags.f_contiguous and x.ndim > 1:  # Fortran order: its transpose is C order, spatial axes first
-        t = y = x.T
-        for i, axis in enumerate(g.axes):
-            y = reduce_axis(y, x.ndim - 1 - (first + i), axis, ufunc, fill)
-        return y.T if y is not t else x.copy()
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)  # strided views: one copy, then the fast blocks
-    if first == 0:
-        return _reduce_block(x, g, ufunc, fill, first)
-    planes = x.reshape((-1, *x.shape[first:]))
-    step = max(1, CHUNK_BYTES // max(1, planes[0].nbytes))
-    if step >= len(planes):
-        return _reduce_block(x, g, ufunc, fill, first)
-    out = np.empty((len(planes), *g.out_spatial), dtype=x.dtype)
-    for i in range(0, len(planes), step):
-        out[i : i + step] = _reduce_block(planes[i : i + step], g, ufunc, fill, 1)
-    return out.reshape(x.shape[:first] + g.out_spatial)
-
-
-def _reduce_block(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object, first: int) -> np.ndarray:
-    y = x
+    order = memory_order(x)
+    if order is None:
+        x, order = np.ascontiguousarray(x), tuple(range(x.ndim))
+    t = y = x.transpose(order)
     for i, axis in enumerate(g.axes):
-        y = reduce_axis(y, first + i, axis, ufunc, fill)
-    return y if y is not x else y.copy()
+        y = reduce_axis(y, order.index(first + i), axis, ufunc, fill)
+    return (y if y is not t else y.copy()).transpose(np.argsort(order))
 
 
 def window_sum(x: np.ndarray, g: Geometry) -> np.ndarray:
@@ -280,6 +269,11 @@ def window_sum(x: np.ndarray, g: Geometry) -> np.ndarray:
 def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     """Adjoint of ``window_sum``: every input cell gets the sum of the values of the windows it is in."""
     first = grad.ndim - g.dims
+    if all(_tiles(a) for a in g.axes):  # each input cell in one window: every tap written once, no zero fill
+        (dx, split), taps = _tiled(grad.shape[:first], g, grad.dtype)
+        for tap in taps:
+            split[tap] = grad
+        return dx
     dx = grad
     for i in reversed(range(g.dims)):
         dx = scatter_axis(dx, first + i, g.axes[i])
@@ -312,33 +306,10 @@ def _unique(taps) -> bool:
 
 
 def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
-    """Route each output's gradient to the cell its window selected (max/min backward).
-
-    Planes go in blocks of about BACKWARD_BYTES, so that each block's passes over its taps stay in cache.
-    """
+    """Route each output's gradient to the cell its window selected (max/min backward)."""
     spans = [bands(a) for a in g.axes]
     if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties)
-    first = x.ndim - g.dims
-    plane = int(np.prod(x.shape[first:])) * x.itemsize
-    if first == 0 or x.size * x.itemsize <= 2 * BACKWARD_BYTES or plane == 0:
-        return _select_backward(x, y, grad, g, ties)
-    x = np.ascontiguousarray(x)
-    planes = x.reshape((-1, *x.shape[first:]))
-    ys, gs = y.reshape((-1, *y.shape[first:])), grad.reshape((-1, *grad.shape[first:]))
-    step = max(1, BACKWARD_BYTES // plane)
-    dx = np.empty(planes.shape, dtype=grad.dtype)
-    for i in range(0, len(planes), step):
-        block = slice(i, i + step)
-        part = Geometry((len(planes[block]),), g.axes)
-        dx[block] = _select_backward(planes[block], ys[block], gs[block], part, ties)
-    return dx.reshape(x.shape)
-
-
-BACKWARD_BYTES = 1 << 20  # input bytes per block of planes in a max/min backward
-
-
-def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
     if all(_tiles(a) for a in g.axes):
         return _select_tiled(x, y, grad, g, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
@@ -352,20 +323,26 @@ def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry
     return dx
 
 
-def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
-    """select_backward where the windows tile the plane exactly: each input cell is one tap of one window, so
-    every tap is a strided view of the input and of the result, written once (no zero fill, no scatter)."""
+def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
+    """For windows that tile the plane: a new input-shaped array, its view split into (out, kernel) pairs per
+    axis, and the index of every tap in that view (each a strided view of one cell per window)."""
     import itertools
 
-    lead = x.shape[: x.ndim - g.dims]
-    split = lead + tuple(n for a in g.axes for n in (a.out, a.kernel))
-    v = x.reshape(split)
-    dx = np.empty(x.shape, dtype=grad.dtype)
-    d = dx.reshape(split)
-    nan = x.dtype.kind == "f" and bool(np.isnan(y).any())
+    dx = np.empty(lead + tuple(a.size for a in g.axes), dtype=dtype)
+    split = dx.reshape(lead + tuple(n for a in g.axes for n in (a.out, a.kernel)))
     pre = (slice(None),) * len(lead)
     taps = [pre + tuple(t for i in tap for t in (slice(None), i))
             for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
+    return (dx, split), taps
+
+
+def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+    """select_backward where the windows tile the plane exactly: each input cell is one tap of one window, so
+    every tap is a strided view of the input and of the result, written once (no zero fill, no scatter)."""
+    lead = x.shape[: x.ndim - g.dims]
+    (dx, d), taps = _tiled(lead, g, grad.dtype)
+    v = x.reshape(d.shape)
+    nan = x.dtype.kind == "f" and bool(np.isnan(y).any())
 
     def hit(tap: tuple) -> np.ndarray:
         h = v[tap] == y

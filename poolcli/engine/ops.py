@@ -21,13 +21,13 @@ from poolcli.engine.kernels import select_backward, select_indices, separable, s
 
 __all__ = ["COUNT_PAD", "Avg", "Lp", "Max", "Min", "Mixed"]
 
-COUNT_PAD = Option("count_pad", bool, True, "count padding in the mean",
+COUNT_PAD = Option("count_pad", bool, True, "count the padding",
                    flag="--count-pad/--no-count-pad")
 
 
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
-    selects, ties, marks = True, True, "arg-max"
+    selects, ties, marks, strided = True, True, "arg-max", True
     ufunc, fill = np.maximum, staticmethod(lowest)
 
     def forward(self, x, g, params):
@@ -48,7 +48,7 @@ class Min(Max):
 
 class Avg(Op):
     name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad)"
-    options, box_mean = (COUNT_PAD,), True
+    options, box_mean, strided = (COUNT_PAD,), True, True
 
     def forward(self, x, g, params):
         y = window_sum(x, g)
@@ -60,7 +60,7 @@ class Avg(Op):
 
 
 class Lp(Op):
-    name, summary = "lp", "(sum |x|^p)^(1/p) per window (--p, --mean)"
+    name, summary, strided = "lp", "(sum |x|^p)^(1/p) per window (--p, --mean)", True
     options = (Option("p", float, 2.0, "the exponent", check=lambda v: v > 0 and _finite(v),
                       need="the norm's exponent must be a finite number above 0"),
                Option("mean", bool, False, "root of the mean"), COUNT_PAD)
@@ -98,12 +98,10 @@ class Mixed(Op):
     name, summary = "mixed", "alpha*max + (1-alpha)*avg per window (--alpha)"
     options = (Option("alpha", float, 0.5, "the max share",
                       check=lambda v: 0 <= v <= 1, need="the max share must be between 0 and 1"), COUNT_PAD)
-    ties, marks = True, "arg-max (the max part)"
+    ties, marks, strided = True, "arg-max (the max part)", True
     hi, mean = Max(), Avg()
 
     def forward(self, x, g, params):
-        if x.dtype == np.float16:  # mixed in float32, rounded once (as the averages are)
-            return self.forward(x.astype(np.float32), g, params).astype(np.float16)
         hi = self.hi.forward(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
         a = self.value(params, "alpha")
         return a * hi + (1 - a) * self.mean.forward(x, g, params)

@@ -1,0 +1,187 @@
+"""The block executor: an operator run over blocks of independent planes, each copied once into the dtype
+and layout its kernels are fastest on.
+
+A block is a rectangle of the operator's independent (plane) axes with every spatial cell. Each block is
+copied, while it sits in cache, into a C-ordered array of the compute dtype (float16 is computed in
+float32 and rounded once at the end, as PyTorch's CPU kernels do); Fortran-ordered, strided and
+channels-last inputs therefore cost one cache-resident copy instead of slow strided passes. The results
+are written straight into the caller's output array. Blocks are independent, so they may run on a thread
+pool (NumPy releases the GIL in its loops); the result is the same bit for bit whatever the thread count.
+
+>>> import numpy as np
+>>> from poolcli.engine.geometry import WindowSpec
+>>> from poolcli.engine.ops import Max
+>>> x = np.asfortranarray(np.arange(32, dtype=np.float16).reshape(2, 4, 4))
+>>> g = WindowSpec(kernel=2).bind(x.shape)
+>>> y = run_blocks(lambda a, plan: Max().forward(a, plan, None), g, [x], [False], block_bytes=64)
+>>> y.dtype, y[1].tolist()
+(dtype('float16'), [[21.0, 23.0], [29.0, 31.0]])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from poolcli.engine.geometry import Geometry, caller_shape
+from poolcli.engine.kernels import memory_order
+
+BLOCK_BYTES = 1 << 20  # compute bytes of one input per block: its kernels' intermediates stay in cache
+
+
+def default_threads() -> int:
+    """The cores this process may run on (``os.sched_getaffinity`` where the system has it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype kernels run in: float16 in float32 (NumPy's float16 loops are slow and round every step)."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def blocks(lead: Sequence[int], strides: Sequence[int], per_item: int, budget: int,
+           cuttable: Sequence[bool] | None = None) -> Iterator[tuple[slice, ...]]:
+    """Index tuples over the ``lead`` axes cutting them into blocks of about ``budget`` bytes, ``per_item`` bytes
+    an item; the axis with the largest stride is cut first, so each block is as contiguous as the input allows.
+    Axes not ``cuttable`` stay whole.
+
+    >>> [b for b in blocks((2, 3), (24, 8), 8, 24)]
+    [(slice(0, 1, None), slice(0, 3, None)), (slice(1, 2, None), slice(0, 3, None))]
+    >>> len(list(blocks((4, 3), (8, 32), 8, 16)))  # Fortran order: the second axis is cut first
+    6
+    """
+    whole = [i for i in range(len(lead)) if cuttable is not None and not cuttable[i]]
+    per_item *= int(np.prod([lead[i] for i in whole], dtype=np.int64))
+    order = sorted((i for i in range(len(lead)) if i not in whole), key=lambda i: -abs(strides[i]))
+    per_block = max(1, budget // max(1, per_item))
+    # The outermost axes cut one index at a time, then one axis cut in chunks, the rest whole.
+    inner = 1
+    split = len(order)
+    for k in reversed(range(len(order))):
+        if inner * lead[order[k]] > per_block:
+            split = k
+            break
+        inner *= lead[order[k]]
+    else:
+        yield tuple(slice(0, n) for n in lead)
+        return
+    step = max(1, per_block // inner)
+    outer = [range(lead[i]) for i in order[:split]]
+    cut = order[split]
+    for head in itertools.product(*outer):
+        for start in range(0, lead[cut], step):
+            index = [slice(0, n) for n in lead]
+            for i, v in zip(order[:split], head):
+                index[i] = slice(v, v + 1)
+            index[cut] = slice(start, min(start + step, lead[cut]))
+            yield tuple(index)
+
+
+def _from_fortran(a: np.ndarray, first: int, dtype: np.dtype) -> np.ndarray:
+    """A Fortran-ordered array in C order, as two cheap transpositions: planes from cells (a 2-D transpose), then
+    each group's axes reversed in cache. NumPy's direct copy walks the last axis at the largest stride.
+
+    >>> a = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
+    >>> b = _from_fortran(a, 1, a.dtype)
+    >>> b.flags.c_contiguous, np.array_equal(a, b)
+    (True, True)
+    """
+    if first == 0 or a.ndim - first == 0:
+        return np.ascontiguousarray(a, dtype=dtype)
+    lead, space = a.shape[:first], a.shape[first:]
+    rows = np.ascontiguousarray(a.T.reshape(-1, int(np.prod(lead))).T, dtype=dtype)
+    back = tuple(range(first - 1, -1, -1)) + tuple(range(a.ndim - 1, first - 1, -1))
+    return np.ascontiguousarray(rows.reshape(lead[::-1] + space[::-1]).transpose(back))
+
+
+def _inner_planes(x: np.ndarray, first: int, order: tuple[int, ...]) -> int:
+    """How many planes sit side by side innermost in memory (channels-last: C; Fortran order: all of them)."""
+    run = 1
+    for axis in reversed(order):
+        if axis >= first:
+            break
+        run *= x.shape[axis]
+    return run
+
+
+STRIDED_RUN = 16  # planes side by side from which an operator reading strided views beats a C-ordered copy
+
+
+def run_blocks(
+    fn: Callable[..., Any],
+    g: Geometry,
+    inputs: Sequence[np.ndarray],
+    input_shaped: Sequence[bool],
+    threads: int = 1,
+    block_bytes: int | None = None,
+    strided: bool = False,
+) -> Any:
+    """``fn(*blocks, plan)`` over blocks of the plane axes of ``g``; its result(s) assembled in the caller's layout.
+
+    ``inputs`` are engine-layout views whose leading axes are ``g.lead``; ``input_shaped[i]`` says whether
+    result ``i`` has the input's spatial shape (a gradient) rather than the output's. A float16 first
+    input is computed in float32 and its float32 results are returned as float16. With ``strided`` (the
+    operator reads any memory order at full speed) an input whose planes lie side by side in memory is
+    handed over as views, cut only along the axes outside its cells in memory.
+    """
+    x = inputs[0]
+    first = len(g.lead)
+    dtype = compute_dtype(x.dtype)
+    order = memory_order(x) if not x.flags.c_contiguous else None
+    cuttable = [True] * first
+    if strided and order is not None and _inner_planes(x, first, order) >= STRIDED_RUN:
+        outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
+        cuttable = [order.index(i) < outside for i in range(first)]
+
+        def convert(a: np.ndarray) -> np.ndarray:
+            return a.astype(compute_dtype(a.dtype), copy=False)
+    else:
+        if x.flags.f_contiguous and not x.flags.c_contiguous:
+            inputs = [_from_fortran(a, first, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
+
+        def convert(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
+    plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
+    budget = BLOCK_BYTES if block_bytes is None else block_bytes
+    cuts = list(blocks(g.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
+    outputs: list[np.ndarray] = []
+    views: list[np.ndarray] = []
+
+    def one(index: tuple[slice, ...]) -> Any:
+        parts = [convert(a[index]) for a in inputs]
+        plan = dataclasses.replace(g, lead=parts[0].shape[:first], channels_last=False)
+        return fn(*parts, plan)
+
+    def put(index: tuple[slice, ...], results: Any) -> None:
+        for view, r in zip(views, results if isinstance(results, tuple) else (results,)):
+            view[index] = r
+
+    head = one(cuts[0])
+    for r, shaped in zip(head if isinstance(head, tuple) else (head,), input_shaped):
+        out_dtype = np.float16 if x.dtype == np.float16 and r.dtype == np.float32 else r.dtype
+        shape = g.lead + (g.in_shape[first:] if shaped else r.shape[first:])
+        if g.channels_last and first:
+            out = np.empty(caller_shape(shape, g.dims), dtype=out_dtype)
+            views.append(np.moveaxis(out, -1, first - 1))
+        else:
+            out = np.empty(shape, dtype=out_dtype)
+            views.append(out)
+        outputs.append(out)
+    put(cuts[0], head)
+    rest = cuts[1:]
+    if threads > 1 and len(rest) > 1:  # each worker writes its own block: disjoint views, no lock
+        with ThreadPoolExecutor(min(threads, len(rest))) as pool:
+            list(pool.map(lambda index: put(index, one(index)), rest))
+    else:
+        for index in rest:
+            put(index, one(index))
+    return tuple(outputs) if isinstance(head, tuple) else outputs[0]

@@ -1,0 +1,135 @@
+"""The block executor: blocks, threads, dtypes and memory layouts change nothing in the results."""
+
+from __future__ import annotations
+
+import itertools
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import poolcli
+from poolcli.engine import OPERATORS, blocks
+from tests.conftest import run_poolcli
+from tests.strategies import pooling_case
+
+WINDOWED = [op.name for op in OPERATORS if op.windowed]
+DIFFERENTIABLE = [name for name in WINDOWED if poolcli.OPS[name].differentiable]
+
+
+@settings(max_examples=200, deadline=None)
+@given(lead=st.lists(st.integers(1, 5), min_size=1, max_size=3), data=st.data())
+def test_blocks_cover_every_plane_once(lead, data):
+    strides = data.draw(st.permutations([8 * 7**i for i in range(len(lead))]))
+    per_item = data.draw(st.integers(1, 64))
+    budget = data.draw(st.integers(1, 400))
+    cuttable = data.draw(st.lists(st.booleans(), min_size=len(lead), max_size=len(lead)))
+    seen = np.zeros(lead, dtype=int)
+    for index in blocks.blocks(lead, strides, per_item, budget, cuttable):
+        seen[index] += 1
+        for axis, (s, n) in enumerate(zip(index, lead)):
+            if not cuttable[axis]:
+                assert (s.start, s.stop) == (0, n)  # an axis that may not be cut stays whole
+    assert (seen == 1).all()
+
+
+def tiny_blocks(on: bool = True):
+    """Blocks of a few bytes: every plane (or a few) a block of its own, so that cuts and threads are exercised."""
+    return mock.patch.object(blocks, "BLOCK_BYTES", 64 if on else blocks.BLOCK_BYTES)
+
+
+def layouts(x: np.ndarray, dims: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """The same array in C order, Fortran order, channels-last and with negative strides, with their options."""
+    out = {"C": (x, {}), "Fortran": (np.asfortranarray(x), {}), "reversed": (x[..., ::-1].copy()[..., ::-1], {})}
+    if x.ndim > dims:
+        out["channels-last"] = (np.ascontiguousarray(np.moveaxis(x, x.ndim - dims - 1, -1)), {"channels_last": True})
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), op=st.sampled_from(WINDOWED), threads=st.integers(2, 4))
+def test_threads_and_blocks_give_the_one_thread_result_bit_for_bit(data, op, threads):
+    x, _, spec = data.draw(pooling_case(dtypes=("float64", "float32", "float16", "uint8")))
+    one = poolcli.forward(x, op, spec=spec, threads=1)
+    with tiny_blocks():
+        np.testing.assert_array_equal(poolcli.forward(x, op, spec=spec, threads=threads), one)
+    if poolcli.OPS[op].differentiable:
+        grad = np.random.default_rng(0).normal(size=one.shape)
+        with tiny_blocks():
+            many = poolcli.backward(x, grad, op, spec=spec, threads=threads)
+        np.testing.assert_array_equal(many, poolcli.backward(x, grad, op, spec=spec, threads=1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), op=st.sampled_from(WINDOWED), small=st.booleans())
+def test_every_memory_layout_gives_the_c_order_result(data, op, small):
+    """Fortran order, channels-last and strided inputs, cut into blocks or whole, pool exactly as C order."""
+    with tiny_blocks(small):
+        check_layouts(data, op)
+
+
+def check_layouts(data, op):
+    x, options, spec = data.draw(pooling_case(dtypes=("float64", "float32", "float16")))
+    dims = options["dims"]
+    ref = poolcli.forward(x, op, spec=spec)
+    grad = np.random.default_rng(1).normal(size=ref.shape).astype(x.dtype)
+    for name, (view, extra) in layouts(x, dims).items():
+        moved = (lambda a: np.moveaxis(a, -1, a.ndim - dims - 1)) if extra else (lambda a: a)
+        back = (lambda a: np.moveaxis(a, a.ndim - dims - 1, -1)) if extra else (lambda a: a)
+        s = spec if not extra else poolcli.WindowSpec(**{**options, **extra})
+        np.testing.assert_array_equal(moved(poolcli.forward(view, op, spec=s)), ref, err_msg=name)
+        if poolcli.OPS[op].differentiable:
+            np.testing.assert_array_equal(moved(poolcli.backward(view, back(grad), op, spec=s)),
+                                          poolcli.backward(x, grad, op, spec=spec), err_msg=name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), op=st.sampled_from(DIFFERENTIABLE))
+def test_float16_backward_equals_the_float32_computation_rounded(data, op):
+    x, _, spec = data.draw(pooling_case(dtypes=("float16",)))
+    y = poolcli.forward(x, op, spec=spec)
+    grad = (np.random.default_rng(2).normal(size=y.shape) * 8).astype(np.float16)
+    dx = poolcli.backward(x, grad, op, spec=spec)
+    assert dx.dtype == np.float16
+    expected = poolcli.backward(x.astype(np.float32), grad.astype(np.float32), op, spec=spec).astype(np.float16)
+    np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("op", [op.name for op in OPERATORS if not op.windowed])
+def test_operators_without_windows_compute_float16_in_float32(op):
+    """kmax, unpool, upsample, lrn and bilinear: float16 in, float16 out, the float32 result rounded once."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(2, 6, 4, 4)) * 4).astype(np.float16)
+    options = {"kmax": {"k": 2}, "upsample": {"scale": 2}, "lrn": {"size": 3}}.get(op, {})
+    if op == "unpool":
+        x, options = poolcli.forward(x, "max", kernel=2, return_indices=True)
+        options = {"indices": options, "kernel": 2}
+    y = poolcli.forward(x, op, **options)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, poolcli.forward(x.astype(np.float32), op, **options).astype(np.float16))
+    if poolcli.OPS[op].differentiable:
+        grad = rng.normal(size=y.shape).astype(np.float16)
+        expected = poolcli.backward(x.astype(np.float32), grad.astype(np.float32), op, **options)
+        np.testing.assert_array_equal(poolcli.backward(x, grad, op, **options), expected.astype(np.float16))
+
+
+def test_threads_must_be_one_or_more():
+    with pytest.raises(poolcli.UsageError, match="threads"):
+        poolcli.forward(np.ones((4, 4)), threads=0)
+
+
+def test_the_threads_option_changes_no_byte_of_the_output(tmp_path):
+    x = np.random.default_rng(4).normal(size=(3, 8, 33, 31)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outputs = []
+    for command, threads in itertools.product(("forward", "backward"), ("1", "2")):
+        out = tmp_path / f"{command}{threads}.npy"
+        run = run_poolcli(command, tmp_path / "x.npy", "-k", "3", "-s", "2", "-p", "1", "--threads", threads,
+                          "-o", out)
+        assert run.code == 0, run.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] and outputs[2] == outputs[3] and outputs[0] != outputs[2]
+    bad = run_poolcli("forward", tmp_path / "x.npy", "--threads", "0")
+    assert bad.code == 2 and "--threads" in bad.stderr and "Traceback" not in bad.stderr
