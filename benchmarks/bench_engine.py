@@ -1,19 +1,25 @@
-"""Time the engine on the reference workloads, beside PyTorch's CPU pooling when torch is installed.
+"""Time the engine on the reference workloads, on 1 thread and on every core, beside PyTorch's CPU pooling.
 
 Run: python benchmarks/bench_engine.py [--repeat 5] [--only W1,W4]
-Prints one row per workload: poolcli's best time, torch's best time on 1 and 2 threads,
-the ratio to torch on 1 thread, and the extra peak memory of poolcli's run.
+One row per workload: poolcli's best time on 1 thread and on all cores, and the speed-up between them;
+torch's best time on 1 thread and on all cores (its default), and the ratios poolcli/torch for each; the
+distance from the memory-bandwidth bound (the bytes the pass must read and write, at one core's copy
+speed) on 1 thread; and the extra peak memory of poolcli's run, per input byte. Targets: on 1 thread
+(ratio1) W5a 0.3, W5b 0.5; on all cores (ratio*) W1-W3 0.15, W4 0.02, W5 0.6, W6 1.0; speed-up 1.7 for
+W1-W3 and W5.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tracemalloc
 
 import numpy as np
-from benchlib import best_of, machine, optional_torch
+from benchlib import bandwidth, best_of, machine, optional_torch
 
 import poolcli
+from poolcli.engine.blocks import default_threads
 
 WORKLOADS = {
     "W1": dict(shape=(8, 64, 256, 256), op="max", kernel=2, stride=2, padding=0),
@@ -24,15 +30,17 @@ WORKLOADS = {
     "W5b": dict(shape=(8, 64, 256, 256), op="max", kernel=3, stride=2, padding=1, backward=True),
     "W6": dict(shape=(32, 128, 4096), op="max", kernel=4, stride=4, padding=0, dims=1),
 }
-TARGETS = {"W1": 0.5, "W2": 0.5, "W3": 0.5, "W4": 0.1, "W5a": 1.5, "W5b": 3.0, "W6": 2.5}
+ONE_THREAD = {"W5a": 0.3, "W5b": 0.5}  # poolcli / torch, both on 1 thread
+ALL_CORES = {"W1": 0.15, "W2": 0.15, "W3": 0.15, "W4": 0.02, "W5a": 0.6, "W5b": 0.6, "W6": 1.0}
+SPEED_UP = {"W1": 1.7, "W2": 1.7, "W3": 1.7, "W5a": 1.7, "W5b": 1.7}
 
 
-def run_poolcli(w: dict, x: np.ndarray, grad: np.ndarray | None):
+def run_poolcli(w: dict, x: np.ndarray, grad: np.ndarray | None, threads: int):
     options = {k: w[k] for k in ("kernel", "stride", "padding") if k in w}
     options["dims"] = w.get("dims", 2)
     if w.get("backward"):
-        return lambda: poolcli.backward(x, grad, w["op"], **options)
-    return lambda: poolcli.forward(x, w["op"], **options)
+        return lambda: poolcli.backward(x, grad, w["op"], threads=threads, **options)
+    return lambda: poolcli.forward(x, w["op"], threads=threads, **options)
 
 
 def run_torch(torch, w: dict, x: np.ndarray, grad: np.ndarray | None):
@@ -64,35 +72,45 @@ def peak_extra(fn) -> float:
     return peak
 
 
+def target(table: dict, name: str) -> str:
+    return f"({table[name]:g})" if name in table else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="")
     args = parser.parse_args()
     torch = optional_torch()
-    print(machine(torch))
+    cores = default_threads()
+    print(machine(torch, f", {cores} cores ({os.cpu_count()} in the machine)"))
+    speed = bandwidth()
+    print(f"copy speed {speed / 1e9:.1f} GB/s on one core; (targets) in brackets\n")
+    print("| load | poolcli 1 thread ms | poolcli all ms | speed-up | torch 1 thread ms | torch all ms "
+          "| ratio1 | ratio all | bandwidth bound × | peak/in |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    header = f"{'load':5} {'poolcli':>9} {'torch1':>9} {'torch2':>9} {'ratio':>6} {'target':>6} {'peak/in':>7}"
-    print(header)
     for name, w in WORKLOADS.items():
         if args.only and name not in args.only.split(","):
             continue
         x = rng.standard_normal(w["shape"], dtype=np.float32)
         g = poolcli.geometry(x.shape, **{k: w[k] for k in ("kernel", "stride", "padding")}, dims=w.get("dims", 2))
         grad = rng.standard_normal(g.out_shape, dtype=np.float32) if w.get("backward") else None
-        ours = run_poolcli(w, x, grad)
-        mine = best_of(ours, args.repeat)
-        peak = peak_extra(ours) / x.nbytes
-        t1 = t2 = float("nan")
+        one, every = (run_poolcli(w, x, grad, n) for n in (1, cores))
+        mine1, mine = best_of(one, args.repeat), best_of(every, args.repeat)
+        peak = peak_extra(every) / x.nbytes
+        t1 = t_all = float("nan")
         if torch is not None:
             theirs = run_torch(torch, w, x, grad)
             torch.set_num_threads(1)
             t1 = best_of(theirs, args.repeat)
-            torch.set_num_threads(2)
-            t2 = best_of(theirs, args.repeat)
-        ratio = mine / t1
-        times = f"{mine * 1e3:8.1f}ms {t1 * 1e3:8.1f}ms {t2 * 1e3:8.1f}ms"
-        print(f"{name:5} {times} {ratio:6.2f} {TARGETS[name]:6.2f} {peak:7.2f}")
+            torch.set_num_threads(cores)
+            t_all = best_of(theirs, args.repeat)
+        moved = x.nbytes + int(np.prod(g.out_shape)) * 4 + (x.nbytes if w.get("backward") else 0)
+        bound = mine1 / (moved / speed)
+        print(f"| {name} | {mine1 * 1e3:.1f} | {mine * 1e3:.1f} | {mine1 / mine:.2f} {target(SPEED_UP, name)} "
+              f"| {t1 * 1e3:.1f} | {t_all * 1e3:.1f} | {mine1 / t1:.2f} {target(ONE_THREAD, name)} "
+              f"| {mine / t_all:.2f} {target(ALL_CORES, name)} | {bound:.1f} | {peak:.2f} |")
 
 
 if __name__ == "__main__":

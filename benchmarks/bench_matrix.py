@@ -1,11 +1,12 @@
 """Every operator × {forward, backward} × dtype × layout, beside PyTorch on 1 and on all threads.
 
 Run: python benchmarks/bench_matrix.py [--shape 4,32,64,64] [--repeat 5] [--only max,avg]
-One row per cell: poolcli's best time; its time per element against float32 in C order (the same
-operator and direction: how much a dtype or layout costs); torch's best time on 1 thread and on all
-threads where torch has the operator, and poolcli's ratio to the 1-thread time; for max and avg, the
-ratio to the memory-bandwidth bound (the bytes the pass must read and write, at this machine's copy
-speed). Layouts: C order, Fortran order, channels-last (an (N, H, W, C) array with --channels-last).
+One row per cell: poolcli's best time on 1 thread and on all cores; its 1-thread time per element against
+float32 in C order (the same operator and direction: how much a dtype or layout costs); torch's best time
+on 1 thread and on all threads where torch has the operator, and poolcli's ratios to them (1 thread to 1
+thread, all to all); for max and avg, the 1-thread ratio to the memory-bandwidth bound (the bytes the pass
+must read and write, at one core's copy speed). Layouts: C order, Fortran order, channels-last (an
+(N, H, W, C) array with --channels-last).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import os
 
 import numpy as np
-from benchlib import best_of, machine, optional_torch
+from benchlib import bandwidth, best_of, machine, optional_torch
 
 import poolcli
 from poolcli.engine import OPERATORS
@@ -35,12 +36,12 @@ def make(shape: tuple[int, ...], dtype: str, layout: str, rng: np.random.Generat
     return x, {}
 
 
-def run(op: str, direction: str, x: np.ndarray, options: dict):
-    """A callable doing the pooling once, or None when the operator has no such direction."""
-    options = {**OPTIONS.get(op, {}), **options}
+def run(op: str, direction: str, x: np.ndarray, options: dict, threads: int | None = 1):
+    """A callable doing the pooling once on ``threads`` threads, or None when the operator has no such direction."""
+    options = {**OPTIONS.get(op, {}), **options, "threads": threads}
     if op == "unpool":  # unpool takes the output of a max pooling and its indices
         y, idx = poolcli.forward(x, "max", kernel=2, return_indices=True,
-                                 **{k: v for k, v in options.items() if k == "channels_last"})
+                                 **{k: v for k, v in options.items() if k in ("channels_last", "threads")})
         x, options = y, {**options, "indices": idx}
     if direction == "forward":
         return lambda: poolcli.forward(x, op, **options)
@@ -77,13 +78,6 @@ def torch_run(torch, op: str, direction: str, x: np.ndarray):
     return both
 
 
-def bandwidth() -> float:
-    """Bytes per second one core copies (read + write), from a 256 MiB copy."""
-    a = np.ones(1 << 25)
-    b = np.empty_like(a)
-    return 2 * a.nbytes / best_of(lambda: np.copyto(b, a), 5)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="4,32,64,64")
@@ -95,9 +89,9 @@ def main() -> None:
     print(machine(torch, f", {os.cpu_count()} cores"))
     speed = bandwidth()
     print(f"shape {shape}; copy speed {speed / 1e9:.1f} GB/s\n")
-    print("| op | pass | dtype | layout | poolcli ms | per element vs float32 C | torch 1 thread ms | "
-          "torch all ms | ratio to torch 1 | ratio to bandwidth bound |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| op | pass | dtype | layout | poolcli 1 thread ms | poolcli all ms | per element vs float32 C "
+          "| torch 1 thread ms | torch all ms | ratio to torch 1 | ratio all to all | ratio to bandwidth bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for op in (o.name for o in OPERATORS):
         if args.only and op not in args.only.split(","):
@@ -111,14 +105,15 @@ def main() -> None:
                 try:
                     fn = run(op, direction, x, options)
                 except poolcli.PoolcliError as e:
-                    print(f"| {op} | {direction} | {dtype} | {layout} | refused: {e} | | | | | |")
+                    print(f"| {op} | {direction} | {dtype} | {layout} | refused: {e} | | | | | | | |")
                     continue
                 if fn is None:
                     continue
                 ours = best_of(fn, args.repeat)
+                every = best_of(run(op, direction, x, options, None), args.repeat)
                 base = ours if (dtype, layout) == ("float32", "C") else base
                 per = f"{ours / base:.2f}" if base else ""
-                t1 = t_all = ratio = bound = ""
+                t1 = t_all = ratio = ratio_all = bound = ""
                 tfn = torch_run(torch, op, direction, x) if torch is not None and layout == "C" else None
                 if tfn is not None:
                     torch.set_num_threads(1)
@@ -126,11 +121,12 @@ def main() -> None:
                     torch.set_num_threads(os.cpu_count() or 1)
                     t1, t_all = f"{one * 1e3:.2f}", f"{best_of(tfn, args.repeat) * 1e3:.2f}"
                     ratio = f"{ours / one:.2f}"
+                    ratio_all = f"{every / float(t_all) * 1e3:.2f}"
                 if op in ("max", "avg") and layout == "C":
                     moved = x.nbytes * (2 if direction == "forward" else 3)  # read x (and g), write y or dx
                     bound = f"{ours / (moved / speed):.1f}"
-                print(f"| {op} | {direction} | {dtype} | {layout} | {ours * 1e3:.2f} | {per} | {t1} | {t_all} "
-                      f"| {ratio} | {bound} |")
+                print(f"| {op} | {direction} | {dtype} | {layout} | {ours * 1e3:.2f} | {every * 1e3:.2f} | {per} "
+                      f"| {t1} | {t_all} | {ratio} | {ratio_all} | {bound} |")
 
 
 if __name__ == "__main__":

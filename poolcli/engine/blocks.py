@@ -21,8 +21,10 @@ pool (NumPy releases the GIL in its loops); the result is the same bit for bit w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,7 +34,30 @@ import numpy as np
 from poolcli.engine.geometry import Geometry, caller_shape
 from poolcli.engine.kernels import memory_order
 
-BLOCK_BYTES = 1 << 20  # compute bytes of one input per block: its kernels' intermediates stay in cache
+BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
+
+
+def _steady_malloc() -> None:
+    """Fix glibc's malloc thresholds where its dynamic ones end up after the first large free (mmap above
+    32 MiB, trim above 64 MiB), so that each block's scratch arrays reuse the memory the last block freed
+    instead of being mapped, faulted in and unmapped again; with several threads (an arena each) the
+    mapping and unmapping otherwise costs more than the pooling. Large arrays are still mapped and returned."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+            libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    except OSError:  # pragma: no cover - no C library to ask
+        pass
+
+
+_steady_malloc()
 
 
 def default_threads() -> int:
@@ -41,6 +66,16 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool kept for the process's life (starting threads for every call costs more than small work)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="poolcli")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: it starts its own pools
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -166,6 +201,12 @@ def run_blocks(
             view[index] = r
 
     head = one(cuts[0])
+    if len(cuts) == 1:  # one block: its results are the output, in whatever memory order they came
+        results = tuple(r.astype(np.float16) if x.dtype == np.float16 and r.dtype == np.float32 else r
+                        for r in (head if isinstance(head, tuple) else (head,)))
+        if g.channels_last and first:
+            results = tuple(np.moveaxis(r, first - 1, -1) for r in results)
+        return results if isinstance(head, tuple) else results[0]
     for r, shaped in zip(head if isinstance(head, tuple) else (head,), input_shaped):
         out_dtype = np.float16 if x.dtype == np.float16 and r.dtype == np.float32 else r.dtype
         shape = g.lead + (g.in_shape[first:] if shaped else r.shape[first:])
@@ -178,9 +219,8 @@ def run_blocks(
         outputs.append(out)
     put(cuts[0], head)
     rest = cuts[1:]
-    if threads > 1 and len(rest) > 1:  # each worker writes its own block: disjoint views, no lock
-        with ThreadPoolExecutor(min(threads, len(rest))) as pool:
-            list(pool.map(lambda index: put(index, one(index)), rest))
+    if threads > 1 and len(rest) >= 2 * threads:  # each worker writes its own block: disjoint views, no lock
+        list(_pool(threads).map(lambda index: put(index, one(index)), rest))
     else:
         for index in rest:
             put(index, one(index))
