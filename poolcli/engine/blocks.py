@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine.geometry import Geometry, caller_shape
-from poolcli.engine.kernels import memory_order
+from poolcli.engine.kernels import memory_order, whole
 
 BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
 
@@ -187,13 +187,20 @@ def run_blocks(
             return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
+    if block_bytes is None and whole(g):  # a global pooling keeps no intermediates: larger blocks, fewer calls
+        budget *= 16
     cuts = list(blocks(g.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
 
+    plans: dict[tuple[int, ...], Geometry] = {}  # the blocks have one or two shapes: their plans made once
+
     def one(index: tuple[slice, ...]) -> Any:
         parts = [convert(a[index]) for a in inputs]
-        plan = dataclasses.replace(g, lead=parts[0].shape[:first], channels_last=False)
+        lead = parts[0].shape[:first]
+        plan = plans.get(lead)
+        if plan is None:
+            plan = plans.setdefault(lead, dataclasses.replace(g, lead=lead, channels_last=False))
         return fn(*parts, plan)
 
     def put(index: tuple[slice, ...], results: Any) -> None:

@@ -13,6 +13,7 @@ gives the :class:`Geometry` of one input, which forward, backward, ``shape`` and
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -187,6 +188,15 @@ class Axis:
             )
 
 
+@functools.lru_cache(maxsize=64)
+def _counts(axes: tuple, count_pad: bool) -> np.ndarray:
+    total = np.ones((), dtype=np.int64)
+    for a in axes:
+        total = np.multiply.outer(total, a.counts(count_pad))
+    total.flags.writeable = False
+    return total
+
+
 @dataclass(frozen=True)
 class AdaptiveAxis:
     """Adaptive windows: output i spans ``[floor(i*In/Out), ceil((i+1)*In/Out))``.
@@ -302,11 +312,9 @@ class Geometry:
         return [a.window(int(i)) for a, i in zip(self.axes, o)]
 
     def counts(self, count_pad: bool) -> np.ndarray:
-        """Divisor of an average for every output cell (spatial shape), one count per axis multiplied."""
-        total = np.ones((), dtype=np.int64)
-        for a in self.axes:
-            total = np.multiply.outer(total, a.counts(count_pad))
-        return total
+        """Divisor of an average for every output cell (spatial shape), one count per axis multiplied
+        (read-only: the blocks of one input share it)."""
+        return _counts(self.axes, count_pad)
 
 
     def row_strips(self, rows: int) -> list[tuple[slice, slice, Geometry]]:

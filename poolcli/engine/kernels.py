@@ -21,11 +21,13 @@ array([ 3,  7, 11])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from poolcli.engine.base import _accumulator
+from poolcli.engine.base import _accumulator, highest, lowest
 from poolcli.engine.geometry import AdaptiveAxis, AnyAxis, Axis, Geometry, Selection, Tap
 
 MAX_BANDS = 512  # windows given as slices and reduced one by one, up to this many per axis
@@ -239,6 +241,13 @@ def memory_order(x: np.ndarray) -> tuple[int, ...] | None:
     return order if x.transpose(order).flags.c_contiguous else None
 
 
+@functools.lru_cache(maxsize=8)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False
+    return ones
+
+
 def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.ndarray:
     """Reduce the windows of every spatial axis in turn (max, min and sums are separable).
 
@@ -251,6 +260,8 @@ def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.n
         return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
     if whole(g):  # global pooling: one reduction over each plane's cells
         planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
+        if ufunc is np.add and planes.dtype in (np.float32, np.float64):  # a BLAS product: 3× np.add.reduce
+            return (planes @ _ones(planes.shape[-1], planes.dtype)).reshape(x.shape[:first] + g.out_spatial)
         return ufunc.reduce(planes, axis=-1).reshape(x.shape[:first] + g.out_spatial)
     order = memory_order(x)
     if order is None:
@@ -305,22 +316,20 @@ def _unique(taps) -> bool:
     return all(t.unique for t in taps)
 
 
-def select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
-    """Route each output's gradient to the cell its window selected (max/min backward)."""
+def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
+                    arg: Callable[..., np.ndarray] | None = None) -> np.ndarray:
+    """Route each output's gradient to the cell its window selected (max/min backward). ``y`` is the forward
+    result, or a function giving it; ``arg`` (np.argmax or np.argmin: the first selected cell, NaN first)
+    spares computing it where windows are slices."""
     spans = [bands(a) for a in g.axes]
     if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
-        return _select_in_bands(x, y, grad, spans, ties)
+        return _select_in_bands(x, y, grad, spans, ties, arg)
+    if arg is not None and ties in ("first", "all") and g.dims > 1 and not all(_tiles(a) for a in g.axes):
+        return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
+    y = _forward(y)
     if all(_tiles(a) for a in g.axes):
         return _select_tiled(x, y, grad, g, ties)
-    dx = np.zeros(x.shape, dtype=grad.dtype)
-    if ties == "split":
-        count = np.zeros(y.shape, dtype=grad.dtype)
-        for taps, hit in _hits(x, y, g, "all"):
-            add_region(count, outs(taps), hit)
-        grad = grad / count
-    for taps, hit in _hits(x, y, g, ties):
-        add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
-    return dx
+    return _select_backward(x, y, grad, g, ties)
 
 
 def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
@@ -334,6 +343,45 @@ def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[n
     taps = [pre + tuple(t for i in tap for t in (slice(None), i))
             for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
     return (dx, split), taps
+
+
+def _select_by_axes(x: np.ndarray, grad: np.ndarray, g: Geometry, ties: str, ufunc: np.ufunc) -> np.ndarray:
+    """select_backward one axis at a time: the first selected cell of a window in row-major order is, in the first
+    row (along the first axis) holding the window's extreme, the first cell holding that row's extreme; and the
+    cells tied with the extreme are those of every such row. So the windows are reduced from the last axis to
+    the first, and the gradient routed back through each 1-D reduction in turn: a k-tap walk per axis instead of
+    one over all k^d taps. (Ties "split" shares by cell, not by row: it keeps the N-D walk.)"""
+    first = x.ndim - g.dims
+    fill = lowest(x.dtype) if ufunc is np.maximum else highest(x.dtype)
+    stages = [x]  # stages[j]: the input reduced along the last j spatial axes
+    for i in reversed(range(g.dims)):
+        stages.append(reduce_axis(stages[-1], first + i, g.axes[i], ufunc, fill))
+    routed = grad
+    for i in range(g.dims):
+        below = stages[g.dims - 1 - i]  # reduced along the axes after i, not yet along i
+        axes = tuple(a if j == i else Axis(n, kernel=1, stride=1)
+                     for j, (a, n) in enumerate(zip(g.axes, below.shape[first:])))
+        routed = _select_backward(below, stages[g.dims - i], routed, Geometry(g.lead, axes), ties)
+    return routed
+
+
+def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+    """The N-D walk over every tap of the windows (see ``select_backward``)."""
+    if all(_tiles(a) or a.kernel == 1 for a in g.axes) and any(_tiles(a) for a in g.axes):
+        return _select_tiled(x, y, grad, g, ties)
+    dx = np.zeros(x.shape, dtype=grad.dtype)
+    if ties == "split":
+        count = np.zeros(y.shape, dtype=grad.dtype)
+        for taps, hit in _hits(x, y, g, "all"):
+            add_region(count, outs(taps), hit)
+        grad = grad / count
+    for taps, hit in _hits(x, y, g, ties):
+        add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+    return dx
+
+
+def _forward(y: Any) -> np.ndarray:
+    return y() if callable(y) else y
 
 
 def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
@@ -365,16 +413,40 @@ def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, t
     return dx
 
 
-def _select_in_bands(x: np.ndarray, y: np.ndarray, grad: np.ndarray, spans: list[list[slice]], ties: str
-                     ) -> np.ndarray:
+def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[slice]], ties: str,
+                     arg: Callable[..., np.ndarray] | None = None) -> np.ndarray:
     """select_backward for windows that are slices (global, adaptive): each window's cells flattened, the
-    selected ones found at once for every plane, and the gradient added back over the window."""
+    selected ones found at once for every plane, and the gradient added back over the window. ``y`` may be
+    a function giving the forward result: with ``arg`` and ties "first" it is not needed."""
     import itertools
 
     dims = len(spans)
     lead = x.shape[: x.ndim - dims]
+    windows = list(itertools.product(*(range(len(b)) for b in spans)))
+    if ties == "first":  # each window's first selected cell takes its gradient
+        planes = x.reshape((-1, *x.shape[x.ndim - dims :]))
+        best = None if arg is not None else _forward(y).reshape((len(planes), len(windows)))
+        nan = best is not None and best.dtype.kind == "f" and bool(np.isnan(best).any())
+        where = np.empty((len(planes), len(windows)), dtype=np.intp)  # flat plane index of each selected cell
+        for k, o in enumerate(windows):
+            window = [b[i] for b, i in zip(spans, o)]
+            cells = planes[(slice(None), *window)]
+            flat = cells.reshape(len(planes), -1)
+            if best is not None:
+                hit = flat == best[:, k : k + 1]
+                if nan:
+                    hit |= np.isnan(flat) & np.isnan(best[:, k : k + 1])
+                at = hit.argmax(axis=-1)
+            else:
+                at = arg(flat, axis=-1)
+            cell = np.unravel_index(at, cells.shape[1:])
+            where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), planes.shape[1:])
+        dx = np.zeros((len(planes), int(np.prod(planes.shape[1:]))), dtype=grad.dtype)
+        np.add.at(dx, (np.arange(len(planes))[:, None], where), grad.reshape(len(planes), len(windows)))
+        return dx.reshape(x.shape)
+    y = _forward(y)
+    nan = y.dtype.kind == "f" and bool(np.isnan(y).any())
     dx = np.zeros(x.shape, dtype=grad.dtype)
-    nan = x.dtype.kind == "f"
     for o in itertools.product(*(range(len(b)) for b in spans)):
         window = (Ellipsis, *(b[i] for b, i in zip(spans, o)))
         cells = x[window]

@@ -28,13 +28,13 @@ COUNT_PAD = Option("count_pad", bool, True, "count the padding",
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
     selects, ties, marks, strided = True, True, "arg-max", True
-    ufunc, fill = np.maximum, staticmethod(lowest)
+    ufunc, fill, arg = np.maximum, staticmethod(lowest), staticmethod(np.argmax)
 
     def forward(self, x, g, params):
         return separable(x, g, self.ufunc, self.fill(x.dtype))
 
     def backward(self, x, g, grad, params):
-        return select_backward(x, self.forward(x, g, params), grad, g, params.ties)
+        return select_backward(x, lambda: self.forward(x, g, params), grad, g, params.ties, self.arg)
 
     def indices(self, x: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
         y = self.forward(x, g, Params())
@@ -43,7 +43,7 @@ class Max(Op):
 
 class Min(Max):
     name, summary, marks = "min", "smallest value per window; NaN propagates", "arg-min"
-    ufunc, fill = np.minimum, staticmethod(highest)
+    ufunc, fill, arg = np.minimum, staticmethod(highest), staticmethod(np.argmin)
 
 
 class Avg(Op):
