@@ -110,6 +110,12 @@ def _tiles(axis: AnyAxis) -> bool:
     )
 
 
+def _identity(axis: AnyAxis) -> bool:
+    """Whether every window along ``axis`` is one cell, its own: the axis is not pooled."""
+    return isinstance(axis, Axis) and axis.kernel == 1 and axis.stride == 1 and axis.pad == (0, 0) \
+        and axis.out == axis.size
+
+
 def _doubling_pays(axis: Axis) -> bool:
     """Whether log-doubling (passes over the whole padded axis) beats one pass per tap."""
     if axis.kernel < 4:
@@ -367,7 +373,7 @@ def _select_by_axes(x: np.ndarray, grad: np.ndarray, g: Geometry, ties: str, ufu
 
 def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
     """The N-D walk over every tap of the windows (see ``select_backward``)."""
-    if all(_tiles(a) or a.kernel == 1 for a in g.axes) and any(_tiles(a) for a in g.axes):
+    if all(_tiles(a) or _identity(a) for a in g.axes) and any(_tiles(a) for a in g.axes):
         return _select_tiled(x, y, grad, g, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
     if ties == "split":
