@@ -133,3 +133,56 @@ def test_the_threads_option_changes_no_byte_of_the_output(tmp_path):
     assert outputs[0] == outputs[1] and outputs[2] == outputs[3] and outputs[0] != outputs[2]
     bad = run_poolcli("forward", tmp_path / "x.npy", "--threads", "0")
     assert bad.code == 2 and "--threads" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_npy_outputs_are_filled_block_by_block_and_equal_the_whole(tmp_path):
+    """-o y.npy is a memory-mapped file filled block by block (--block-mb 1: many blocks); the same values."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 16, 128, 64)).astype(np.float32)  # 3 MiB of planes: blocks of 1 MiB → 3 blocks
+    np.save(tmp_path / "x.npy", x)
+    cases = [
+        (["forward", "-k", "3", "-s", "2", "-p", "1"], poolcli.forward(x, kernel=3, stride=2, padding=1)),
+        (["backward", "--op", "avg", "-k", "2"], poolcli.backward(x, op="avg", kernel=2)),
+        (["forward", "--op", "kmax", "--k", "3"], poolcli.forward(x, "kmax", k=3)),
+        (["forward", "--channels-last", "--op", "lp"], poolcli.forward(x, "lp", channels_last=True)),
+    ]
+    for command, expected in cases:
+        run = run_poolcli(command[0], tmp_path / "x.npy", *command[1:], "--block-mb", "1", "-o", tmp_path / "y.npy")
+        assert run.code == 0, run.stderr
+        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+    run = run_poolcli("forward", tmp_path / "x.npy", "--block-mb", "1", "-o", tmp_path / "y.npy",
+                      "--indices", tmp_path / "i.npy")
+    y, idx = poolcli.forward(x, return_indices=True)
+    assert run.code == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), y)
+    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), idx)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.npy", "x.npy", "y.npy"]  # no temporary left
+
+
+def test_an_output_that_cannot_be_made_leaves_no_other(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 4, 4), dtype=np.float32))
+    run = run_poolcli("forward", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--indices", tmp_path / "no" / "i.npy")
+    assert run.code != 0 and "no" in run.stderr and "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+    bad = run_poolcli("forward", tmp_path / "x.npy", "--block-mb", "0")
+    assert bad.code == 2 and "--block-mb" in bad.stderr
+
+
+def test_results_go_straight_into_the_array_allocate_makes(tmp_path):
+    """The engine writes into the array it is given (a mapped file here): it never holds the whole result."""
+    from poolcli.engine import Params, run_backward, run_forward
+
+    x = np.random.default_rng(6).normal(size=(8, 4, 16, 16))
+    g = poolcli.geometry(x.shape, kernel=2)
+    made = []
+
+    def allocate(shape, dtype):
+        made.append(np.lib.format.open_memmap(tmp_path / f"{len(made)}.npy", mode="w+", dtype=dtype, shape=shape))
+        return made[-1]
+
+    with tiny_blocks():
+        y = run_forward(x, g, "avg", Params(), allocate=allocate)
+        dx = run_backward(x, g, None, "max", Params(), allocate=allocate)
+    assert y is made[0] and dx is made[1]
+    np.testing.assert_array_equal(y, poolcli.forward(x, "avg", kernel=2))
+    np.testing.assert_array_equal(dx, poolcli.backward(x, op="max", kernel=2))

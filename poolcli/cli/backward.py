@@ -16,6 +16,7 @@ from poolcli.cli.common import (
     CHECK,
     INPUT,
     OPERATOR,
+    BlockOpt,
     FormatOpt,
     FullOpt,
     InPlaceOpt,
@@ -23,9 +24,11 @@ from poolcli.cli.common import (
     Pooling,
     ThreadsOpt,
     Ties,
+    block_bytes,
     check_format,
     emit,
     guard,
+    npy_file,
     pooling_options,
 )
 from poolcli.errors import CheckFailed, UsageError
@@ -57,6 +60,7 @@ def backward(
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     threads: ThreadsOpt = None,
+    block_mb: BlockOpt = None,
     pool: Any = None,
 ) -> int | None:
     """The gradient: which input cells receive it, and how much."""
@@ -86,7 +90,14 @@ def backward(
                 f"--grad {grad} has shape {upstream.shape} but this pooling outputs {g.out_shape}; "
                 "use the gradient of this output, or the forward run's -k/-s/-p"
             )
-    dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params, threads)
+    run = dict(threads=threads, block_bytes=block_bytes(block_mb))
+    if npy_file(output):  # written block by block into the mapped file: an output larger than memory fits
+        from poolcli.io import arrays as files
+
+        with files.NpyOutputs([output]) as made:
+            run_backward(loaded.array, g, upstream, pooling.op, pooling.params, allocate=made.allocate, **run)
+        return None
+    dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params, **run)
     extra = None
     if "other" in arrays and output is not None and output.lower().endswith(".npz"):
         extra = {"with": run_backward_other(loaded.array, g, upstream, pooling.params)}

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Option, Params, declaring
+from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Op, Option, Params, declaring
 from poolcli.errors import InputError, UsageError
 from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -106,16 +106,21 @@ def cli_name(option: Option) -> str:
     return name + "_" if keyword.iskeyword(name) else name
 
 
-def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tuple[Any, Any]]:
-    """One command-line option from the operators' declarations of it: its help names who takes it."""
-    first = declared[0]
+def _option_help(name: str, takers: list[Op]) -> str:
+    """An operator option's help: what it does for each of ``takers``, naming them."""
     by_help: dict[str, list[str]] = {}
-    for op in declaring(name):
+    for op in takers:
         option = next(o for o in op.options if o.name == name)
         default = "" if option.default in (None, False) or option.kind is bool else f" ({option.default:g})" \
             if isinstance(option.default, float) else f" ({option.default})"
         by_help.setdefault(option.help + default, []).append(op.name)
-    text = "; ".join(f"{', '.join(ops)}: {h}" for h, ops in by_help.items()) + "."
+    return "; ".join(f"{', '.join(ops)}: {h}" for h, ops in by_help.items()) + "."
+
+
+def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tuple[Any, Any]]:
+    """One command-line option from the operators' declarations of it: its help names who takes it."""
+    first = declared[0]
+    text = _option_help(name, declaring(name))
     panel = OPERATOR if any(op.windowed for op in declaring(name)) else MORE
     if first.kind is bool:
         return bool, _option(first.default, first.flags, panel=panel, help=text, show_default=False)
@@ -143,8 +148,10 @@ def focus_help(argv: list[str]) -> None:
         op = None
     for param, (name, _) in OPERATOR_OPTIONS.items():
         takers = declaring(name)
-        shown = (op in takers) if op is not None else any(o.windowed for o in takers)
-        POOL_OPTIONS[param][1][1].hidden = asking and not shown
+        shown = [op] if op in takers else [] if op is not None else [o for o in takers if o.windowed]
+        info = POOL_OPTIONS[param][1][1]
+        info.hidden = asking and not shown
+        info.help = _option_help(name, shown if asking and shown else takers)  # what it does for them
 
 
 class Pooling:
@@ -316,6 +323,18 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Let -o replace the input.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", rich_help_panel=INPUT, metavar="N", min=1,
                                                 show_default=False, help="Threads pooling an array (all cores).")]
+BlockOpt = Annotated[int | None, typer.Option("--block-mb", rich_help_panel=INPUT, metavar="MB", min=1,
+                                              show_default=False, help="Memory a block of planes takes (2).")]
+
+
+def block_bytes(block_mb: int | None) -> int | None:
+    """--block-mb in bytes (None: the engine's default)."""
+    return None if block_mb is None else block_mb << 20
+
+
+def npy_file(output: str | None) -> bool:
+    """Whether -o names a .npy file, which is then written block by block through a memory map."""
+    return output not in (None, "-") and Path(output).suffix.lower() == ".npy"
 
 
 def read_input(source: str | None, key: str | None = None, matrix: str | None = None,

@@ -19,15 +19,18 @@ from poolcli.cli.common import (
     BATCH,
     IMAGE_SUFFIX_SET,
     OUTPUT,
+    BlockOpt,
     FormatOpt,
     FullOpt,
     InPlaceOpt,
     OutputOpt,
     Pooling,
     ThreadsOpt,
+    block_bytes,
     check_format,
     emit,
     guard,
+    npy_file,
     pooling_options,
 )
 from poolcli.errors import UsageError
@@ -53,6 +56,7 @@ def forward(
     fmt: FormatOpt = None,
     in_place: InPlaceOpt = False,
     threads: ThreadsOpt = None,
+    block_mb: BlockOpt = None,
     out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
                                                 help="Pool every input into DIR.")]
     = None,
@@ -109,13 +113,21 @@ def forward(
             return None
         return emit(imaging.pool_as_array(loaded, pooling.recipe(), linear), output, full, terminal)
     g = pooling.bind(loaded.array.shape)
+    if indices is not None and (indices == "-" or Path(indices).suffix.lower() != ".npy"):
+        raise UsageError(f"--indices {indices}: give a .npy file name")
+    run = dict(threads=threads, block_bytes=block_bytes(block_mb))
+    if npy_file(output):  # written block by block into the mapped file: an output larger than memory fits
+        with arrays.NpyOutputs([output] + ([indices] if indices is not None else [])) as files:
+            if indices is not None:
+                run_indices(loaded.array, g, pooling.op, allocate=files.allocate, **run)
+            else:
+                run_forward(loaded.array, g, pooling.op, pooling.params, allocate=files.allocate, **run)
+        return None
     idx = None
     if indices is not None:
-        if indices == "-" or Path(indices).suffix.lower() != ".npy":
-            raise UsageError(f"--indices {indices}: give a .npy file name")
-        y, idx = run_indices(loaded.array, g, pooling.op, threads)
+        y, idx = run_indices(loaded.array, g, pooling.op, **run)
     else:
-        y = run_forward(loaded.array, g, pooling.op, pooling.params, threads)
+        y = run_forward(loaded.array, g, pooling.op, pooling.params, **run)
     npz = idx is not None and output is not None and output.lower().endswith(".npz")
     emit(y, output, full, terminal, {"indices": idx} if npz else None)
     if idx is not None:

@@ -37,6 +37,8 @@ from poolcli.engine.geometry import (
 from poolcli.engine.registry import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, declaring, get_op
 from poolcli.errors import UsageError
 
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # makes a result array: (shape, dtype) -> array
+
 __all__ = [
     "ALIASES", "DEFAULT", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
     "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
@@ -147,40 +149,53 @@ def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> A
 
 
 def _run(fn: Callable[..., Any], plan: Any, inputs: list[np.ndarray], input_shaped: list[bool], threads: int | None,
-         strided: bool = False) -> Any:
+         strided: bool = False, allocate: Allocate | None = None, block_bytes: int | None = None) -> Any:
     """``fn(*inputs, plan)`` on engine-layout views, giving the caller's layout: a windowed plan runs over blocks
     of planes on ``threads`` threads (None: every core; see ``blocks``); other plans run whole, in the same
-    compute dtype and C order."""
+    compute dtype and C order. ``allocate(shape, dtype)`` makes the result arrays (see ``run_blocks``)."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UsageError(f"--threads {threads}: give 1 or more threads")
     if isinstance(plan, Geometry):
         return run_blocks(fn, plan, inputs, input_shaped, default_threads() if threads is None else threads,
-                          strided=strided)
+                          block_bytes, strided, allocate)
     results = fn(*(np.ascontiguousarray(a, dtype=compute_dtype(a.dtype)) for a in inputs), plan)
     half = inputs[0].dtype == np.float16
     out = tuple(r.astype(np.float16) if half and r.dtype == np.float32 else r
                 for r in (results if isinstance(results, tuple) else (results,)))
     out = tuple(to_caller(r, plan, output=not shaped) for r, shaped in zip(out, input_shaped))
-    return out if isinstance(results, tuple) else out[0]
+    return _deliver(out if isinstance(results, tuple) else out[0], allocate)
+
+
+def _deliver(results: Any, allocate: Allocate | None) -> Any:
+    """Results computed whole, copied into arrays from ``allocate`` when one is given."""
+    if allocate is None:
+        return results
+    made = tuple(allocate(r.shape, r.dtype) for r in (results if isinstance(results, tuple) else (results,)))
+    for target, r in zip(made, results if isinstance(results, tuple) else (results,)):
+        np.copyto(target, r)
+    return made if isinstance(results, tuple) else made[0]
 
 
 def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = Params(),
-                threads: int | None = None) -> np.ndarray:
+                threads: int | None = None, allocate: Allocate | None = None,
+                block_bytes: int | None = None) -> np.ndarray:
     """Pool ``x`` (the caller's layout) over the windows of ``g`` with operator ``op``, on ``threads`` threads
-    (None: every core; the result is the same bit for bit whatever the count).
+    (None: every core; the result is the same bit for bit whatever the count), in blocks of about
+    ``block_bytes`` (default ``blocks.BLOCK_BYTES``). ``allocate(shape, dtype)`` makes the output array (for
+    instance a memory-mapped .npy file), which is then filled block by block.
 
     An input with a zero-size batch or channel axis gives an empty result of the right shape.
     """
     x = check_array(x)
     if x.size == 0 and _one_plane(g) is not None:
-        return _empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params))
+        return _deliver(_empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params)), allocate)
     pool = get_op(op)
     return _run(lambda a, plan: pool.forward(a, plan, params), g, [to_engine(x, g)], [False], threads,
-                strided=pool.strided)
+                pool.strided, allocate, block_bytes)
 
 
-def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None,
+                allocate: Allocate | None = None, block_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Max (or min) pooling with the flat per-plane index of each selected cell (PyTorch's return_indices)."""
     x = check_array(x)
     pool = get_op(op)
@@ -188,8 +203,8 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | No
         which = " or ".join(o.name for o in OPERATORS if hasattr(o, "indices"))
         raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
-        return _empty_like_result(x, g, lambda a, one: run_indices(a, one, op))
-    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads)
+        return _deliver(_empty_like_result(x, g, lambda a, one: run_indices(a, one, op)), allocate)
+    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes)
 
 
 def gradient_dtype(dtype: np.dtype) -> np.dtype:
@@ -199,17 +214,18 @@ def gradient_dtype(dtype: np.dtype) -> np.dtype:
 
 def run_backward(
     x: np.ndarray, g: Geometry, grad: np.ndarray | None = None, op: str = DEFAULT, params: Params = Params(),
-    threads: int | None = None,
+    threads: int | None = None, allocate: Allocate | None = None, block_bytes: int | None = None,
 ) -> np.ndarray:
-    """Gradient of ``sum(forward(x) * grad)`` with respect to ``x``; ``grad`` defaults to ones."""
+    """Gradient of ``sum(forward(x) * grad)`` with respect to ``x``; ``grad`` defaults to ones. ``threads``,
+    ``allocate`` and ``block_bytes`` as for ``run_forward``."""
     x = check_array(x)
     pool = get_op(op)
     if not pool.differentiable:
         raise UsageError(f"--op {pool.name} has no gradient ({pool.summary}); backward goes with the other "
                          "operators")
     dtype = gradient_dtype(x.dtype)
-    if grad is None:
-        grad = np.ones(g.out_shape, dtype=dtype)
+    if grad is None:  # ones, as a view: no memory, however large the output
+        grad = np.broadcast_to(np.ones((), dtype=dtype), g.out_shape)
     grad = check_array(grad)
     if grad.shape != g.out_shape:
         raise UsageError(
@@ -218,10 +234,10 @@ def run_backward(
         )
     grad = grad.astype(dtype, copy=False)
     if x.size == 0:
-        return np.zeros(x.shape, dtype=dtype)
+        return _deliver(np.zeros(x.shape, dtype=dtype), allocate)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
-              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads)
-    return dx.astype(dtype, copy=False)
+              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes)
+    return dx if dx.dtype == dtype else dx.astype(dtype)
 
 
 def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:

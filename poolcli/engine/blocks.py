@@ -159,6 +159,7 @@ def run_blocks(
     threads: int = 1,
     block_bytes: int | None = None,
     strided: bool = False,
+    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
 ) -> Any:
     """``fn(*blocks, plan)`` over blocks of the plane axes of ``g``; its result(s) assembled in the caller's layout.
 
@@ -166,7 +167,9 @@ def run_blocks(
     result ``i`` has the input's spatial shape (a gradient) rather than the output's. A float16 first
     input is computed in float32 and its float32 results are returned as float16. With ``strided`` (the
     operator reads any memory order at full speed) an input whose planes lie side by side in memory is
-    handed over as views, cut only along the axes outside its cells in memory.
+    handed over as views, cut only along the axes outside its cells in memory. ``allocate(shape, dtype)``, if
+    given, makes each result array (the caller's layout), e.g. a memory-mapped file: the results are written
+    into it block by block and never held whole in memory.
     """
     x = inputs[0]
     first = len(g.lead)
@@ -208,7 +211,7 @@ def run_blocks(
             view[index] = r
 
     head = one(cuts[0])
-    if len(cuts) == 1:  # one block: its results are the output, in whatever memory order they came
+    if len(cuts) == 1 and allocate is None:  # one block: its results are the output, in their own memory order
         results = tuple(r.astype(np.float16) if x.dtype == np.float16 and r.dtype == np.float32 else r
                         for r in (head if isinstance(head, tuple) else (head,)))
         if g.channels_last and first:
@@ -217,11 +220,12 @@ def run_blocks(
     for r, shaped in zip(head if isinstance(head, tuple) else (head,), input_shaped):
         out_dtype = np.float16 if x.dtype == np.float16 and r.dtype == np.float32 else r.dtype
         shape = g.lead + (g.in_shape[first:] if shaped else r.shape[first:])
+        make = allocate or (lambda shape, dtype: np.empty(shape, dtype=dtype))
         if g.channels_last and first:
-            out = np.empty(caller_shape(shape, g.dims), dtype=out_dtype)
+            out = make(caller_shape(shape, g.dims), np.dtype(out_dtype))
             views.append(np.moveaxis(out, -1, first - 1))
         else:
-            out = np.empty(shape, dtype=out_dtype)
+            out = make(shape, np.dtype(out_dtype))
             views.append(out)
         outputs.append(out)
     put(cuts[0], head)

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import sys
 import zipfile
@@ -331,6 +333,61 @@ def to_stdout(data: bytes, what: str, example: str) -> None:
         raise
     except OSError as e:
         raise OutputError(f"cannot write to standard output: {describe_os_error(e)}") from None
+
+
+class NpyOutputs:
+    """Result arrays made as memory-mapped .npy files (for ``allocate=`` of the engine), so that an output
+    larger than memory is written block by block; each file is written atomically and committed when the
+    ``with`` block succeeds (see ``atomic``), else removed.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with NpyOutputs([str(d / "y.npy")]) as outputs:
+    ...     outputs.allocate((2, 3), np.dtype(np.int16))[:] = 7
+    >>> np.load(d / "y.npy").tolist()
+    [[7, 7, 7], [7, 7, 7]]
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = list(paths)
+        self.made: list[np.ndarray] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> NpyOutputs:
+        self._stack.__enter__()
+        return self
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The next output file, mapped: an array of ``shape`` and ``dtype`` to fill."""
+        path = self.paths[len(self.made)]
+        f = self._stack.enter_context(atomic_write(Path(path)))
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": tuple(int(n) for n in shape)}
+        try:
+            np.lib.format.write_array_header_1_0(f, header)
+            f.flush()
+            offset = f.tell()
+            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            if size and hasattr(os, "posix_fallocate"):  # the disk space taken now: a full disk is an error
+                os.posix_fallocate(f.fileno(), offset, size)  # here, not a SIGBUS when a mapped page is written
+            else:
+                f.truncate(offset + size)
+            array = np.memmap(f, dtype=dtype, mode="r+", offset=offset, shape=tuple(shape)) if size else \
+                np.empty(shape, dtype=dtype)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {describe_os_error(e)}") from None
+        self.made.append(array)
+        return array
+
+    def __exit__(self, *exc: Any) -> bool:
+        for array in self.made:
+            if isinstance(array, np.memmap):
+                try:
+                    array.flush()
+                except OSError as e:
+                    raise OutputError(f"cannot write {self.paths[0]}: {describe_os_error(e)}") from None
+        self.made.clear()
+        return bool(self._stack.__exit__(*exc))
 
 
 def write_array(path: str, array: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
