@@ -186,3 +186,20 @@ def test_results_go_straight_into_the_array_allocate_makes(tmp_path):
     assert y is made[0] and dx is made[1]
     np.testing.assert_array_equal(y, poolcli.forward(x, "avg", kernel=2))
     np.testing.assert_array_equal(dx, poolcli.backward(x, op="max", kernel=2))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from(["uint8", "int8", "int16", "uint16", "bool"]))
+def test_integer_averages_equal_the_float64_computation(data, dtype):
+    """Small integers are summed in float32 where every sum is exact: the float64 result, bit for bit."""
+    x, _, spec = data.draw(pooling_case(dtypes=(dtype,)))
+    np.testing.assert_array_equal(poolcli.forward(x, "avg", spec=spec), poolcli.forward(x.astype(np.float64), "avg",
+                                                                                      spec=spec))
+
+
+@pytest.mark.parametrize("side", [250, 300])  # 250² · 255 is below 2**24 (float32 sums), 300² · 255 above it
+def test_integer_averages_at_the_edge_of_float32(side):
+    x = np.full((2, side, side), 255, dtype=np.uint8)
+    x[0, 0, 0] = 254
+    np.testing.assert_array_equal(poolcli.forward(x, "avg", global_pool=True),
+                                  poolcli.forward(x.astype(np.float64), "avg", global_pool=True))

@@ -51,12 +51,29 @@ class Avg(Op):
     options, box_mean, strided = (COUNT_PAD,), True, True
 
     def forward(self, x, g, params):
-        y = window_sum(x, g)
+        if x.dtype.kind in "biu" and _exact_in_float32(x.dtype, g):  # integer sums below 2**24: exact in float32,
+            y = separable(x.astype(np.float32), g, np.add, 0).astype(np.float64)  # half float64's bytes, same sums
+        else:
+            y = window_sum(x, g)
         y /= g.counts(params.count_pad).astype(y.dtype)  # float32 stays float32: no float64 pass
         return y.astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
         return spread(grad / g.counts(params.count_pad).astype(grad.dtype), g)
+
+
+def _exact_in_float32(dtype: np.dtype, g: Geometry) -> bool:
+    """Whether every window sum of integers of ``dtype`` is an integer float32 holds exactly (below 2**24).
+
+    >>> from poolcli.engine.geometry import WindowSpec
+    >>> _exact_in_float32(np.dtype(np.uint8), WindowSpec(kernel=3).bind((8, 8)))
+    True
+    """
+    if dtype.itemsize > 2:
+        return False
+    info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+    largest = max(abs(int(info.min)), int(info.max))
+    return int(g.counts(True).max()) * largest < 1 << 24
 
 
 class Lp(Op):
