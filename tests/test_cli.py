@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import npy_bytes
+from tests.conftest import npy_bytes, run_poolcli
 from tests.conftest import run_poolcli as poolcli
 
 M4 = "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16"
@@ -235,3 +235,15 @@ def test_console_script_and_python_m_agree(tmp_path: Path):
 def test_help_shows_examples(command):
     r = poolcli(command, "--help")
     assert r.code == 0 and "Examples" in r.text and f"poolcli {command}" in r.text
+
+
+def test_zarr_without_dask_says_how_to_install_it(tmp_path, monkeypatch):
+    """Dask is an optional extra: without it a .zarr path or --scheduler is one line saying what to install."""
+    for name in ("dask", "dask.array", "poolcli.dask"):
+        monkeypatch.setitem(sys.modules, name, None)  # an import of these now fails, as if not installed
+    np.save(tmp_path / "x.npy", np.ones((4, 4)))
+    for args in (["forward", tmp_path / "v.zarr"], ["forward", tmp_path / "x.npy", "-o", tmp_path / "y.zarr"],
+                 ["backward", tmp_path / "x.npy", "--scheduler", "tcp://127.0.0.1:9"]):
+        run = run_poolcli(*args)
+        assert run.code == 2 and 'pip install "poolcli[dask]"' in run.stderr and "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]

@@ -26,7 +26,7 @@ def chunked(data, x: np.ndarray):
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), op=st.sampled_from(WINDOWED))
 def test_every_chunking_gives_the_engines_values(data, op):
-    x, options, spec = data.draw(pooling_case(dtypes=("float64", "float32", "int16")))
+    x, _, spec = data.draw(pooling_case(dtypes=("float64", "float32", "int16")))
     dx_in = chunked(data, x)
     np.testing.assert_array_equal(pooldask.forward(dx_in, op, spec=spec).compute(scheduler="sync"),
                                   poolcli.forward(x, op, spec=spec))
@@ -89,3 +89,67 @@ def test_bad_options_are_said_before_any_work():
         pooldask.forward(x, kernel=9)
     with pytest.raises(TypeError, match="did you mean kernel"):
         pooldask.forward(x, kernel_size=2)
+
+
+@pytest.fixture
+def volume(tmp_path):
+    """A chunked .zarr store and the same array as .npy."""
+    zarr = pytest.importorskip("zarr")
+    x = np.random.default_rng(3).normal(size=(4, 3, 40, 36)).astype(np.float32)
+    store = zarr.open_array(str(tmp_path / "vol.zarr"), mode="w", shape=x.shape, chunks=(2, 3, 16, 16),
+                            dtype=x.dtype)
+    store[:] = x
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path, x
+
+
+def test_zarr_in_and_out_through_the_command(volume):
+    from tests.conftest import run_poolcli
+
+    zarr = pytest.importorskip("zarr")
+    tmp, x = volume
+    geometry = ["-k", "3", "-s", "2", "-p", "1"]
+    run = run_poolcli("forward", tmp / "vol.zarr", *geometry, "-o", tmp / "half.zarr")
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(tmp / "half.zarr"))[:],
+                                  poolcli.forward(x, kernel=3, stride=2, padding=1))
+    run = run_poolcli("backward", tmp / "vol.zarr", *geometry, "--op", "avg", "-o", tmp / "dx.npy")
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(np.load(tmp / "dx.npy"), poolcli.backward(x, op="avg", kernel=3, stride=2, padding=1))
+    run = run_poolcli("forward", tmp / "x.npy", "-k", "2", "-o", tmp / "half.zarr")  # an .npy in; replaces the store
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(tmp / "half.zarr"))[:], poolcli.forward(x, kernel=2))
+    run = run_poolcli("forward", tmp / "vol.zarr", "--global", "--format", "json")
+    assert run.code == 0 and '"shape": [4, 3, 1, 1]' in run.text
+    assert sorted(p.name for p in tmp.iterdir()) == ["dx.npy", "half.zarr", "vol.zarr", "x.npy"]  # no temporaries
+
+
+def test_zarr_mistakes_are_said_in_one_line(volume):
+    from tests.conftest import run_poolcli
+
+    tmp, _ = volume
+    cases = [
+        (["forward", tmp / "vol.zarr", "-o", tmp / "vol.zarr"], 2, "is the input"),
+        (["forward", tmp / "none.zarr", "-o", tmp / "y.zarr"], 1, "no such Zarr store"),
+        (["forward", tmp / "vol.zarr", "-o", tmp / "y.zarr", "--indices", tmp / "i.npy"], 2, "--indices"),
+        (["forward", tmp, "--out-dir", tmp / "o", "--scheduler", "tcp://127.0.0.1:9"], 2, "a batch"),
+        (["forward", tmp / "vol.zarr", "-k", "99", "-o", tmp / "y.zarr"], 2, "kernel 99"),
+    ]
+    for args, code, words in cases:
+        run = run_poolcli(*args)
+        assert run.code == code and words in run.stderr and "Traceback" not in run.stderr, (args, run.stderr)
+    assert not (tmp / "y.zarr").exists() and not list(tmp.glob(".*tmp"))
+
+
+def test_a_running_cluster_pools_the_store(volume):
+    from tests.conftest import run_poolcli
+
+    zarr = pytest.importorskip("zarr")
+    distributed = pytest.importorskip("distributed")
+    tmp, x = volume
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        run = run_poolcli("backward", tmp / "vol.zarr", "-k", "2", "-o", tmp / "dx.zarr", "--scheduler",
+                          cluster.scheduler_address)
+    assert run.code == 0, run.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(tmp / "dx.zarr"))[:], poolcli.backward(x, kernel=2))

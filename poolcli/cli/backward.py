@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from poolcli.cli import scale
 from poolcli.cli.common import (
     CHECK,
     INPUT,
@@ -22,6 +23,7 @@ from poolcli.cli.common import (
     InPlaceOpt,
     OutputOpt,
     Pooling,
+    SchedulerOpt,
     ThreadsOpt,
     Ties,
     block_bytes,
@@ -61,6 +63,7 @@ def backward(
     in_place: InPlaceOpt = False,
     threads: ThreadsOpt = None,
     block_mb: BlockOpt = None,
+    scheduler: SchedulerOpt = None,
     pool: Any = None,
 ) -> int | None:
     """The gradient: which input cells receive it, and how much."""
@@ -75,6 +78,8 @@ def backward(
         return _check(input, pooling, random, tolerance, output)
     if pooling.op == "all":
         raise UsageError("--op all goes with --check")
+    if scheduler is not None or scale.is_zarr(input) or scale.is_zarr(output):
+        return scale.run("backward", pooling, input, output, scheduler, grad, check_format(fmt)[0], full)
     output = guard(pooling, input, {"-o": output}, in_place, grad=grad).get("-o", output)
     loaded = pooling.read(input, main=True)
     arrays = pooling.arrays()

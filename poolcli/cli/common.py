@@ -323,6 +323,9 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", rich_help_panel=OUTPUT,
                                           help="Let -o replace the input.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", rich_help_panel=INPUT, metavar="N", min=1,
                                                 show_default=False, help="Threads pooling an array (all cores).")]
+SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", rich_help_panel=INPUT, metavar="ADDRESS",
+                                                  show_default=False,
+                                                  help="Pool on this Dask cluster (tcp://…).")]
 BlockOpt = Annotated[int | None, typer.Option("--block-mb", rich_help_panel=INPUT, metavar="MB", min=1,
                                               show_default=False, help="Memory a block of planes takes (2).")]
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from poolcli.cli import scale
 from poolcli.cli.common import (
     BATCH,
     IMAGE_SUFFIX_SET,
@@ -25,6 +26,7 @@ from poolcli.cli.common import (
     InPlaceOpt,
     OutputOpt,
     Pooling,
+    SchedulerOpt,
     ThreadsOpt,
     block_bytes,
     check_format,
@@ -39,8 +41,7 @@ from poolcli.io.images import DEFAULT_MAX_PIXELS
 EPILOG = (
     "Examples:\n"
     "poolcli forward x.npy -k 3 -s 2 -p 1 -o y.npy\n"
-    "poolcli forward photos/ -k 4 --out-dir small/\n"
-    "poolcli forward scan.png --op mode -k 2 -o labels.png"
+    "poolcli forward photos/ -k 4 --out-dir small/"
 )  # one example a line, as typed
 
 
@@ -57,6 +58,7 @@ def forward(
     in_place: InPlaceOpt = False,
     threads: ThreadsOpt = None,
     block_mb: BlockOpt = None,
+    scheduler: SchedulerOpt = None,
     out_dir: Annotated[str | None, typer.Option("--out-dir", rich_help_panel=BATCH, metavar="DIR",
                                                 help="Pool every input into DIR.")]
     = None,
@@ -88,6 +90,15 @@ def forward(
     pooling = Pooling(pool, threads=threads)
     terminal, image_format = check_format(fmt)
     sources = inputs or []
+    if len(sources) <= 1 and out_dir is None and (scheduler is not None or scale.is_zarr(output)
+                                                  or scale.is_zarr(sources[0] if sources else None)):
+        if indices is not None:
+            raise UsageError("--indices goes with arrays in memory or .npy files; Dask runs write one output")
+        return scale.run("forward", pooling, sources[0] if sources else None, output, scheduler, fmt=terminal,
+                         full=full)
+    if scheduler is not None:
+        raise UsageError("--scheduler pools one array (.zarr or .npy) on a Dask cluster; a batch of files runs on "
+                         "this machine's worker processes (--jobs)")
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
         if quiet and verbose:
             raise UsageError("--quiet and --verbose say opposite things; give one")
