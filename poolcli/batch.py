@@ -194,8 +194,10 @@ def _die_with_parent() -> None:
 WORKER_DIED = "the worker pooling it died (killed, or out of memory), twice"
 
 
-def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: bool, console: Any) -> Summary:
-    """Pool every pair, ``jobs`` files at a time, showing progress on ``console`` when it is a terminal.
+def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: bool, console: Any,
+              client: Any = None) -> Summary:
+    """Pool every pair, ``jobs`` files at a time, showing progress on ``console`` when it is a terminal; with a
+    Dask ``client``, one task a file on its cluster instead (the workers must reach the files).
 
     A worker that dies (killed, out of memory) costs only its files: each is tried once more on its own,
     in a new worker, and reported as failed if that worker dies too; the batch goes on.
@@ -225,7 +227,9 @@ def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: 
             progress.update(bar, advance=1, rate=f"{count / elapsed:.1f} files/s" if elapsed else "")
 
         try:
-            if jobs <= 1 or len(todo) <= 1:
+            if client is not None:
+                _run_on_cluster(todo, task, client, record)
+            elif jobs <= 1 or len(todo) <= 1:
                 for src, dst in todo:
                     record(src, _work(src, dst, task))
             else:
@@ -235,6 +239,24 @@ def run_batch(pairs: list[tuple[Path, Path]], task: Task, jobs: int, overwrite: 
             raise Interrupted(f"interrupted after {done} of {len(todo)} files; every output written is complete, "
                               "and running the same command again skips them", signal_exit_code(e)) from None
     return summary
+
+
+def _run_on_cluster(todo: list[tuple[Path, Path]], task: Task, client: Any, record: Any) -> None:
+    """One Dask task a file, recorded as they finish; a file whose workers all died is reported as failed
+    (Dask retries a task whose worker died, then gives up on it), and Ctrl-C cancels what has not run."""
+    from distributed import as_completed
+
+    futures = {client.submit(_work, src, dst, task, pure=False): src for src, dst in todo}
+    try:
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as e:  # the task never finished: its workers died, or the cluster went away
+                result = ("failed", f"the cluster could not pool it ({type(e).__name__}: {e})")
+            record(futures[future], result)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
 
 
 def _run_parallel(todo: list[tuple[Path, Path]], task: Task, jobs: int, record: Any) -> None:

@@ -132,7 +132,8 @@ def test_zarr_mistakes_are_said_in_one_line(volume):
         (["forward", tmp / "vol.zarr", "-o", tmp / "vol.zarr"], 2, "is the input"),
         (["forward", tmp / "none.zarr", "-o", tmp / "y.zarr"], 1, "no such Zarr store"),
         (["forward", tmp / "vol.zarr", "-o", tmp / "y.zarr", "--indices", tmp / "i.npy"], 2, "--indices"),
-        (["forward", tmp, "--out-dir", tmp / "o", "--scheduler", "tcp://127.0.0.1:9"], 2, "a batch"),
+        (["forward", tmp / "vol.zarr", "-o", tmp / "y.zarr", "--scheduler", "tcp://127.0.0.1:9"], 2,
+         "no Dask scheduler answers"),
         (["forward", tmp / "vol.zarr", "-k", "99", "-o", tmp / "y.zarr"], 2, "kernel 99"),
     ]
     for args, code, words in cases:
@@ -153,3 +154,30 @@ def test_a_running_cluster_pools_the_store(volume):
                           cluster.scheduler_address)
     assert run.code == 0, run.stderr
     np.testing.assert_array_equal(zarr.open_array(str(tmp / "dx.zarr"))[:], poolcli.backward(x, kernel=2))
+
+
+def test_a_cluster_pools_an_image_batch_as_the_local_workers_do(tmp_path):
+    """One task a file on the cluster: the same outputs as the local batch, a bad file reported and the rest
+    written, existing outputs skipped."""
+    from PIL import Image
+
+    from tests.conftest import run_poolcli
+
+    distributed = pytest.importorskip("distributed")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    local = run_poolcli("forward", photos, "-k", "2", "--out-dir", tmp_path / "local")
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "p0.png").write_bytes(b"kept")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        remote = run_poolcli("forward", photos, "-k", "2", "--out-dir", tmp_path / "remote", "--scheduler",
+                             cluster.scheduler_address)
+    assert local.code == remote.code == 1 and "broken.png" in remote.stderr
+    assert (tmp_path / "remote" / "p0.png").read_bytes() == b"kept"
+    for i in range(1, 4):
+        assert (tmp_path / "remote" / f"p{i}.png").read_bytes() == (tmp_path / "local" / f"p{i}.png").read_bytes()

@@ -96,15 +96,15 @@ def forward(
             raise UsageError("--indices goes with arrays in memory or .npy files; Dask runs write one output")
         return scale.run("forward", pooling, sources[0] if sources else None, output, scheduler, fmt=terminal,
                          full=full)
-    if scheduler is not None:
-        raise UsageError("--scheduler pools one array (.zarr or .npy) on a Dask cluster; a batch of files runs on "
-                         "this machine's worker processes (--jobs)")
     if out_dir is not None or len(sources) > 1 or any(Path(s).is_dir() for s in sources):
         if quiet and verbose:
             raise UsageError("--quiet and --verbose say opposite things; give one")
+        if scheduler is not None and jobs is not None:
+            raise UsageError("--jobs sets this machine's worker processes; with --scheduler the cluster's workers "
+                             "pool the files: drop one")
         return _batch(sources, out_dir, output, indices, recursive, jobs, overwrite, pooling,
                       dict(linear=linear, quality=quality, image_format=image_format, max_pixels=max_pixels),
-                      with_arrays, "quiet" if quiet else "verbose" if verbose else "")
+                      with_arrays, "quiet" if quiet else "verbose" if verbose else "", scheduler)
     for flag, given in (("--recursive", recursive), ("--jobs", jobs is not None), ("--overwrite", overwrite),
                         ("--arrays", with_arrays), ("--quiet", quiet), ("--verbose", verbose)):
         if given:
@@ -167,7 +167,7 @@ def _check_image_output(output: str | None, image_format: str | None, quality: i
 
 def _batch(sources: list[str], out_dir: str | None, output: str | None, indices: str | None, recursive: bool,
            jobs: int | None, overwrite: bool, pooling: Pooling, images: dict[str, Any], with_arrays: bool,
-           talk: str) -> int:
+           talk: str, scheduler: str | None = None) -> int:
     """forward over many files into --out-dir; exit 1 if any failed."""
     from rich.console import Console
 
@@ -217,7 +217,8 @@ def _batch(sources: list[str], out_dir: str | None, output: str | None, indices:
             raise UsageError(f"--out-dir {out_dir} would overwrite the input {src}; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, quiet=talk == "quiet")
-    summary = batch.run_batch(pairs, task, min(jobs or cores, len(pairs)), overwrite, console)
+    with scale.client(scheduler) as client:
+        summary = batch.run_batch(pairs, task, min(jobs or cores, len(pairs)), overwrite, console, client)
     if talk == "verbose":
         where = dict(pairs)
         for src in summary.done:

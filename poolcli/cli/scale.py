@@ -57,7 +57,7 @@ def open_lazy(path: str, key: str | None = None) -> Any:
 
 
 @contextlib.contextmanager
-def _client(scheduler: str | None) -> Iterator[Any]:
+def client(scheduler: str | None) -> Iterator[Any]:
     """A distributed client on ``scheduler`` (an address), or None for Dask's local threaded scheduler."""
     if scheduler is None:
         yield None
@@ -67,11 +67,11 @@ def _client(scheduler: str | None) -> Iterator[Any]:
     except ImportError:
         raise UsageError(f"--scheduler needs Dask's distributed, which is not installed; {EXTRA}") from None
     try:
-        client = Client(scheduler, timeout="10s")
+        connected = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as e:
         raise UsageError(f"--scheduler {scheduler}: no Dask scheduler answers there ({e})") from None
-    with client:
-        yield client
+    with connected:
+        yield connected
 
 
 def _chunk_tasks(y: Any, store: Any) -> list[Any]:
@@ -82,18 +82,19 @@ def _chunk_tasks(y: Any, store: Any) -> list[Any]:
     return list(done.to_delayed().ravel())
 
 
-def _run(tasks: list[Any], client: Any, what: str) -> None:
-    """Compute ``tasks`` (locally, or on the cluster of ``client``) behind a progress bar on standard error."""
+def _run(tasks: list[Any], cluster: Any, what: str) -> None:
+    """Compute ``tasks`` (locally, or on ``cluster``, a distributed client) behind a progress bar on standard
+    error."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         job = bar.add_task(what, total=len(tasks))
-        if client is not None:
+        if cluster is not None:
             from distributed import as_completed
 
-            for future in as_completed(client.compute(tasks)):
+            for future in as_completed(cluster.compute(tasks)):
                 future.result()  # a failed chunk raises here
                 bar.advance(job)
             return
@@ -147,11 +148,11 @@ def run(command: str, pooling: Any, source: str, output: str | None, scheduler: 
         upstream = open_lazy(grad) if grad is not None else None
         y = pooldask.backward(x, upstream, op, spec=spec, **params.given, **arrays)
     what = f"{command} {Path(source).name}"
-    with _client(scheduler) as client:
+    with client(scheduler) as cluster:
         if output is None or output == "-":
             from poolcli.cli.common import emit
 
-            result = y.compute() if client is None else client.compute(y).result()
+            result = y.compute() if cluster is None else cluster.compute(y).result()
             emit(result, output, full, fmt)
             return
         if is_zarr(output):
@@ -161,7 +162,7 @@ def run(command: str, pooling: Any, source: str, output: str | None, scheduler: 
             try:
                 y = y.rechunk(tuple(max(c) for c in y.chunks))  # zarr's chunks are regular
                 store = zarr.open_array(str(tmp), mode="w", shape=y.shape, chunks=y.chunksize, dtype=y.dtype)
-                _run(_chunk_tasks(y, store), client, what)
+                _run(_chunk_tasks(y, store), cluster, what)
                 _commit(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -171,10 +172,10 @@ def run(command: str, pooling: Any, source: str, output: str | None, scheduler: 
             raise UsageError(f"-o {output}: with Dask the output is a .zarr store or an .npy file")
         from poolcli.io.arrays import NpyOutputs
 
-        if client is not None:
+        if cluster is not None:
             raise UsageError("--scheduler writes .zarr stores (which every worker can reach); give -o out.zarr")
         with NpyOutputs([output]) as files:
-            _run(_chunk_tasks(y, files.allocate(y.shape, y.dtype)), client, what)
+            _run(_chunk_tasks(y, files.allocate(y.shape, y.dtype)), cluster, what)
 
 
 def available() -> bool:
@@ -184,4 +185,4 @@ def available() -> bool:
     return importlib.util.find_spec("dask") is not None
 
 
-__all__ = ["available", "is_zarr", "open_lazy", "run"]
+__all__ = ["available", "client", "is_zarr", "open_lazy", "run"]
