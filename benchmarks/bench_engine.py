@@ -16,7 +16,7 @@ import os
 import tracemalloc
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch
+from benchlib import bandwidth, best_of, machine, optional_torch, torch_best
 
 import poolcli
 from poolcli.engine.blocks import default_threads
@@ -101,11 +101,7 @@ def main() -> None:
         peak = peak_extra(every) / x.nbytes
         t1 = t_all = float("nan")
         if torch is not None:
-            theirs = run_torch(torch, w, x, grad)
-            torch.set_num_threads(1)
-            t1 = best_of(theirs, args.repeat)
-            torch.set_num_threads(cores)
-            t_all = best_of(theirs, args.repeat)
+            t1, t_all = torch_best(torch, run_torch(torch, w, x, grad), args.repeat)
         moved = x.nbytes + int(np.prod(g.out_shape)) * 4 + (x.nbytes if w.get("backward") else 0)
         bound = mine1 / (moved / speed)
         print(f"| {name} | {mine1 * 1e3:.1f} | {mine * 1e3:.1f} | {mine1 / mine:.2f} {target(SPEED_UP, name)} "

@@ -15,7 +15,7 @@ import argparse
 import os
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch
+from benchlib import bandwidth, best_of, machine, optional_torch, torch_best
 
 import poolcli
 from poolcli.engine import OPERATORS
@@ -116,12 +116,9 @@ def main() -> None:
                 t1 = t_all = ratio = ratio_all = bound = ""
                 tfn = torch_run(torch, op, direction, x) if torch is not None and layout == "C" else None
                 if tfn is not None:
-                    torch.set_num_threads(1)
-                    one = best_of(tfn, args.repeat)
-                    torch.set_num_threads(os.cpu_count() or 1)
-                    t1, t_all = f"{one * 1e3:.2f}", f"{best_of(tfn, args.repeat) * 1e3:.2f}"
-                    ratio = f"{ours / one:.2f}"
-                    ratio_all = f"{every / float(t_all) * 1e3:.2f}"
+                    one, theirs = torch_best(torch, tfn, args.repeat)
+                    t1, t_all = f"{one * 1e3:.2f}", f"{theirs * 1e3:.2f}"
+                    ratio, ratio_all = f"{ours / one:.2f}", f"{every / theirs:.2f}"
                 if op in ("max", "avg") and layout == "C":
                     moved = x.nbytes * (2 if direction == "forward" else 3)  # read x (and g), write y or dx
                     bound = f"{ours / (moved / speed):.1f}"

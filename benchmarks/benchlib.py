@@ -24,6 +24,14 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def torch_best(torch: Any, fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """torch's best time for ``fn`` on 1 thread and on every core (its default), in seconds."""
+    torch.set_num_threads(1)
+    one = best_of(fn, repeat)
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return one, best_of(fn, repeat)
+
+
 def optional_torch() -> Any:
     """torch if installed (the oracle the ratios are taken against), else None."""
     try:

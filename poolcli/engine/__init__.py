@@ -149,16 +149,18 @@ def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> A
 
 
 def _run(fn: Callable[..., Any], plan: Any, inputs: list[np.ndarray], input_shaped: list[bool], threads: int | None,
-         strided: bool = False, allocate: Allocate | None = None, block_bytes: int | None = None) -> Any:
+         strided: bool = False, allocate: Allocate | None = None, block_bytes: int | None = None,
+         widen: bool = True) -> Any:
     """``fn(*inputs, plan)`` on engine-layout views, giving the caller's layout: a windowed plan runs over blocks
     of planes on ``threads`` threads (None: every core; see ``blocks``); other plans run whole, in the same
-    compute dtype and C order. ``allocate(shape, dtype)`` makes the result arrays (see ``run_blocks``)."""
+    compute dtype and C order (float16 kept as it is unless ``widen``). ``allocate(shape, dtype)`` makes the
+    result arrays (see ``run_blocks``)."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UsageError(f"--threads {threads}: give 1 or more threads")
     if isinstance(plan, Geometry):
         return run_blocks(fn, plan, inputs, input_shaped, default_threads() if threads is None else threads,
                           block_bytes, strided, allocate)
-    results = fn(*(np.ascontiguousarray(a, dtype=compute_dtype(a.dtype)) for a in inputs), plan)
+    results = fn(*(np.ascontiguousarray(a, dtype=compute_dtype(a.dtype) if widen else a.dtype) for a in inputs), plan)
     half = inputs[0].dtype == np.float16
     out = tuple(r.astype(np.float16) if half and r.dtype == np.float32 else r
                 for r in (results if isinstance(results, tuple) else (results,)))
@@ -191,7 +193,7 @@ def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = 
         return _deliver(_empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params)), allocate)
     pool = get_op(op)
     return _run(lambda a, plan: pool.forward(a, plan, params), g, [to_engine(x, g)], [False], threads,
-                pool.strided, allocate, block_bytes)
+                pool.strided, allocate, block_bytes, pool.widens_half(params))
 
 
 def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None,
@@ -236,7 +238,8 @@ def run_backward(
     if x.size == 0:
         return _deliver(np.zeros(x.shape, dtype=dtype), allocate)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
-              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes)
+              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
+              pool.widens_half(params, backward=True))
     return dx if dx.dtype == dtype else dx.astype(dtype)
 
 

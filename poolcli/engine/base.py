@@ -233,6 +233,11 @@ class Op:
             return None
         return self.backward(x, g, np.ones(g.out_shape), params) != 0
 
+    def widens_half(self, params: Params, backward: bool = False) -> bool:
+        """Whether float16 inputs are computed in float32 (rounded once at the end) in this direction: yes where
+        there is arithmetic; where values are only moved (unpool, nearest upsampling forward) float16 stays."""
+        return True
+
     def independent_axes(self, plan: Any) -> tuple[int, ...]:
         """Axes of the engine's layout that can be cut into blocks and each pooled on its own."""
         return tuple(range(len(plan.in_shape) - plan.dims))

@@ -67,6 +67,9 @@ class Unpool(Op):
             raise UsageError("unpool needs the indices of the max pooling: --from-indices IDX.npy")
         return self._planes(plan.indices, plan)
 
+    def widens_half(self, params, backward=False):
+        return False  # both ways it only moves values
+
     def forward(self, x, plan, params):
         idx = self._indices(plan)
         vals = self._planes(x, plan)

@@ -208,6 +208,9 @@ class Upsample(Op):
                      for nm, n, o, s in zip(names, sizes, outs, per))
         return UpsamplePlan(shape, out, rows, dims=dims, axes=axes)
 
+    def widens_half(self, params, backward=False):
+        return backward or params.mode != "nearest"  # nearest forward only moves values; its adjoint adds
+
     def forward(self, x, plan, params):
         y = x.astype(float_type(x.dtype), copy=False)
         first = y.ndim - plan.dims
