@@ -203,3 +203,29 @@ def test_integer_averages_at_the_edge_of_float32(side):
     x[0, 0, 0] = 254
     np.testing.assert_array_equal(poolcli.forward(x, "avg", global_pool=True),
                                   poolcli.forward(x.astype(np.float64), "avg", global_pool=True))
+
+
+@pytest.mark.parametrize("case", ["kmax", "kmax-axis1", "upsample", "upsample-bilinear-last", "lrn", "lrn-last",
+                                  "unpool", "bilinear", "bilinear-with"])
+def test_operators_without_windows_run_in_blocks_as_whole(case):
+    """Cut along their leading independent axes (tiny blocks, three threads), they give the whole's values."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 4, 6, 5))
+    op = case.split("-")[0]
+    options = {"kmax": dict(k=2), "kmax-axis1": dict(k=2, axis=1), "upsample": dict(scale=2),
+               "upsample-bilinear-last": dict(scale=(2, 1.5), mode="bilinear", channels_last=True),
+               "lrn": dict(size=3), "lrn-last": dict(size=3, channels_last=True), "unpool": {}, "bilinear": {},
+               "bilinear-with": dict(other=rng.normal(size=(3, 2, 6, 5)))}[case]
+    if op == "unpool":  # the output of a max pooling of an even-sized plane, and its indices
+        x, idx = poolcli.forward(rng.normal(size=(3, 4, 6, 6)), return_indices=True, kernel=2)
+        options = dict(indices=idx, kernel=2)
+    whole = poolcli.forward(x, op, threads=1, **options)
+    with tiny_blocks():
+        np.testing.assert_array_equal(poolcli.forward(x, op, threads=3, **options), whole)
+    if poolcli.OPS[op].differentiable:
+        grad = rng.normal(size=whole.shape)
+        expected = poolcli.backward(x, grad, op, threads=1, **options)
+        with tiny_blocks():
+            got = poolcli.backward(x, grad, op, threads=3, **options)
+        for a, b in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(got, tuple) else (expected,)):
+            np.testing.assert_array_equal(a, b)  # bilinear with other= gives the pair (to x, to other)

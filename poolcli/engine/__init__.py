@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine.base import TIES, Op, Option, Params, Picture
-from poolcli.engine.blocks import compute_dtype, default_threads, run_blocks
+from poolcli.engine.blocks import Layout, default_threads, run_blocks
 from poolcli.engine.geometry import (
     PAD_MODES,
     WINDOW_OPTIONS,
@@ -150,22 +150,27 @@ def _empty_like_result(x: np.ndarray, g: Geometry, run: Callable[..., Any]) -> A
 
 def _run(fn: Callable[..., Any], plan: Any, inputs: list[np.ndarray], input_shaped: list[bool], threads: int | None,
          strided: bool = False, allocate: Allocate | None = None, block_bytes: int | None = None,
-         widen: bool = True) -> Any:
-    """``fn(*inputs, plan)`` on engine-layout views, giving the caller's layout: a windowed plan runs over blocks
-    of planes on ``threads`` threads (None: every core; see ``blocks``); other plans run whole, in the same
-    compute dtype and C order (float16 kept as it is unless ``widen``). ``allocate(shape, dtype)`` makes the
-    result arrays (see ``run_blocks``)."""
+         widen: bool = True, pool: Op | None = None) -> Any:
+    """``fn(*inputs, plan)`` on engine-layout views, giving the caller's layout: blocks of planes (see ``blocks``)
+    on ``threads`` threads (None: every core). A windowed plan is cut along its planes; another operator's
+    (``pool``) along its leading independent axes. Float16 is computed in float32 if ``widen``.
+    ``allocate(shape, dtype)`` makes the result arrays (see ``run_blocks``)."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UsageError(f"--threads {threads}: give 1 or more threads")
-    if isinstance(plan, Geometry):
-        return run_blocks(fn, plan, inputs, input_shaped, default_threads() if threads is None else threads,
-                          block_bytes, strided, allocate)
-    results = fn(*(np.ascontiguousarray(a, dtype=compute_dtype(a.dtype) if widen else a.dtype) for a in inputs), plan)
-    half = inputs[0].dtype == np.float16
-    out = tuple(r.astype(np.float16) if half and r.dtype == np.float32 else r
-                for r in (results if isinstance(results, tuple) else (results,)))
-    out = tuple(to_caller(r, plan, output=not shaped) for r, shaped in zip(out, input_shaped))
-    return _deliver(out if isinstance(results, tuple) else out[0], allocate)
+    layout = plan if isinstance(plan, Geometry) else _layout(pool, plan)
+    return run_blocks(fn, layout, inputs, input_shaped, default_threads() if threads is None else threads,
+                      block_bytes, strided, allocate, widen)
+
+
+def _layout(pool: Op, plan: Any) -> Layout:
+    """An operator without windows, to the block executor: its leading independent axes are cut."""
+    independent = set(pool.independent_axes(plan))
+    k = 0
+    while k < len(plan.in_shape) and k in independent:
+        k += 1
+    moves = bool(plan.channels_last)
+    return Layout(tuple(plan.in_shape[:k]), tuple(plan.in_shape[k:]), plan.dims, moves,
+                  moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index))
 
 
 def _deliver(results: Any, allocate: Allocate | None) -> Any:
@@ -193,7 +198,7 @@ def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = 
         return _deliver(_empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params)), allocate)
     pool = get_op(op)
     return _run(lambda a, plan: pool.forward(a, plan, params), g, [to_engine(x, g)], [False], threads,
-                pool.strided, allocate, block_bytes, pool.widens_half(params))
+                pool.strided, allocate, block_bytes, pool.widens_half(params), pool)
 
 
 def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None,
@@ -206,7 +211,7 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | No
         raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
         return _deliver(_empty_like_result(x, g, lambda a, one: run_indices(a, one, op)), allocate)
-    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes)
+    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes, pool=pool)
 
 
 def gradient_dtype(dtype: np.dtype) -> np.dtype:
@@ -239,7 +244,7 @@ def run_backward(
         return _deliver(np.zeros(x.shape, dtype=dtype), allocate)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
               [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
-              pool.widens_half(params, backward=True))
+              pool.widens_half(params, backward=True), pool)
     return dx if dx.dtype == dtype else dx.astype(dtype)
 
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -232,6 +232,13 @@ class Op:
         if not self.marks:
             return None
         return self.backward(x, g, np.ones(g.out_shape), params) != 0
+
+    def block_plan(self, plan: Any, lead: tuple[int, ...], index: tuple[slice, ...]) -> Any:
+        """For an operator without windows: the plan of one block, ``plan`` with its leading (independent) axes
+        cut to ``lead`` sizes by ``index`` (an operator whose plan holds arrays cuts them too)."""
+        k = len(lead)
+        return replace(plan, in_shape=lead + tuple(plan.in_shape[k:]), out_shape=lead + tuple(plan.engine_out[k:]),
+                       channels_last=False)
 
     def widens_half(self, params: Params, backward: bool = False) -> bool:
         """Whether float16 inputs are computed in float32 (rounded once at the end) in this direction: yes where

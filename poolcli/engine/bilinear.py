@@ -16,7 +16,7 @@ array([[5., 1.],
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -71,6 +71,10 @@ class BilinearPool(Op):
 
     def _unflat(self, flat: np.ndarray, plan: BilinearPlan, like: tuple[int, ...]) -> np.ndarray:
         return flat.reshape(like)
+
+    def block_plan(self, plan, lead, index):
+        sub = super().block_plan(plan, lead, index)
+        return sub if plan.other is None else replace(sub, other=plan.other[index])
 
     def independent_axes(self, plan):
         return tuple(range(plan.channel_axis))

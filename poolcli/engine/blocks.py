@@ -78,7 +78,7 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's t
     os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
-def compute_dtype(dtype: np.dtype) -> np.dtype:
+def widened(dtype: np.dtype) -> np.dtype:
     """The dtype kernels run in: float16 in float32 (NumPy's float16 loops are slow and round every step)."""
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
@@ -151,17 +151,39 @@ def _inner_planes(x: np.ndarray, first: int, order: tuple[int, ...]) -> int:
 STRIDED_RUN = 16  # planes side by side from which an operator reading strided views beats a C-ordered copy
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What the executor needs of a plan: the leading axes it may cut (engine layout) and the rest of the
+    input's shape, how results go back to a channels-last caller, and the plan of one block."""
+
+    lead: tuple[int, ...]
+    rest: tuple[int, ...]
+    dims: int
+    moves_in: bool  # input-shaped results (gradients) go back to channels-last
+    moves_out: bool  # output-shaped results do
+    sub: Callable[[tuple[int, ...], tuple[slice, ...]], Any]  # (block lead, block index) -> the block's plan
+    big: bool = False  # whole-plane reductions: no intermediates, larger blocks
+
+    @classmethod
+    def of(cls, g: Geometry) -> Layout:
+        moves = g.channels_last and bool(g.lead)
+        return cls(g.lead, g.in_shape[len(g.lead):], g.dims, moves, moves,
+                   lambda lead, index: dataclasses.replace(g, lead=lead, channels_last=False), whole(g))
+
+
 def run_blocks(
     fn: Callable[..., Any],
-    g: Geometry,
+    g: Geometry | Layout,
     inputs: Sequence[np.ndarray],
     input_shaped: Sequence[bool],
     threads: int = 1,
     block_bytes: int | None = None,
     strided: bool = False,
     allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+    widen: bool = True,
 ) -> Any:
-    """``fn(*blocks, plan)`` over blocks of the plane axes of ``g``; its result(s) assembled in the caller's layout.
+    """``fn(*blocks, plan)`` over blocks of the plane axes of ``g`` (a Geometry, or the Layout of another plan);
+    its result(s) assembled in the caller's layout.
 
     ``inputs`` are engine-layout views whose leading axes are ``g.lead``; ``input_shaped[i]`` says whether
     result ``i`` has the input's spatial shape (a gradient) rather than the output's. A float16 first
@@ -169,10 +191,15 @@ def run_blocks(
     operator reads any memory order at full speed) an input whose planes lie side by side in memory is
     handed over as views, cut only along the axes outside its cells in memory. ``allocate(shape, dtype)``, if
     given, makes each result array (the caller's layout), e.g. a memory-mapped file: the results are written
-    into it block by block and never held whole in memory.
+    into it block by block and never held whole in memory. Without ``widen`` float16 stays float16.
     """
+    layout = g if isinstance(g, Layout) else Layout.of(g)
     x = inputs[0]
-    first = len(g.lead)
+    first = len(layout.lead)
+
+    def compute_dtype(dtype: np.dtype) -> np.dtype:
+        return widened(dtype) if widen else np.dtype(dtype)
+
     dtype = compute_dtype(x.dtype)
     order = memory_order(x) if not x.flags.c_contiguous else None
     cuttable = [True] * first
@@ -190,20 +217,22 @@ def run_blocks(
             return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
-    if block_bytes is None and whole(g):  # a global pooling keeps no intermediates: larger blocks, fewer calls
+    if block_bytes is None and layout.big:  # a global pooling keeps no intermediates: larger blocks, fewer calls
         budget *= 16
-    cuts = list(blocks(g.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
+    cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
 
-    plans: dict[tuple[int, ...], Geometry] = {}  # the blocks have one or two shapes: their plans made once
+    plans: dict[tuple[int, ...], Any] = {}  # blocks of one shape share a plan (when the plan holds no arrays)
 
     def one(index: tuple[slice, ...]) -> Any:
         parts = [convert(a[index]) for a in inputs]
         lead = parts[0].shape[:first]
+        if isinstance(g, Layout):  # its plan may hold arrays cut with the block
+            return fn(*parts, layout.sub(lead, index))
         plan = plans.get(lead)
         if plan is None:
-            plan = plans.setdefault(lead, dataclasses.replace(g, lead=lead, channels_last=False))
+            plan = plans.setdefault(lead, layout.sub(lead, index))
         return fn(*parts, plan)
 
     def put(index: tuple[slice, ...], results: Any) -> None:
@@ -211,19 +240,22 @@ def run_blocks(
             view[index] = r
 
     head = one(cuts[0])
+    def moves(shaped: bool) -> bool:
+        return layout.moves_in if shaped else layout.moves_out
+
     if len(cuts) == 1 and allocate is None:  # one block: its results are the output, in their own memory order
         results = tuple(r.astype(np.float16) if x.dtype == np.float16 and r.dtype == np.float32 else r
                         for r in (head if isinstance(head, tuple) else (head,)))
-        if g.channels_last and first:
-            results = tuple(np.moveaxis(r, first - 1, -1) for r in results)
+        results = tuple(np.moveaxis(r, r.ndim - layout.dims - 1, -1) if moves(shaped) else r
+                        for r, shaped in zip(results, input_shaped))
         return results if isinstance(head, tuple) else results[0]
     for r, shaped in zip(head if isinstance(head, tuple) else (head,), input_shaped):
         out_dtype = np.float16 if x.dtype == np.float16 and r.dtype == np.float32 else r.dtype
-        shape = g.lead + (g.in_shape[first:] if shaped else r.shape[first:])
+        shape = layout.lead + (layout.rest if shaped else r.shape[first:])
         make = allocate or (lambda shape, dtype: np.empty(shape, dtype=dtype))
-        if g.channels_last and first:
-            out = make(caller_shape(shape, g.dims), np.dtype(out_dtype))
-            views.append(np.moveaxis(out, -1, first - 1))
+        if moves(shaped):
+            out = make(caller_shape(shape, layout.dims), np.dtype(out_dtype))
+            views.append(np.moveaxis(out, -1, out.ndim - layout.dims - 1))
         else:
             out = make(shape, np.dtype(out_dtype))
             views.append(out)

@@ -14,7 +14,7 @@ array([[0, 0, 0, 0],
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -66,6 +66,10 @@ class Unpool(Op):
         if plan.indices is None:
             raise UsageError("unpool needs the indices of the max pooling: --from-indices IDX.npy")
         return self._planes(plan.indices, plan)
+
+    def block_plan(self, plan, lead, index):
+        sub = super().block_plan(plan, lead, index)
+        return sub if plan.indices is None else replace(sub, indices=plan.indices[index])
 
     def widens_half(self, params, backward=False):
         return False  # both ways it only moves values
