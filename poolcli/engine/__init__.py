@@ -169,8 +169,10 @@ def _layout(pool: Op, plan: Any) -> Layout:
     while k < len(plan.in_shape) and k in independent:
         k += 1
     moves = bool(plan.channels_last)
+    # an output larger than the input (upsample, unpool) costs more to copy out of small blocks than they gain
+    grows = int(np.prod(plan.engine_out, dtype=np.int64)) > int(np.prod(plan.in_shape, dtype=np.int64))
     return Layout(tuple(plan.in_shape[:k]), tuple(plan.in_shape[k:]), plan.dims, moves,
-                  moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index))
+                  moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index), big=grows)
 
 
 def _deliver(results: Any, allocate: Allocate | None) -> Any:

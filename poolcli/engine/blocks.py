@@ -162,7 +162,7 @@ class Layout:
     moves_in: bool  # input-shaped results (gradients) go back to channels-last
     moves_out: bool  # output-shaped results do
     sub: Callable[[tuple[int, ...], tuple[slice, ...]], Any]  # (block lead, block index) -> the block's plan
-    big: bool = False  # whole-plane reductions: no intermediates, larger blocks
+    big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; upsampling grows)
 
     @classmethod
     def of(cls, g: Geometry) -> Layout:
@@ -217,7 +217,7 @@ def run_blocks(
             return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
-    if block_bytes is None and layout.big:  # a global pooling keeps no intermediates: larger blocks, fewer calls
+    if block_bytes is None and layout.big:  # no intermediates to keep in cache: larger blocks, fewer calls
         budget *= 16
     cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
