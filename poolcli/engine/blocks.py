@@ -217,7 +217,7 @@ def run_blocks(
             return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
-    if block_bytes is None and layout.big:  # no intermediates to keep in cache: larger blocks, fewer calls
+    if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
         budget *= 16
     cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
