@@ -257,6 +257,35 @@ def test_a_signal_while_a_temporary_file_is_made_waits_until_it_is_recorded(tmp_
     assert hidden(tmp_path) == []
 
 
+def test_a_signal_held_while_a_temporary_file_is_made_still_removes_it(tmp_path: Path, monkeypatch):
+    """A signal that arrives while the temporary file is being made is held, then raised as the window ends;
+    the exception it raises there (the command's handler raises) removes the file all the same."""
+    import tempfile
+
+    from poolcli.io import atomic
+
+    def handler(signum: int, frame: object) -> None:
+        if atomic.hold_signal(signum):
+            return
+        raise InterruptedError("stopped")
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kw):
+        made = real(*args, **kw)
+        signal.raise_signal(signal.SIGUSR1)  # held: the file is not recorded yet
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(InterruptedError), atomic.atomic_write(tmp_path / "out.bin"):
+            pass
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert hidden(tmp_path) == [] and not atomic._temporaries
+
+
 # --- item 10: killed batches --------------------------------------------------------------------------------
 
 def make_images(folder: Path, count: int, side: int = 64) -> None:

@@ -263,7 +263,14 @@ def run_blocks(
     put(cuts[0], head)
     rest = cuts[1:]
     if threads > 1 and len(rest) >= 2 * threads:  # each worker writes its own block: disjoint views, no lock
-        list(_pool(threads).map(lambda index: put(index, one(index)), rest))
+        futures = [_pool(threads).submit(lambda index: put(index, one(index)), index) for index in rest]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:  # an error, or Ctrl-C: the blocks not started are dropped, not run on to the end
+            for future in futures:
+                future.cancel()
+            raise
     else:
         for index in rest:
             put(index, one(index))

@@ -139,12 +139,22 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     if not folder.is_dir():
         raise OutputError(f"cannot write {path}: folder {folder} does not exist; create it first")
     keep = _existing(path)
-    with _recording():
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {describe_os_error(e)}") from None
-        _temporaries.add(tmp)
+    made: list[tuple[int, str]] = []
+    try:
+        with _recording():  # a signal held in here is raised as it ends: the file is then removed below
+            try:
+                made.append(tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX))
+            except OSError as e:
+                raise OutputError(f"cannot write {path}: {describe_os_error(e)}") from None
+            _temporaries.add(made[0][1])
+    except BaseException:
+        for fd, tmp in made:
+            _temporaries.discard(tmp)
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    fd, tmp = made[0]
     group = _group if _group is not None and _group.pid == os.getpid() else None
     try:
         with os.fdopen(fd, "w+b") as f:  # read too: a multi-page TIFF is appended to in place
