@@ -42,19 +42,17 @@ def _steady_malloc() -> None:
     32 MiB, trim above 64 MiB), so that each block's scratch arrays reuse the memory the last block freed
     instead of being mapped, faulted in and unmapped again; with several threads (an arena each) the
     mapping and unmapping otherwise costs more than the pooling. Large arrays are still mapped and returned."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "mallopt"):
-            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-            libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+        libc = ctypes.CDLL(None)  # the process's own C library: no search, no subprocess
     except OSError:  # pragma: no cover - no C library to ask
-        pass
+        return
+    if hasattr(libc, "mallopt"):  # glibc (musl has none)
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
 
 
 _steady_malloc()
