@@ -779,3 +779,36 @@ def test_a_large_image_within_max_pixels_gives_no_pillow_warning(tmp_path: Path)
     r = poolcli("forward", tmp_path / "big.png", "-k", "2", "-o", tmp_path / "small.png")
     assert (r.code, r.stderr) == (0, "")
     assert Image.open(tmp_path / "small.png").size == (5000, 4750)
+
+
+def test_outputs_held_together_are_per_thread(tmp_path: Path):
+    """A cluster worker pools several files at once in threads: one file failing in one thread discards only
+    its own outputs, never another thread's (they were staged into whichever group was entered last)."""
+    import threading
+
+    from poolcli.io import atomic
+
+    entered_b, entered_a, written_b = threading.Event(), threading.Event(), threading.Event()
+
+    def a() -> None:
+        entered_b.wait()
+        with contextlib.suppress(RuntimeError), atomic.outputs_together():
+            entered_a.set()
+            written_b.wait()
+            raise RuntimeError("this file fails")
+
+    def b() -> None:
+        with atomic.outputs_together():
+            entered_b.set()
+            entered_a.wait()
+            with atomic.atomic_write(tmp_path / "b.out") as f:
+                f.write(b"b")
+            written_b.set()
+            time.sleep(0.05)  # a fails and discards its outputs meanwhile
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert (tmp_path / "b.out").read_bytes() == b"b" and hidden(tmp_path) == []

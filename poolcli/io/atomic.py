@@ -29,6 +29,7 @@ import os
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,12 @@ class _Group:
     staged: list[tuple[str, Path]] = field(default_factory=list)
 
 
-_group: _Group | None = None
+_local = threading.local()  # each thread its own group: a Dask worker pools several files at once in threads
+
+
+def _current() -> _Group | None:
+    group = getattr(_local, "group", None)
+    return group if group is not None and group.pid == os.getpid() else None
 _temporaries: set[str] = set()  # every temporary file this process has open or staged
 _creating = 0  # >0 while a temporary file is made and not yet in _temporaries
 _held: list[int] = []  # signals that came in meanwhile
@@ -78,16 +84,15 @@ def _recording() -> Iterator[None]:
 @contextlib.contextmanager
 def outputs_together() -> Iterator[None]:
     """Hold back every atomic write in this block; rename them all when it succeeds, remove them if it fails."""
-    global _group
-    outer = _group
-    group = _group = _Group(os.getpid())
+    outer = getattr(_local, "group", None)
+    group = _local.group = _Group(os.getpid())
     try:
         yield
     except BaseException:
         discard(group.staged)
         raise
     finally:
-        _group = outer
+        _local.group = outer
     try:
         for tmp, path in group.staged:
             os.replace(tmp, path)
@@ -155,7 +160,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
                 os.unlink(tmp)
         raise
     fd, tmp = made[0]
-    group = _group if _group is not None and _group.pid == os.getpid() else None
+    group = _current()
     try:
         with os.fdopen(fd, "w+b") as f:  # read too: a multi-page TIFF is appended to in place
             yield f
