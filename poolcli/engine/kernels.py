@@ -22,6 +22,7 @@ array([ 3,  7, 11])
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -297,20 +298,34 @@ def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     return dx
 
 
+def has_nan(a: np.ndarray) -> bool:
+    """Whether a float array holds NaN (then NaN is what its windows select)."""
+    return a.dtype.kind == "f" and bool(np.isnan(a).any())
+
+
+def same(a: np.ndarray, b: np.ndarray, nan: bool = True) -> np.ndarray:
+    """``a == b`` with NaN equal to NaN (where ``nan``, and the arrays are floats): the cells holding a
+    selected value, NaN included.
+
+    >>> same(np.array([1.0, np.nan, 2.0]), np.array([1.0, np.nan, 3.0])).tolist()
+    [True, True, False]
+    """
+    hit = a == b
+    if nan and np.result_type(a, b).kind == "f":
+        hit |= np.isnan(a) & np.isnan(b)
+    return hit
+
+
 def _hits(x: np.ndarray, y: np.ndarray, g: Geometry, ties: str):
     """For each N-D tap, the outputs whose selected (extreme) value sits on that tap's cell.
 
     Yields ``(taps, hit)``; with ``ties="first"`` only the first tied cell in row-major
     window order is hit, else every tied cell. NaN, when present, is the selected value.
     """
-    nan = np.issubdtype(y.dtype, np.floating) and bool(np.isnan(y).any())
+    nan = has_nan(y)
     taken = np.zeros(y.shape, dtype=bool) if ties == "first" else None
     for taps in g.taps():
-        v = region(x, inps(taps))
-        w = region(y, outs(taps))
-        hit = v == w
-        if nan:
-            hit |= np.isnan(v) & np.isnan(w)
+        hit = same(region(x, inps(taps)), region(y, outs(taps)), nan)
         if taken is not None:
             seen = region(taken, outs(taps))
             hit &= ~seen
@@ -332,17 +347,12 @@ def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: 
         return _select_in_bands(x, y, grad, spans, ties, arg)
     if arg is not None and ties in ("first", "all") and g.dims > 1 and not all(_tiles(a) for a in g.axes):
         return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
-    y = _forward(y)
-    if all(_tiles(a) for a in g.axes):
-        return _select_tiled(x, y, grad, g, ties)
-    return _select_backward(x, y, grad, g, ties)
+    return _select_backward(x, _forward(y), grad, g, ties)
 
 
 def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
     """For windows that tile the plane: a new input-shaped array, its view split into (out, kernel) pairs per
     axis, and the index of every tap in that view (each a strided view of one cell per window)."""
-    import itertools
-
     dx = np.empty(lead + tuple(a.size for a in g.axes), dtype=dtype)
     split = dx.reshape(lead + tuple(n for a in g.axes for n in (a.out, a.kernel)))
     pre = (slice(None),) * len(lead)
@@ -372,7 +382,8 @@ def _select_by_axes(x: np.ndarray, grad: np.ndarray, g: Geometry, ties: str, ufu
 
 
 def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
-    """The N-D walk over every tap of the windows (see ``select_backward``)."""
+    """The N-D walk over every tap of the windows (see ``select_backward``), or one strided view a tap where
+    the windows tile."""
     if all(_tiles(a) or _identity(a) for a in g.axes) and any(_tiles(a) for a in g.axes):
         return _select_tiled(x, y, grad, g, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
@@ -396,13 +407,10 @@ def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, t
     lead = x.shape[: x.ndim - g.dims]
     (dx, d), taps = _tiled(lead, g, grad.dtype)
     v = x.reshape(d.shape)
-    nan = x.dtype.kind == "f" and bool(np.isnan(y).any())
+    nan = has_nan(y)
 
     def hit(tap: tuple) -> np.ndarray:
-        h = v[tap] == y
-        if nan:
-            h |= np.isnan(v[tap]) & np.isnan(y)
-        return h
+        return same(v[tap], y, nan)
 
     if ties == "split":
         count = np.zeros(y.shape, dtype=grad.dtype)
@@ -424,43 +432,31 @@ def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[s
     """select_backward for windows that are slices (global, adaptive): each window's cells flattened, the
     selected ones found at once for every plane, and the gradient added back over the window. ``y`` may be
     a function giving the forward result: with ``arg`` and ties "first" it is not needed."""
-    import itertools
-
     dims = len(spans)
     lead = x.shape[: x.ndim - dims]
     windows = list(itertools.product(*(range(len(b)) for b in spans)))
     if ties == "first":  # each window's first selected cell takes its gradient
         planes = x.reshape((-1, *x.shape[x.ndim - dims :]))
         best = None if arg is not None else _forward(y).reshape((len(planes), len(windows)))
-        nan = best is not None and best.dtype.kind == "f" and bool(np.isnan(best).any())
+        nan = best is not None and has_nan(best)
         where = np.empty((len(planes), len(windows)), dtype=np.intp)  # flat plane index of each selected cell
         for k, o in enumerate(windows):
             window = [b[i] for b, i in zip(spans, o)]
             cells = planes[(slice(None), *window)]
             flat = cells.reshape(len(planes), -1)
-            if best is not None:
-                hit = flat == best[:, k : k + 1]
-                if nan:
-                    hit |= np.isnan(flat) & np.isnan(best[:, k : k + 1])
-                at = hit.argmax(axis=-1)
-            else:
-                at = arg(flat, axis=-1)
+            at = arg(flat, axis=-1) if best is None else same(flat, best[:, k : k + 1], nan).argmax(axis=-1)
             cell = np.unravel_index(at, cells.shape[1:])
             where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), planes.shape[1:])
         dx = np.zeros((len(planes), int(np.prod(planes.shape[1:]))), dtype=grad.dtype)
         np.add.at(dx, (np.arange(len(planes))[:, None], where), grad.reshape(len(planes), len(windows)))
         return dx.reshape(x.shape)
     y = _forward(y)
-    nan = y.dtype.kind == "f" and bool(np.isnan(y).any())
+    nan = has_nan(y)
     dx = np.zeros(x.shape, dtype=grad.dtype)
-    for o in itertools.product(*(range(len(b)) for b in spans)):
+    for o in windows:
         window = (Ellipsis, *(b[i] for b, i in zip(spans, o)))
         cells = x[window]
-        flat = cells.reshape(lead + (-1,))
-        best = y[(Ellipsis, *o)][..., None]
-        hit = flat == best
-        if nan:
-            hit |= np.isnan(flat) & np.isnan(best)
+        hit = same(cells.reshape(lead + (-1,)), y[(Ellipsis, *o)][..., None], nan)
         weight = pick_first(hit, ties).astype(grad.dtype, copy=False)
         view = dx[window]
         np.add(view, (weight * grad[(Ellipsis, *o)][..., None]).reshape(cells.shape), out=view)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
+from poolcli.engine.kernels import same
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -87,9 +88,7 @@ class KMax(Op):
             np.put_along_axis(dx, pos, g, axis=-1)
         else:  # every cell equal to a kept value shares (split) or takes (all) that output's gradient
             kept = np.take_along_axis(moved, pos, axis=-1)
-            tied = moved[..., None, :] == kept[..., :, None]
-            if moved.dtype.kind == "f":
-                tied |= np.isnan(moved[..., None, :]) & np.isnan(kept[..., :, None])
+            tied = same(moved[..., None, :], kept[..., :, None])
             share = g / tied.sum(axis=-1) if params.ties == "split" else g
             dx = np.einsum("...j,...jn->...n", share, tied.astype(grad.dtype))
         return np.moveaxis(dx, -1, plan.axis)

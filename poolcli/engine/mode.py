@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolcli.engine.base import Op, Params
-from poolcli.engine.kernels import gather_windows, scatter_windows
+from poolcli.engine.kernels import gather_windows, same, scatter_windows
 
 __all__ = ["Mode", "Params"]
 
@@ -31,11 +31,9 @@ class Mode(Op):
         order = np.lexsort((cells, pad), axis=-1)  # real cells first, each window's values ascending
         values = np.take_along_axis(cells, order, axis=-1)
         kept = ~np.take_along_axis(pad, order, axis=-1)
-        same = values[..., 1:] == values[..., :-1]
-        if values.dtype.kind == "f":
-            same |= np.isnan(values[..., 1:]) & np.isnan(values[..., :-1])
+        equal = same(values[..., 1:], values[..., :-1])
         taps = np.arange(values.shape[-1])
-        starts = np.concatenate([np.ones(same.shape[:-1] + (1,), dtype=bool), ~same], axis=-1)
+        starts = np.concatenate([np.ones(equal.shape[:-1] + (1,), dtype=bool), ~equal], axis=-1)
         run = taps - np.maximum.accumulate(np.where(starts, taps, 0), axis=-1) + 1  # length of each run so far
         best = np.where(kept, run, 0).argmax(axis=-1)  # the first longest run: the smallest of the most frequent
         return np.take_along_axis(values, best[..., None], axis=-1)[..., 0]
