@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 
 import poolcli
-from poolcli.engine import Geometry, Op, bind, get_op, run_backward, run_forward, run_indices
+from poolcli.engine import Geometry, Op, bind, get_op, leading_independent, run_backward, run_forward, run_indices
 from poolcli.engine.geometry import Axis
 from poolcli.errors import UsageError
 
@@ -120,12 +120,6 @@ def _stand_in(a: Any) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=a.dtype), np.shape(a), (0,) * len(np.shape(a)))
 
 
-def _out_dtype(x: da.Array, fn: Callable[[np.ndarray], Any]) -> Any:
-    """The dtype(s) the engine gives for ``x``'s dtype, from a one-cell run."""
-    result = fn(np.zeros(1, dtype=x.dtype))
-    return tuple(r.dtype for r in result) if isinstance(result, tuple) else result.dtype
-
-
 def _windowed_layout(x: da.Array, g: Geometry) -> tuple[da.Array, list[int], list[Cut | None]]:
     """``x`` rechunked for pooling with ``g``: whole axes gathered, cut axes cut at window starts."""
     positions = _positions(x.ndim, g)
@@ -190,10 +184,7 @@ def _one(g: Geometry, dtype: np.dtype) -> tuple[np.ndarray, Geometry]:
 
 def _independent(pool: Op, plan: Any, ndim: int) -> int:
     """How many leading axes (of the caller's layout) an operator without windows pools each on its own."""
-    independent = set(pool.independent_axes(plan))
-    keep = 0
-    while keep < ndim and keep in independent:
-        keep += 1
+    keep = leading_independent(pool, plan)
     if getattr(plan, "channels_last", False):  # the channels come last in the caller's layout
         keep = min(keep, ndim - plan.dims - 1)
     return keep

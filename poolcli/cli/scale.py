@@ -178,11 +178,4 @@ def run(command: str, pooling: Any, source: str, output: str | None, scheduler: 
             _run(_chunk_tasks(y, files.allocate(y.shape, y.dtype)), cluster, what)
 
 
-def available() -> bool:
-    """Whether Dask is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("dask") is not None
-
-
-__all__ = ["available", "client", "is_zarr", "open_lazy", "run"]
+__all__ = ["client", "is_zarr", "open_lazy", "run"]

@@ -42,6 +42,7 @@ Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # makes a result a
 __all__ = [
     "ALIASES", "DEFAULT", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
     "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
+    "leading_independent",
     "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller", "to_engine",
 ]
 
@@ -162,12 +163,19 @@ def _run(fn: Callable[..., Any], plan: Any, inputs: list[np.ndarray], input_shap
                       block_bytes, strided, allocate, widen)
 
 
-def _layout(pool: Op, plan: Any) -> Layout:
-    """An operator without windows, to the block executor: its leading independent axes are cut."""
+def leading_independent(pool: Op, plan: Any) -> int:
+    """How many leading axes of the plan's input (engine layout) ``pool`` pools each on its own: the axes it
+    may be cut along (kmax: those before its axis; lrn: those before the channels)."""
     independent = set(pool.independent_axes(plan))
     k = 0
     while k < len(plan.in_shape) and k in independent:
         k += 1
+    return k
+
+
+def _layout(pool: Op, plan: Any) -> Layout:
+    """An operator without windows, to the block executor: its leading independent axes are cut."""
+    k = leading_independent(pool, plan)
     moves = bool(plan.channels_last)
     # an output larger than the input (upsample, unpool) costs more to copy out of small blocks than they gain
     grows = int(np.prod(plan.engine_out, dtype=np.int64)) > int(np.prod(plan.in_shape, dtype=np.int64))
