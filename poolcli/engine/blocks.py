@@ -238,24 +238,27 @@ def run_blocks(
             view[index] = r
 
     head = one(cuts[0])
+    heads = head if isinstance(head, tuple) else (head,)
+
+    def rounded(dtype: np.dtype) -> np.dtype:  # the float32 results of a float16 input are float16
+        return np.dtype(np.float16) if x.dtype == np.float16 and dtype == np.float32 else np.dtype(dtype)
+
     def moves(shaped: bool) -> bool:
         return layout.moves_in if shaped else layout.moves_out
 
     if len(cuts) == 1 and allocate is None:  # one block: its results are the output, in their own memory order
-        results = tuple(r.astype(np.float16) if x.dtype == np.float16 and r.dtype == np.float32 else r
-                        for r in (head if isinstance(head, tuple) else (head,)))
+        results = tuple(r.astype(rounded(r.dtype), copy=False) for r in heads)
         results = tuple(np.moveaxis(r, r.ndim - layout.dims - 1, -1) if moves(shaped) else r
                         for r, shaped in zip(results, input_shaped))
         return results if isinstance(head, tuple) else results[0]
-    for r, shaped in zip(head if isinstance(head, tuple) else (head,), input_shaped):
-        out_dtype = np.float16 if x.dtype == np.float16 and r.dtype == np.float32 else r.dtype
+    make = allocate or (lambda shape, dtype: np.empty(shape, dtype=dtype))
+    for r, shaped in zip(heads, input_shaped):
         shape = layout.lead + (layout.rest if shaped else r.shape[first:])
-        make = allocate or (lambda shape, dtype: np.empty(shape, dtype=dtype))
         if moves(shaped):
-            out = make(caller_shape(shape, layout.dims), np.dtype(out_dtype))
+            out = make(caller_shape(shape, layout.dims), rounded(r.dtype))
             views.append(np.moveaxis(out, -1, out.ndim - layout.dims - 1))
         else:
-            out = make(shape, np.dtype(out_dtype))
+            out = make(shape, rounded(r.dtype))
             views.append(out)
         outputs.append(out)
     put(cuts[0], head)
