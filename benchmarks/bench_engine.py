@@ -16,7 +16,7 @@ import os
 import tracemalloc
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch, torch_best
+from benchlib import bandwidth, best_of, machine, optional_torch, table_header, torch_best
 
 import poolcli
 from poolcli.engine.blocks import default_threads
@@ -86,9 +86,8 @@ def main() -> None:
     print(machine(torch, f", {cores} cores ({os.cpu_count()} in the machine)"))
     speed = bandwidth()
     print(f"copy speed {speed / 1e9:.1f} GB/s on one core; (targets) in brackets\n")
-    print("| load | poolcli 1 thread ms | poolcli all ms | speed-up | torch 1 thread ms | torch all ms "
-          "| ratio1 | ratio all | bandwidth bound × | peak/in |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    table_header("load", "poolcli 1 thread ms", "poolcli all ms", "speed-up", "torch 1 thread ms", "torch all ms",
+                 "ratio1", "ratio all", "bandwidth bound ×", "peak/in")
     rng = np.random.default_rng(0)
     for name, w in WORKLOADS.items():
         if args.only and name not in args.only.split(","):

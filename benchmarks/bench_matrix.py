@@ -15,7 +15,7 @@ import argparse
 import os
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch, torch_best
+from benchlib import bandwidth, best_of, machine, optional_torch, table_header, torch_best
 
 import poolcli
 from poolcli.engine import OPERATORS
@@ -89,9 +89,9 @@ def main() -> None:
     print(machine(torch, f", {os.cpu_count()} cores"))
     speed = bandwidth()
     print(f"shape {shape}; copy speed {speed / 1e9:.1f} GB/s\n")
-    print("| op | pass | dtype | layout | poolcli 1 thread ms | poolcli all ms | per element vs float32 C "
-          "| torch 1 thread ms | torch all ms | ratio to torch 1 | ratio all to all | ratio to bandwidth bound |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    table_header("op", "pass", "dtype", "layout", "poolcli 1 thread ms", "poolcli all ms",
+                 "per element vs float32 C", "torch 1 thread ms", "torch all ms", "ratio to torch 1",
+                 "ratio all to all", "ratio to bandwidth bound")
     rng = np.random.default_rng(0)
     for op in (o.name for o in OPERATORS):
         if args.only and op not in args.only.split(","):

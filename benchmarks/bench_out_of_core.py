@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_memory import MIB, peak_rss_anon
+from benchlib import table_header
 
 GIB = 1 << 30
 
@@ -53,8 +54,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}")
     baseline = peak_rss_anon(["--version"])[1]
     print(f"interpreter and imports alone: {baseline / MIB:.0f} MiB; blocks of {args.block_mb} MiB\n")
-    print("| case | input GiB | exit | peak RssAnon MiB | wall s | s per GiB |")
-    print("|---|---|---|---|---|---|")
+    table_header("case", "input GiB", "exit", "peak RssAnon MiB", "wall s", "s per GiB")
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
         tmp = Path(folder)
         big, small = tmp / "big.npy", tmp / "small.npz"

@@ -52,3 +52,9 @@ def bandwidth() -> float:
     a = np.ones(1 << 25)
     b = np.empty_like(a)
     return 2 * a.nbytes / best_of(lambda: np.copyto(b, a), 5)
+
+
+def table_header(*columns: str) -> None:
+    """Print the head of a Markdown table: the column names and the rule under them."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
