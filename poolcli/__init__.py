@@ -40,7 +40,7 @@ from poolcli.engine import (
     WindowSpec,
     bind,
     run_backward,
-    run_backward_other,
+    run_more_gradients,
     run_forward,
     run_indices,
 )
@@ -50,7 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPERATORS", "OPS", "OPTIONS", "AdaptiveAxis", "Axis", "Geometry", "GeometryError", "InputError", "Params",
     "PoolcliError",
-    "UsageError", "WindowSpec", "backward", "forward", "geometry",
+    "UsageError", "WindowSpec", "backward", "forward", "geometry", "gradients",
 ]
 
 PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
@@ -159,5 +159,22 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *
         upstream = None if grad is None else np.asarray(grad)
         dx = run_backward(x, g, upstream, op, params, threads)
         if other is not None:
-            return dx, run_backward_other(x, g, upstream, params)
+            return dx, run_more_gradients(x, g, upstream, op, params)["with"]
         return dx
+
+
+def gradients(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *, indices: np.ndarray | None = None,
+              other: np.ndarray | None = None, threads: int | None = None, **options: Any) -> dict[str, np.ndarray]:
+    """Every gradient backward gives, by name: ``x`` (as ``backward``), and ``with`` (bilinear with ``other``)
+    or ``p`` (gem's exponent), as ``backward -o grads.npz`` writes them.
+
+    >>> sorted(gradients(np.array([[1.0, 2.0], [3.0, 4.0]]), op="gem", global_pool=True))
+    ['p', 'x']
+    """
+    x = np.asarray(x)
+    spec, params = _split(options)
+    with _python_words():
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        upstream = None if grad is None else np.asarray(grad)
+        return {"x": run_backward(x, g, upstream, op, params, threads),
+                **run_more_gradients(x, g, upstream, op, params)}

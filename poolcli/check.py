@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from poolcli.engine import Params, run_backward, run_backward_other, run_forward
+from poolcli.engine import Params, run_backward, run_forward, run_more_gradients
 
 STEP = 1e-6
 
@@ -81,7 +81,7 @@ def gradcheck(x: np.ndarray, bind: Callable[..., Any], op: str, params: Params, 
     record("x", xs.reshape(-1), dx, lambda flat: run_forward(xs, plan, op, params))
     if "other" in arrays:
         other = arrays["other"].copy()
-        d_other = run_backward_other(x, plan, g, params)
+        d_other = run_more_gradients(x, plan, g, op, params)["with"]
 
         def with_other(flat: np.ndarray) -> np.ndarray:
             return run_forward(x, bind(x, **{**arrays, "other": other}), op, params)

@@ -62,7 +62,7 @@ def _select(values: list[float], op: str) -> list[int]:
 
 def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pads=((0, 0), (0, 0)),
          ceil=False, count_pad=True, p=2.0, mean=False, alpha=0.5, output_size=None, global_pool=False,
-         grad=None, ties="first"):
+         grad=None, ties="first", eps=1e-6, divisor=None):
     """Forward (grad None) or backward of one pooling, spatial axes last. Returns y, or (y, dx, idx)."""
     x = np.asarray(x)
     lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims :]
@@ -86,9 +86,25 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
                 for i in picks:
                     dx[li + real[i]] += share
             elif op == "avg":
-                y[li + oi] = sum(vals) / counted
+                by = counted if divisor is None else divisor
+                y[li + oi] = sum(vals) / by
                 for c in real:
-                    dx[li + c] += g / counted
+                    dx[li + c] += g / by
+            elif op == "gem":  # padded cells are zeros in the sum, counted as avg counts them
+                clamped = [max(v, eps) for v in vals]
+                m = sum(v**p for v in clamped) / counted
+                y[li + oi] = m ** (1 / p)
+                for c, v, k in zip(real, vals, clamped):
+                    if v >= eps:
+                        dx[li + c] += g * m ** (1 / p - 1) / counted * k ** (p - 1)
+            elif op == "softpool":  # over the real cells only
+                top = max(vals)
+                e = [math.exp(v - top) for v in vals]
+                w = [v / sum(e) for v in e]
+                out = sum(wi * v for wi, v in zip(w, vals))
+                y[li + oi] = out
+                for c, v, wi in zip(real, vals, w):
+                    dx[li + c] += g * wi * (1 + v - out)
             elif op == "lp":
                 s = sum(abs(v) ** p for v in vals)
                 n = counted if mean else 1

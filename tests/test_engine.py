@@ -14,14 +14,19 @@ from poolcli import WindowSpec
 from tests.reference import pool as reference
 from tests.strategies import pooling_case, reference_geometry
 
-OPS = ["max", "min", "avg", "lp", "mixed", "median"]
+OPS = ["max", "min", "avg", "lp", "mixed", "median", "gem", "softpool"]
 
 
 @st.composite
 def op_params(draw, op: str) -> dict:
     params: dict = {"ties": draw(st.sampled_from(["first", "all", "split"]))}
-    if op in ("avg", "mixed", "lp"):
+    if op in ("avg", "mixed", "lp", "gem"):
         params["count_pad"] = draw(st.booleans())
+    if op == "avg" and draw(st.booleans()):
+        params["divisor"] = draw(st.integers(1, 7))
+    if op == "gem":
+        params["p"] = draw(st.sampled_from([1.0, 3.0, 0.5, 2.5]))
+        params["eps"] = draw(st.sampled_from([1e-6, 0.3]))
     if op == "lp":
         params["p"] = draw(st.sampled_from([1.0, 2.0, 3.0, 0.5, 1.5]))
         params["mean"] = draw(st.booleans())

@@ -67,7 +67,7 @@ def backward(
     pool: Any = None,
 ) -> int | None:
     """The gradient: which input cells receive it, and how much."""
-    from poolcli.engine import run_backward, run_backward_other
+    from poolcli.engine import run_backward, run_more_gradients
 
     pooling = Pooling(pool, ties=ties.value)
     if check or random is not None:
@@ -104,8 +104,8 @@ def backward(
         return None
     dx = run_backward(loaded.array, g, upstream, pooling.op, pooling.params, **run)
     extra = None
-    if "other" in arrays and output is not None and output.lower().endswith(".npz"):
-        extra = {"with": run_backward_other(loaded.array, g, upstream, pooling.params)}
+    if output is not None and output.lower().endswith(".npz"):  # with the other gradients: --with's, gem's p
+        extra = run_more_gradients(loaded.array, g, upstream, pooling.op, pooling.params) or None
     emit(dx, output, full, check_format(fmt)[0], extra)
     return None
 

@@ -28,6 +28,7 @@ CHECK = "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
 IMAGE_DEFAULT = next(op.name for op in OPERATORS if op.box_mean)  # images: a box filter, not max
+DEFAULTS = (DEFAULT, IMAGE_DEFAULT)  # the operators whose options plain --help shows
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
@@ -85,7 +86,8 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW, help="The input is (…, H, W, C).")),
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
                                autocompletion=_complete_op,
-                               help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images)")),
+                               help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images; "
+                                    "--op NAME --help: its options)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz.")),
@@ -138,8 +140,9 @@ POOL_OPTIONS.update(INPUT_OPTIONS)
 
 
 def focus_help(argv: list[str]) -> None:
-    """For --help: show the options of the operator named by --op, or (without --op) those of the operators
-    with windows; the rest are a line away (``--op NAME --help``). Changes what the next help prints only."""
+    """For --help: show the options of the operator named by --op, or (without --op) those of the default
+    operators (max for arrays, avg for images); the rest are a line away (``--op NAME --help``). Changes what
+    the next help prints only."""
     asking = "--help" in argv or "-h" in argv
     named = argv[argv.index("--op") + 1] if "--op" in argv[:-1] else None
     try:
@@ -148,7 +151,7 @@ def focus_help(argv: list[str]) -> None:
         op = None
     for param, (name, _) in OPERATOR_OPTIONS.items():
         takers = declaring(name)
-        shown = [op] if op in takers else [] if op is not None else [o for o in takers if o.windowed]
+        shown = [op] if op in takers else [] if op is not None else [o for o in takers if o.name in DEFAULTS]
         info = POOL_OPTIONS[param][1][1]
         info.hidden = asking and not shown
         info.help = _option_help(name, shown if asking and shown else takers)  # what it does for them

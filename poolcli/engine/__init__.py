@@ -42,8 +42,8 @@ Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # makes a result a
 __all__ = [
     "ALIASES", "DEFAULT", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
     "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
-    "leading_independent",
-    "run_backward", "run_backward_other", "run_forward", "run_indices", "to_caller", "to_engine",
+    "leading_independent", "run_more_gradients",
+    "run_backward", "run_forward", "run_indices", "to_caller", "to_engine",
 ]
 
 
@@ -258,13 +258,18 @@ def run_backward(
     return dx if dx.dtype == dtype else dx.astype(dtype)
 
 
-def run_backward_other(x: np.ndarray, g, grad: np.ndarray | None = None, params: Params = Params()) -> np.ndarray:
-    """bilinear with --with: the gradient with respect to the other array."""
+def run_more_gradients(x: np.ndarray, g: Any, grad: np.ndarray | None = None, op: str = DEFAULT,
+                       params: Params = Params()) -> dict[str, np.ndarray]:
+    """The gradients ``op``'s backward gives besides the input's, by name (``Op.more_gradients``): bilinear's
+    to its ``--with`` array (``with``), gem's to its exponent (``p``); empty for the others.
+
+    >>> x = np.arange(1.0, 5.0).reshape(1, 2, 2)
+    >>> sorted(run_more_gradients(x, bind("gem", x.shape, WindowSpec(kernel=2)), op="gem"))
+    ['p']
+    """
     x = check_array(x)
-    dtype = gradient_dtype(np.result_type(x.dtype, g.other.dtype)) if g.other is not None else np.float64
+    pool = get_op(op)
+    dtype = gradient_dtype(x.dtype)
     grad = np.ones(g.out_shape, dtype=dtype) if grad is None else check_array(grad).astype(dtype, copy=False)
-    dx = OPS_WITH_OTHER.backward_other(to_engine(x, g), g, to_engine(grad, g, output=True), params)
-    return to_caller(dx, g, output=False)
-
-
-OPS_WITH_OTHER = next(op for op in OPERATORS if hasattr(op, "backward_other"))
+    found = pool.more_gradients(to_engine(x, g), g, to_engine(grad, g, output=True), params)
+    return {name: to_caller(a, g, output=False) if a.ndim == x.ndim else a for name, a in found.items()}

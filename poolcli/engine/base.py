@@ -227,6 +227,11 @@ class Op:
     def backward(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> np.ndarray:
         raise NotImplementedError
 
+    def more_gradients(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> dict[str, np.ndarray]:
+        """The gradients backward gives besides the input's, by name (engine layout): bilinear's to its --with
+        array (``with``), gem's to p (``p``). An array with as many axes as the input is laid out like it."""
+        return {}
+
     def selected(self, x: np.ndarray, g: Any, params: Params) -> np.ndarray | None:
         """For visualize: the input cells the output took (engine layout), or None."""
         if not self.marks:
@@ -239,6 +244,10 @@ class Op:
         k = len(lead)
         return replace(plan, in_shape=lead + tuple(plan.in_shape[k:]), out_shape=lead + tuple(plan.engine_out[k:]),
                        channels_last=False)
+
+    def box_filter(self, params: Params) -> bool:
+        """Whether this run is a plain box average (``box_mean`` with these options): Pillow may compute it."""
+        return self.box_mean
 
     def widens_half(self, params: Params, backward: bool = False) -> bool:
         """Whether float16 inputs are computed in float32 (rounded once at the end) in this direction: yes where

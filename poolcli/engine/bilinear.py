@@ -128,13 +128,13 @@ class BilinearPool(Op):
             da = da + np.swapaxes(dz, 1, 2) @ a
         return self._unflat(da, plan, x.shape).astype(grad.dtype, copy=False)
 
-    def backward_other(self, x: np.ndarray, plan: BilinearPlan, grad: np.ndarray, params: Params) -> np.ndarray:
-        """The gradient with respect to the --with array."""
+    def more_gradients(self, x, plan, grad, params):
+        """The gradient with respect to the --with array (``with``), when there is one."""
         if plan.other is None:
-            raise UsageError("there is no --with array to take the gradient of")
+            return {}
         a, _, _, dz = self._dz(x, plan, grad, params)
         db = np.swapaxes(dz, 1, 2) @ a
-        return self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)
+        return {"with": self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)}
 
 
 __all__ = ["BilinearPlan", "BilinearPool"]

@@ -46,20 +46,34 @@ class Min(Max):
     ufunc, fill, arg = np.minimum, staticmethod(highest), staticmethod(np.argmin)
 
 
+DIVISOR = Option("divisor", int, None, "divide each window's sum by N", metavar="N",
+                 check=lambda v: v >= 1, need="the divisor must be a whole number of 1 or more")
+
+
 class Avg(Op):
-    name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad)"
-    options, box_mean, strided = (COUNT_PAD,), True, True
+    name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad, --divisor)"
+    options, box_mean, strided = (COUNT_PAD, DIVISOR), True, True
+
+    def _divisor(self, g: Geometry, params: Params, dtype: np.dtype) -> np.ndarray:
+        """What each window's sum is divided by: ``--divisor`` for every window, else its count of cells."""
+        divisor = params.divisor if "divisor" in params.given else None
+        if divisor is not None:
+            return np.asarray(divisor, dtype=dtype)
+        return g.counts(params.count_pad).astype(dtype)  # float32 stays float32: no float64 pass
+
+    def box_filter(self, params: Params) -> bool:
+        return "divisor" not in params.given
 
     def forward(self, x, g, params):
         if x.dtype.kind in "biu" and _exact_in_float32(x.dtype, g):  # integer sums below 2**24: exact in float32,
             y = separable(x.astype(np.float32), g, np.add, 0).astype(np.float64)  # half float64's bytes, same sums
         else:
             y = window_sum(x, g)
-        y /= g.counts(params.count_pad).astype(y.dtype)  # float32 stays float32: no float64 pass
+        y /= self._divisor(g, params, y.dtype)
         return y.astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
-        return spread(grad / g.counts(params.count_pad).astype(grad.dtype), g)
+        return spread(grad / self._divisor(g, params, grad.dtype), g)
 
 
 def _exact_in_float32(dtype: np.dtype, g: Geometry) -> bool:

@@ -7,23 +7,27 @@ visualize and ``--check`` do) is asked of the operators here.
 'avg'
 >>> [op.name for op in declaring("alpha")]
 ['mixed', 'lrn']
+>>> [op.name for op in declaring("p")]
+['lp', 'gem']
 """
 
 from __future__ import annotations
 
 from poolcli.engine.base import TIES_OPTION, Op, Option, Params
 from poolcli.engine.bilinear import BilinearPool
+from poolcli.engine.gem import GeM
 from poolcli.engine.kmax import KMax
 from poolcli.engine.lrn import LRN
 from poolcli.engine.median import Median
 from poolcli.engine.mode import Mode
+from poolcli.engine.softpool import SoftPool
 from poolcli.engine.ops import Avg, Lp, Max, Min, Mixed
 from poolcli.engine.unpool import Unpool
 from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
 
-OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), Median(), Mode(), KMax(), Unpool(), Upsample(),
-                             LRN(), BilinearPool())
+OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Median(), Mode(), KMax(),
+                             Unpool(), Upsample(), LRN(), BilinearPool())
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named
 OPS: dict[str, Op] = {op.name: op for op in OPERATORS}

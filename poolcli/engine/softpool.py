@@ -1,0 +1,62 @@
+"""SoftPool (Stergiou et al. 2021): each window's values weighted by their softmax, ``Σ softmax(x)_i · x_i``.
+
+Computed stably: the exponentials are taken of ``x - max(window)``, so large inputs do not overflow; padding
+is not a value (only real cells take part, as in max pooling). The gradient is analytic:
+``dy/dx_i = w_i (1 + x_i - y)`` with ``w = softmax(window)``.
+
+>>> import numpy as np
+>>> from poolcli.engine.geometry import WindowSpec
+>>> x = np.array([[0.0, 0.0, 1000.0, 1000.0]])
+>>> SoftPool().forward(x, WindowSpec(kernel=(1, 2)).bind(x.shape), Params()).tolist()
+[[0.0, 1000.0]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poolcli.engine.base import Op, Params, float_type
+from poolcli.engine.kernels import add_region, inps, outs, region, separable
+
+__all__ = ["Params", "SoftPool"]
+
+
+class SoftPool(Op):
+    name, summary = "softpool", "softmax-weighted sum Σ softmax(x)·x per window (SoftPool)"
+
+    def _sums(self, x: np.ndarray, g) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The input as floats, each window's max and Σ exp(x - max)."""
+        xf = x.astype(float_type(x.dtype), copy=False)
+        top = separable(xf, g, np.maximum, -np.inf)
+        den = np.zeros_like(top)
+        self._walk(xf, g, top, lambda tap, e, xi: add_region(den, outs(tap), e))
+        return xf, top, den
+
+    @staticmethod
+    def _walk(xf: np.ndarray, g, top: np.ndarray, visit) -> None:
+        """``visit(tap, exp(x - window max), x)`` for each tap of the window, over the real cells it reads."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            for tap in g.taps():
+                xi = region(xf, inps(tap))
+                visit(tap, np.exp(xi - region(top, outs(tap))), xi)
+
+    def forward(self, x, g, params):
+        xf, top, den = self._sums(x, g)
+        num = np.zeros_like(top)
+        self._walk(xf, g, top, lambda tap, e, xi: add_region(num, outs(tap), e * xi))
+        return num / den
+
+    def backward(self, x, g, grad, params):
+        xf, top, den = self._sums(x, g)
+        num = np.zeros_like(top)
+        self._walk(xf, g, top, lambda tap, e, xi: add_region(num, outs(tap), e * xi))
+        y = num / den
+        scale = grad / den
+        dx = np.zeros(xf.shape, dtype=scale.dtype)
+
+        def add(tap, e, xi):
+            add_region(dx, inps(tap), region(scale, outs(tap)) * e * (1 + xi - region(y, outs(tap))),
+                       all(t.unique for t in tap))
+
+        self._walk(xf, g, top, add)
+        return dx.astype(grad.dtype, copy=False)

