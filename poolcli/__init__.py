@@ -40,9 +40,9 @@ from poolcli.engine import (
     WindowSpec,
     bind,
     run_backward,
-    run_more_gradients,
     run_forward,
     run_indices,
+    run_more_gradients,
 )
 from poolcli.errors import GeometryError, InputError, PoolcliError, UsageError
 

@@ -40,10 +40,34 @@ from poolcli.errors import UsageError
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # makes a result array: (shape, dtype) -> array
 
 __all__ = [
-    "ALIASES", "DEFAULT", "OPERATORS", "OPS", "OPTIONS", "PAD_MODES", "TIES", "WINDOW_OPTIONS", "AdaptiveAxis", "Axis",
-    "Geometry", "Op", "Option", "Params", "Picture", "Recipe", "WindowSpec", "bind", "declaring", "describe", "get_op",
-    "leading_independent", "run_more_gradients",
-    "run_backward", "run_forward", "run_indices", "to_caller", "to_engine",
+    "ALIASES",
+    "DEFAULT",
+    "OPERATORS",
+    "OPS",
+    "OPTIONS",
+    "PAD_MODES",
+    "TIES",
+    "WINDOW_OPTIONS",
+    "AdaptiveAxis",
+    "Axis",
+    "Geometry",
+    "Op",
+    "Option",
+    "Params",
+    "Picture",
+    "Recipe",
+    "WindowSpec",
+    "bind",
+    "declaring",
+    "describe",
+    "get_op",
+    "leading_independent",
+    "run_backward",
+    "run_forward",
+    "run_indices",
+    "run_more_gradients",
+    "to_caller",
+    "to_engine",
 ]
 
 

@@ -20,8 +20,8 @@ from poolcli.engine.kmax import KMax
 from poolcli.engine.lrn import LRN
 from poolcli.engine.median import Median
 from poolcli.engine.mode import Mode
-from poolcli.engine.softpool import SoftPool
 from poolcli.engine.ops import Avg, Lp, Max, Min, Mixed
+from poolcli.engine.softpool import SoftPool
 from poolcli.engine.unpool import Unpool
 from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
