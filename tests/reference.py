@@ -300,3 +300,26 @@ def bilinear(x, y=None, signed_sqrt=False, l2_normalize=False, grad=None):
     if same:
         dx = dx + dy
     return out, dx, dy
+
+
+def spp(x, levels=(1, 2, 4), reduce="max", dims=2, grad=None):
+    """Spatial pyramid pooling: per sample, each level's adaptive pool flattened (channel-major), levels in turn.
+    ``x`` is (N, C, spatial…); returns (y, dx)."""
+    x = np.asarray(x, dtype=np.float64)
+    n, c = x.shape[0], x.shape[1]
+    sizes = x.shape[2:]
+    pieces, grads = [], []
+    for level in levels:
+        outs = (level,) * dims
+        pieces.append(pool(x, reduce, dims=dims, output_size=outs)[0].reshape(n, c * level**dims))
+    y = np.concatenate(pieces, axis=1)
+    dx = np.zeros(x.shape)
+    if grad is not None:
+        at = 0
+        for level in levels:
+            size = c * level**dims
+            part = grad[:, at: at + size].reshape((n, c) + (level,) * dims)
+            at += size
+            dx += pool(x, reduce, dims=dims, output_size=(level,) * dims, grad=part)[1]
+    assert len(sizes) == dims
+    return y, dx
