@@ -308,7 +308,7 @@ def spp(x, levels=(1, 2, 4), reduce="max", dims=2, grad=None):
     x = np.asarray(x, dtype=np.float64)
     n, c = x.shape[0], x.shape[1]
     sizes = x.shape[2:]
-    pieces, grads = [], []
+    pieces = []
     for level in levels:
         outs = (level,) * dims
         pieces.append(pool(x, reduce, dims=dims, output_size=outs)[0].reshape(n, c * level**dims))
