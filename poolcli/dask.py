@@ -129,13 +129,22 @@ def _windowed_layout(x: da.Array, g: Geometry) -> tuple[da.Array, list[int], lis
     return x, positions, found
 
 
+def _chunkable(op: str) -> Op:
+    """The operator, if its result does not depend on where a chunk lies (random windows do)."""
+    pool = get_op(op)
+    if pool.random:
+        raise UsageError(f"--op {pool.name} draws a random number per window from its place in the whole input; "
+                         "run it without Dask (an .npy input and output stream just as well)")
+    return pool
+
+
 def forward(x: Any, op: str = "max", *, return_indices: bool = False, indices: Any = None, other: Any = None,
             **options: Any) -> Any:
     """``poolcli.forward`` on a Dask array: a Dask array (and, with ``return_indices``, the indices), lazily."""
     x = da.asarray(x)
     arrays = {k: v for k, v in (("indices", indices), ("other", other)) if v is not None}
     spec, params, plan = _bind(x, op, options, arrays)
-    pool = get_op(op)
+    pool = _chunkable(op)
     if not isinstance(plan, Geometry):
         if return_indices:
             raise UsageError(f"return_indices goes with --op max or min, not {op}")
@@ -229,7 +238,7 @@ def backward(x: Any, grad: Any = None, op: str = "max", *, indices: Any = None, 
         raise UsageError("bilinear with other= has no Dask backward; use poolcli.backward on NumPy arrays")
     arrays = {k: v for k, v in (("indices", indices),) if v is not None}
     spec, params, plan = _bind(x, op, options, arrays)
-    pool = get_op(op)
+    pool = _chunkable(op)
     if not pool.differentiable:
         raise UsageError(f"--op {pool.name} has no gradient ({pool.summary})")
     shape = tuple(plan.out_shape)

@@ -92,7 +92,7 @@ def pool_image(loaded: Loaded, recipe: Recipe, linear: bool = False, fast: bool 
             img = img.crop((0, 0, ow * kw, oh * kh))
         small = img.reduce((kw, kh))
         return small if keep_pil else np.asarray(small)
-    if recipe.operator.selects:  # every output is one of the input's values: no colour arithmetic
+    if recipe.operator.picks(recipe.params):  # every output is one of the input's values: no colour arithmetic
         return _to_dtype(recipe.forward(loaded.array, g), loaded.array.dtype)  # a median of two: a float
     rows = _row_reader(loaded)
     first = rows(0, 1)

@@ -62,7 +62,7 @@ def _select(values: list[float], op: str) -> list[int]:
 
 def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pads=((0, 0), (0, 0)),
          ceil=False, count_pad=True, p=2.0, mean=False, alpha=0.5, output_size=None, global_pool=False,
-         grad=None, ties="first", eps=1e-6, divisor=None):
+         grad=None, ties="first", eps=1e-6, divisor=None, seed=0, expected=False):
     """Forward (grad None) or backward of one pooling, spatial axes last. Returns y, or (y, dx, idx)."""
     x = np.asarray(x)
     lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims :]
@@ -97,6 +97,24 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
                 for c, v, k in zip(real, vals, clamped):
                     if v >= eps:
                         dx[li + c] += g * m ** (1 / p - 1) / counted * k ** (p - 1)
+            elif op == "stochastic" and expected:
+                s1 = sum(vals)
+                y[li + oi] = sum(v * v for v in vals) / s1 if s1 > 0 else 0.0
+                for c, v in zip(real, vals):
+                    if s1 > 0:
+                        dx[li + c] += g * (2 * v - y[li + oi]) / s1
+            elif op == "stochastic":  # u from the window's place; the first positive cell where the sum reaches u·Σ
+                u = window_uniform(seed, li + oi)
+                total = 0.0
+                for v in vals:
+                    total += v
+                running = 0.0
+                for c, v in zip(real, vals):
+                    running += v
+                    if v > 0 and running >= u * total:
+                        y[li + oi] = v
+                        dx[li + c] += g
+                        break
             elif op == "softpool":  # over the real cells only
                 top = max(vals)
                 e = [math.exp(v - top) for v in vals]
@@ -148,6 +166,25 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
             else:
                 raise ValueError(op)
     return y, dx, idx
+
+
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _splitmix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def window_uniform(seed: int, place: tuple[int, ...]) -> float:
+    """The number in [0, 1) of the window at ``place`` (plane coordinates, then output coordinates):
+    SplitMix64 over the seed and each coordinate in turn, in Python integers."""
+    h = _splitmix((seed + GOLDEN) & MASK)
+    for c in place:
+        h = _splitmix(((h + GOLDEN) & MASK) ^ c)
+    return (h >> 11) * 2.0**-53
 
 
 # ---- the operators that are not windowed ---------------------------------------------------------------

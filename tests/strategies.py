@@ -99,3 +99,13 @@ def reference_geometry(shape: tuple[int, ...], options: dict) -> dict:
         pads = [(pad[2 * i], pad[2 * i + 1]) for i in range(dims)]
     return {"dims": dims, "kernel": kernel, "stride": stride, "dilation": dilation, "pads": pads,
             "ceil": options.get("ceil", False)}
+
+
+NON_NEGATIVE = ("stochastic",)  # operators that take probabilities a/Σa: their inputs must not be negative
+
+
+def valid_input(op: str, x):
+    """``x`` as ``op`` takes it: its absolute value for the operators that refuse negative inputs."""
+    import numpy as np
+
+    return np.abs(x) if op in NON_NEGATIVE else x

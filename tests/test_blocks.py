@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import poolcli
 from poolcli.engine import OPERATORS, blocks
 from tests.conftest import run_poolcli
-from tests.strategies import pooling_case
+from tests.strategies import pooling_case, valid_input
 
 WINDOWED = [op.name for op in OPERATORS if op.windowed]
 DIFFERENTIABLE = [name for name in WINDOWED if poolcli.OPS[name].differentiable]
@@ -52,6 +52,7 @@ def layouts(x: np.ndarray, dims: int) -> dict[str, tuple[np.ndarray, dict]]:
 @given(data=st.data(), op=st.sampled_from(WINDOWED), threads=st.integers(2, 4))
 def test_threads_and_blocks_give_the_one_thread_result_bit_for_bit(data, op, threads):
     x, _, spec = data.draw(pooling_case(dtypes=("float64", "float32", "float16", "uint8")))
+    x = valid_input(op, x)
     one = poolcli.forward(x, op, spec=spec, threads=1)
     with tiny_blocks():
         np.testing.assert_array_equal(poolcli.forward(x, op, spec=spec, threads=threads), one)
@@ -72,6 +73,7 @@ def test_every_memory_layout_gives_the_c_order_result(data, op, small):
 
 def check_layouts(data, op):
     x, options, spec = data.draw(pooling_case(dtypes=("float64", "float32", "float16")))
+    x = valid_input(op, x)
     dims = options["dims"]
     ref = poolcli.forward(x, op, spec=spec)
     grad = np.random.default_rng(1).normal(size=ref.shape).astype(x.dtype)
@@ -89,6 +91,7 @@ def check_layouts(data, op):
 @given(data=st.data(), op=st.sampled_from(DIFFERENTIABLE))
 def test_float16_backward_equals_the_float32_computation_rounded(data, op):
     x, _, spec = data.draw(pooling_case(dtypes=("float16",)))
+    x = valid_input(op, x)
     y = poolcli.forward(x, op, spec=spec)
     grad = (np.random.default_rng(2).normal(size=y.shape) * 8).astype(np.float16)
     dx = poolcli.backward(x, grad, op, spec=spec)
@@ -206,7 +209,7 @@ def test_integer_averages_at_the_edge_of_float32(side):
 
 
 @pytest.mark.parametrize("case", ["kmax", "kmax-axis1", "upsample", "upsample-bilinear-last", "lrn", "lrn-last",
-                                  "unpool", "bilinear", "bilinear-with"])
+                                  "unpool", "bilinear", "bilinear-with", "spp", "spp-last"])
 def test_operators_without_windows_run_in_blocks_as_whole(case):
     """Cut along their leading independent axes (tiny blocks, three threads), they give the whole's values."""
     rng = np.random.default_rng(7)
@@ -215,7 +218,8 @@ def test_operators_without_windows_run_in_blocks_as_whole(case):
     options = {"kmax": dict(k=2), "kmax-axis1": dict(k=2, axis=1), "upsample": dict(scale=2),
                "upsample-bilinear-last": dict(scale=(2, 1.5), mode="bilinear", channels_last=True),
                "lrn": dict(size=3), "lrn-last": dict(size=3, channels_last=True), "unpool": {}, "bilinear": {},
-               "bilinear-with": dict(other=rng.normal(size=(3, 2, 6, 5)))}[case]
+               "bilinear-with": dict(other=rng.normal(size=(3, 2, 6, 5))), "spp": dict(levels=(1, 2, 3)),
+               "spp-last": dict(reduce="avg", channels_last=True)}[case]
     if op == "unpool":  # the output of a max pooling of an even-sized plane, and its indices
         x, idx = poolcli.forward(rng.normal(size=(3, 4, 6, 6)), return_indices=True, kernel=2)
         options = dict(indices=idx, kernel=2)

@@ -14,7 +14,7 @@ from tests.strategies import pooling_case
 da = pytest.importorskip("dask.array")
 pooldask = pytest.importorskip("poolcli.dask")
 
-WINDOWED = [op.name for op in OPERATORS if op.windowed]
+WINDOWED = [op.name for op in OPERATORS if op.windowed and not op.random]  # random ones are refused (below)
 
 
 def chunked(data, x: np.ndarray):
@@ -181,3 +181,9 @@ def test_a_cluster_pools_an_image_batch_as_the_local_workers_do(tmp_path):
     assert (tmp_path / "remote" / "p0.png").read_bytes() == b"kept"
     for i in range(1, 4):
         assert (tmp_path / "remote" / f"p{i}.png").read_bytes() == (tmp_path / "local" / f"p{i}.png").read_bytes()
+
+
+def test_random_operators_are_refused_rather_than_drawn_per_chunk():
+    x = da.from_array(np.random.default_rng(0).random((2, 3, 8, 8)), chunks=(1, 3, 4, 4))
+    with pytest.raises(poolcli.UsageError, match="without Dask"):
+        pooldask.forward(x, "stochastic", kernel=2)

@@ -14,7 +14,7 @@ from poolcli import WindowSpec
 from tests.reference import pool as reference
 from tests.strategies import pooling_case, reference_geometry
 
-OPS = ["max", "min", "avg", "lp", "mixed", "median", "gem", "softpool"]
+OPS = ["max", "min", "avg", "lp", "mixed", "median", "gem", "softpool", "stochastic"]
 
 
 @st.composite
@@ -24,6 +24,9 @@ def op_params(draw, op: str) -> dict:
         params["count_pad"] = draw(st.booleans())
     if op == "avg" and draw(st.booleans()):
         params["divisor"] = draw(st.integers(1, 7))
+    if op == "stochastic":
+        params["seed"] = draw(st.integers(0, 2**40))
+        params["expected"] = draw(st.booleans())
     if op == "gem":
         params["p"] = draw(st.sampled_from([1.0, 3.0, 0.5, 2.5]))
         params["eps"] = draw(st.sampled_from([1e-6, 0.3]))
@@ -39,6 +42,8 @@ def op_params(draw, op: str) -> dict:
 @given(data=st.data(), op=st.sampled_from(OPS))
 def test_forward_and_backward_match_the_oracle(data, op):
     x, options, spec = data.draw(pooling_case(nan=op in ("max", "min", "median")))
+    if op == "stochastic":  # probabilities a/Σa: non-negative inputs, with zeros and ties
+        x = np.abs(np.round(x))
     params = data.draw(op_params(op))
     y = poolcli.forward(x, op, spec=spec, **params)
     grad = np.arange(1, y.size + 1, dtype=np.float64).reshape(y.shape)

@@ -7,6 +7,7 @@ an operator not named there runs with its defaults.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from poolcli.engine import OPERATORS
 from tests.conftest import run_poolcli as poolcli
+from tests.strategies import NON_NEGATIVE, valid_input
 
 NEEDS = {
     "unpool": ["--from-indices", "{d}/idx.npy"],
@@ -38,6 +40,7 @@ def inputs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("inputs")
     rng = np.random.default_rng(0)
     np.save(d / "x.npy", rng.normal(size=(2, 3, 6, 6)))
+    np.save(d / "positive.npy", rng.random(size=(2, 3, 6, 6)))  # for the operators that refuse negative values
     np.save(d / "y.npy", rng.normal(size=(2, 3, 3, 3)))  # what unpool takes: a 2x2 max pooling's output
     order = np.argsort(rng.random((6, 36)), axis=1)[:, :9].reshape(2, 3, 3, 3)
     np.save(d / "idx.npy", order)
@@ -45,12 +48,12 @@ def inputs(tmp_path_factory) -> Path:
     Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
     (d / "batch").mkdir()
     Image.fromarray(rgba, "RGBA").save(d / "batch" / "a.png")
-    np.save(d / "batch" / "b.npy", rng.normal(size=(2, 3, 6, 6)))
+    np.save(d / "batch" / "b.npy", rng.random(size=(2, 3, 6, 6)))
     return d
 
 
 def _args(op: str, d: Path, step: str) -> list[str]:
-    main = "y.npy" if op == "unpool" else "x.npy"
+    main = "y.npy" if op == "unpool" else "positive.npy" if op in NON_NEGATIVE else "x.npy"
     source = {"image": "rgba.png", "batch": "batch"}.get(step, main)
     return [str(d / source), "--op", op, *(a.format(d=d) for a in NEEDS.get(op, []))]
 
@@ -127,7 +130,7 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
     from poolcli.engine import OPS, Params, WindowSpec, bind, run_forward
 
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(3, 4, 6, 6)) if op != "unpool" else rng.normal(size=(3, 4, 3, 3))
+    x = valid_input(op, rng.normal(size=(3, 4, 6, 6)) if op != "unpool" else rng.normal(size=(3, 4, 3, 3)))
     params = Params(**{"upsample": {"scale": 2.0}, "lrn": {"size": 3}}.get(op, {}))
     arrays = {}
     if op == "unpool":
@@ -141,7 +144,11 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
         for block in np.array_split(np.arange(x.shape[axis]), 2):
             part = {k: np.take(v, block, axis=axis) for k, v in arrays.items()}
             xb = np.take(x, block, axis=axis)
-            pieces.append(run_forward(xb, bind(op, xb.shape, WindowSpec(), params, **part), op, params))
+            plan = bind(op, xb.shape, WindowSpec(), params, **part)
+            if OPS[op].random:  # its windows draw from their place in the whole: the block says where it starts
+                plan = dataclasses.replace(plan, origin=tuple(int(block[0]) if i == axis else 0
+                                                              for i in range(len(plan.lead))))
+            pieces.append(run_forward(xb, plan, op, params))
         np.testing.assert_allclose(np.concatenate(pieces, axis=axis), whole, rtol=1e-12)
 
 

@@ -38,3 +38,39 @@ def test_spp_of_a_plane_without_channels_is_one_vector_and_channels_last_is_read
     y = poolcli.forward(x, "spp", channels_last=True, levels=(1, 2))
     np.testing.assert_array_equal(y, poolcli.forward(np.moveaxis(x, -1, 1), "spp", levels=(1, 2)))
     assert poolcli.forward(x[0, :, :, 0], "spp", levels=(1, 2)).shape == (5,)
+
+
+def test_stochastic_picks_in_proportion_to_the_values_and_the_seed_repeats_them():
+    x = np.array([[1.0, 3.0]])
+    picks = np.array([poolcli.forward(x, "stochastic", kernel=(1, 2), seed=s)[0, 0] for s in range(4000)])
+    assert 0.72 < np.mean(picks == 3.0) < 0.78  # 3/4, within 4 standard errors (0.0068 each)
+    big = np.random.default_rng(0).random((3, 4, 12, 12))
+    assert np.array_equal(poolcli.forward(big, "stochastic", seed=9), poolcli.forward(big, "stochastic", seed=9))
+    assert not np.array_equal(poolcli.forward(big, "stochastic", seed=9), poolcli.forward(big, "stochastic", seed=10))
+
+
+def test_stochastic_sends_the_gradient_to_the_cell_forward_picked():
+    x = np.random.default_rng(1).random((2, 3, 8, 8))
+    y = poolcli.forward(x, "stochastic", kernel=2, seed=4)
+    dx = poolcli.backward(x, None, "stochastic", kernel=2, seed=4)
+    assert dx.sum() == y.size and set(np.unique(dx)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(np.sort(x[dx == 1]), np.sort(y.ravel()))
+
+
+def test_stochastic_refuses_negative_inputs_in_one_line(tmp_path):
+    from tests.conftest import run_poolcli
+
+    np.save(tmp_path / "x.npy", np.array([[1.0, -0.5], [2.0, 3.0]]))
+    r = run_poolcli("forward", tmp_path / "x.npy", "--op", "stochastic", "-o", tmp_path / "y.npy")
+    assert r.code == 1 and "must not be negative" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_visualize_shows_the_picks_forward_made_on_that_plane():
+    from poolcli.engine import Params, WindowSpec
+    from poolcli.render.scene import build_scene
+
+    x = np.random.default_rng(2).random((2, 3, 6, 6))
+    y = poolcli.forward(x, "stochastic", kernel=2, seed=3)
+    scene = build_scene(x, WindowSpec(kernel=2), "stochastic", Params(seed=3), plane=(1, 2))
+    np.testing.assert_array_equal(scene.y, y[1, 2])

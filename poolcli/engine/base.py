@@ -173,6 +173,7 @@ class Op:
     - ``box_mean``: it is a plain box average (Pillow's ``Image.reduce`` computes it for images);
     - ``marks``: what visualize marks on the input (the cells the output took), or "";
     - ``keeps_int``: integer inputs keep their dtype (else float64);
+    - ``random``: it draws random numbers keyed on each window's place in the whole input (``Geometry.planes``);
     - ``strided``: its forward reads any memory order in place at full speed (separable passes), so the block
       executor hands it views of Fortran-ordered and channels-last inputs rather than C-ordered copies.
 
@@ -192,6 +193,7 @@ class Op:
     marks = ""
     keeps_int = False
     strided = False
+    random = False  # it draws random numbers keyed on each window's place in the whole input (Geometry.planes)
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -244,6 +246,11 @@ class Op:
         k = len(lead)
         return replace(plan, in_shape=lead + tuple(plan.in_shape[k:]), out_shape=lead + tuple(plan.engine_out[k:]),
                        channels_last=False)
+
+    def picks(self, params: Params) -> bool:
+        """Whether every output of this run is one of its window's input values (``selects``, with these
+        options): an image is then pooled on its raw values."""
+        return self.selects
 
     def box_filter(self, params: Params) -> bool:
         """Whether this run is a plain box average (``box_mean`` with these options): Pillow may compute it."""

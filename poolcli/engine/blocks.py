@@ -166,7 +166,7 @@ class Layout:
     def of(cls, g: Geometry) -> Layout:
         moves = g.channels_last and bool(g.lead)
         return cls(g.lead, g.in_shape[len(g.lead):], g.dims, moves, moves,
-                   lambda lead, index: dataclasses.replace(g, lead=lead, channels_last=False), whole(g))
+                   g.block, whole(g))
 
 
 def run_blocks(
@@ -221,17 +221,9 @@ def run_blocks(
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
 
-    plans: dict[tuple[int, ...], Any] = {}  # blocks of one shape share a plan (when the plan holds no arrays)
-
     def one(index: tuple[slice, ...]) -> Any:
         parts = [convert(a[index]) for a in inputs]
-        lead = parts[0].shape[:first]
-        if isinstance(g, Layout):  # its plan may hold arrays cut with the block
-            return fn(*parts, layout.sub(lead, index))
-        plan = plans.get(lead)
-        if plan is None:
-            plan = plans.setdefault(lead, layout.sub(lead, index))
-        return fn(*parts, plan)
+        return fn(*parts, layout.sub(parts[0].shape[:first], index))  # the block's plan knows where it starts
 
     def put(index: tuple[slice, ...], results: Any) -> None:
         for view, r in zip(views, results if isinstance(results, tuple) else (results,)):

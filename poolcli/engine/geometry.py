@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -283,6 +283,7 @@ class Geometry:
     lead: tuple[int, ...]
     axes: tuple[AnyAxis, ...]
     channels_last: bool = False
+    origin: tuple[int, ...] = ()  # where these planes start in the whole input (see ``planes``); () = at 0
 
     @property
     def dims(self) -> int:
@@ -315,6 +316,29 @@ class Geometry:
         """Divisor of an average for every output cell (spatial shape), one count per axis multiplied
         (read-only: the blocks of one input share it)."""
         return _counts(self.axes, count_pad)
+
+    def block(self, lead: tuple[int, ...], index: tuple[slice, ...]) -> Geometry:
+        """The geometry of the block ``index`` of these planes (``lead`` its sizes), knowing where it starts.
+
+        >>> Geometry((4, 6), ()).block((2, 3), (slice(2, 4), slice(3, 6))).origin
+        (2, 3)
+        """
+        start = self.planes()[0]
+        shifted = tuple(int(a) + s.start for a, s in zip(start[len(start) - len(self.lead):], index))
+        return replace(self, lead=lead, channels_last=False, origin=start[: len(start) - len(self.lead)] + shifted)
+
+    def planes(self) -> tuple[tuple[int, ...], list[np.ndarray]]:
+        """Where the planes are in the whole input: the origin (one start per leading axis of the whole input,
+        which may have more axes than this block, as one plane cut out for a picture) and, per axis of
+        ``lead``, the coordinates of its planes (open-mesh shaped). Operators that draw random numbers per
+        window key them on these, so that every block, and a picture of one plane, draws what the whole does.
+        """
+        origin = self.origin or (0,) * len(self.lead)
+        k = len(self.lead)
+        shifted = origin[len(origin) - k:] if k else ()
+        coords = [np.arange(a, a + n).reshape((-1,) + (1,) * (k - i - 1)) for i, (a, n) in enumerate(zip(shifted,
+                                                                                                       self.lead))]
+        return origin, coords
 
 
     def row_strips(self, rows: int) -> list[tuple[slice, slice, Geometry]]:

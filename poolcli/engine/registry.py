@@ -23,11 +23,12 @@ from poolcli.engine.mode import Mode
 from poolcli.engine.ops import Avg, Lp, Max, Min, Mixed
 from poolcli.engine.softpool import SoftPool
 from poolcli.engine.spp import SPP
+from poolcli.engine.stochastic import Stochastic
 from poolcli.engine.unpool import Unpool
 from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
 
-OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Median(), Mode(), KMax(),
+OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Median(), Mode(), KMax(),
                              Unpool(), Upsample(), LRN(), BilinearPool(), SPP())
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named

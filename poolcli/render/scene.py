@@ -133,7 +133,7 @@ def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane:
     if g.dims > 2:
         raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
     sheet, index = pick_plane(to_engine(x, g), g.dims, plane)
-    pg = replace(spec, dims=g.dims, channels_last=False).bind(sheet.shape)
+    pg = replace(replace(spec, dims=g.dims, channels_last=False).bind(sheet.shape), origin=index)  # the plane's own
     y = run_forward(sheet, pg, op, params)
     dx = None
     if pool.differentiable:
