@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
+ARRAY_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind == "array")  # indices, …
 
 
 # Synonyms a PyTorch user types, and the keyword each means here.
@@ -62,7 +63,8 @@ _SYNONYMS = {"kernel_size": "kernel", "pad": "padding", "ceil_mode": "ceil", "co
 
 
 def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
-    known = [*WINDOW_OPTIONS, *PARAM_OPTIONS, "spec"]
+    """The window, and the operator options; the extra input arrays (``_arrays``) are taken out first."""
+    known = [*WINDOW_OPTIONS, *PARAM_OPTIONS, *ARRAY_OPTIONS, "spec"]
     for name in options:
         if name not in known:
             import difflib
@@ -72,6 +74,11 @@ def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
             raise TypeError(f"unknown option {name}{hint}")
     spec = options.get("spec") or WindowSpec(**{k: v for k, v in options.items() if k in WINDOW_OPTIONS})
     return spec, Params(**{k: v for k, v in options.items() if k in PARAM_OPTIONS})
+
+
+def _arrays(options: dict[str, Any]) -> dict[str, np.ndarray | None]:
+    """The extra input arrays among the keywords (``samples=`` for fractional, …), as arrays."""
+    return {name: _array(options.get(name)) for name in ARRAY_OPTIONS if name not in ("indices", "other")}
 
 
 @contextlib.contextmanager
@@ -133,7 +140,7 @@ def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, i
     x = np.asarray(x)
     spec, params = _split(options)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
         if return_indices:
             return run_indices(x, g, op, threads)
         return run_forward(x, g, op, params, threads)
@@ -155,7 +162,7 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *
     x = np.asarray(x)
     spec, params = _split(options)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
         upstream = None if grad is None else np.asarray(grad)
         dx = run_backward(x, g, upstream, op, params, threads)
         if other is not None:
@@ -174,7 +181,7 @@ def gradients(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, 
     x = np.asarray(x)
     spec, params = _split(options)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
         upstream = None if grad is None else np.asarray(grad)
         return {"x": run_backward(x, g, upstream, op, params, threads),
                 **run_more_gradients(x, g, upstream, op, params)}

@@ -360,3 +360,37 @@ def spp(x, levels=(1, 2, 4), reduce="max", dims=2, grad=None):
             dx += pool(x, reduce, dims=dims, output_size=(level,) * dims, grad=part)[1]
     assert len(sizes) == dims
     return y, dx
+
+
+def fractional(x, kernel, outs, samples, grad=None, ties="first"):
+    """Fractional max-pooling, PyTorch's rule written out: along each axis window i starts at
+    int((i + u)·α) - int(u·α), α = (n - k)/(out - 1), the last at n - k; the first max wins, NaN always wins.
+    ``samples`` is (planes…, dims) with PyTorch's order (W then H in 2-D; T, H, W in 3-D). Returns (y, dx, idx)."""
+    x = np.asarray(x, dtype=np.float64)
+    dims = len(kernel)
+    lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims:]
+    y = np.zeros(lead + tuple(outs))
+    idx = np.zeros(lead + tuple(outs), dtype=np.int64)
+    dx = np.zeros(x.shape)
+    order = [1, 0] if dims == 2 else list(range(dims))
+    for li in product(*(range(n) for n in lead)):
+        per_axis = []
+        for a in range(dims):
+            u, n, out, k = float(samples[li][order[a]]), sizes[a], outs[a], kernel[a]
+            alpha = (n - k) / (out - 1) if out > 1 else 0.0
+            per_axis.append([int((i + u) * alpha) - int(u * alpha) for i in range(out - 1)] + [n - k])
+        for oi in product(*(range(o) for o in outs)):
+            cells = list(product(*(range(per_axis[a][oi[a]], per_axis[a][oi[a]] + kernel[a]) for a in range(dims))))
+            vals = [x[li + c] for c in cells]
+            best, at = -math.inf, 0
+            for j, v in enumerate(vals):
+                if v > best or v != v:
+                    best, at = v, j
+            y[li + oi] = best
+            idx[li + oi] = int(np.ravel_multi_index(cells[at], sizes))
+            g = 1.0 if grad is None else float(grad[li + oi])
+            tied = [j for j, v in enumerate(vals) if v == best or (v != v and best != best)]
+            picks = [at] if ties == "first" else tied
+            for j in picks:
+                dx[li + cells[j]] += g / len(tied) if ties == "split" else g
+    return y, dx, idx

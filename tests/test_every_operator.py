@@ -21,6 +21,7 @@ NEEDS = {
     "unpool": ["--from-indices", "{d}/idx.npy"],
     "upsample": ["--scale", "2"],
     "lrn": ["--size", "3"],
+    "fractional": ["--ratio", "0.6"],
 }
 # What an operator cannot do, said in one line (exit 2; in a batch, each file's failure line and exit 1)
 # rather than done: (operator, step) -> the words said. Unpool's indices fit one input's shape only.
@@ -131,10 +132,12 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
 
     rng = np.random.default_rng(1)
     x = valid_input(op, rng.normal(size=(3, 4, 6, 6)) if op != "unpool" else rng.normal(size=(3, 4, 3, 3)))
-    params = Params(**{"upsample": {"scale": 2.0}, "lrn": {"size": 3}}.get(op, {}))
+    params = Params(**{"upsample": {"scale": 2.0}, "lrn": {"size": 3}, "fractional": {"ratio": 0.6}}.get(op, {}))
     arrays = {}
     if op == "unpool":
         arrays["indices"] = np.argsort(rng.random((12, 36)), axis=1)[:, :9].reshape(3, 4, 3, 3)
+    if op == "fractional":  # its windows from samples per plane, cut with the planes
+        arrays["samples"] = rng.random((3, 4, 2))
     plan = bind(op, x.shape, WindowSpec(), params, **arrays)
     whole = run_forward(x, plan, op, params)
     axes = OPS[op].independent_axes(plan)
@@ -145,7 +148,7 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
             part = {k: np.take(v, block, axis=axis) for k, v in arrays.items()}
             xb = np.take(x, block, axis=axis)
             plan = bind(op, xb.shape, WindowSpec(), params, **part)
-            if OPS[op].random:  # its windows draw from their place in the whole: the block says where it starts
+            if OPS[op].random and "samples" not in arrays:  # its windows draw from their place in the whole: the block says where it starts
                 plan = dataclasses.replace(plan, origin=tuple(int(block[0]) if i == axis else 0
                                                               for i in range(len(plan.lead))))
             pieces.append(run_forward(xb, plan, op, params))
@@ -160,7 +163,7 @@ def test_empty_batch_or_channel_axes_give_empty_results(op: str, shape: tuple[in
     from poolcli.engine import OPS
 
     x = np.ones(shape if op != "unpool" else shape[:2] + (3, 3))
-    options = {"upsample": {"scale": 2}, "lrn": {"size": 3}}.get(op, {})
+    options = {"upsample": {"scale": 2}, "lrn": {"size": 3}, "fractional": {"ratio": 0.6}}.get(op, {})
     if op == "unpool":
         options = {"indices": np.zeros(x.shape, dtype=np.int64), "kernel": 2}
     y = poolcli.forward(x, op, **options)

@@ -4,6 +4,7 @@ pooling, over hypothesis-drawn shapes and options."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,42 @@ def test_visualize_shows_the_picks_forward_made_on_that_plane():
     y = poolcli.forward(x, "stochastic", kernel=2, seed=3)
     scene = build_scene(x, WindowSpec(kernel=2), "stochastic", Params(seed=3), plane=(1, 2))
     np.testing.assert_array_equal(scene.y, y[1, 2])
+
+
+@CASES
+@given(data=st.data(), dims=st.integers(1, 3), ties=st.sampled_from(["first", "all", "split"]))
+def test_fractional_matches_the_oracle_with_the_same_samples(data, dims, ties):
+    sides = [data.draw(st.integers(2, 6 if dims == 3 else 10)) for _ in range(dims)]
+    kernel = tuple(data.draw(st.integers(1, n - 1)) for n in sides)
+    outs = tuple(data.draw(st.integers(1, n - k + 1)) for n, k in zip(sides, kernel))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = np.round(rng.normal(size=(2, 2, *sides)) * 2)  # ties
+    samples = rng.random((2, 2, dims))
+    options = dict(kernel=kernel, output_size=outs, samples=samples, dims=dims)
+    y, idx = poolcli.forward(x, "fractional", return_indices=True, **options)
+    grad = rng.normal(size=y.shape)
+    want, dx_want, idx_want = reference.fractional(x, kernel, outs, samples, grad, ties)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(idx, idx_want)
+    np.testing.assert_allclose(poolcli.backward(x, grad, "fractional", ties=ties, **options), dx_want, rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_fractional_ratio_seed_and_uneven_windows():
+    x = np.random.default_rng(0).normal(size=(2, 3, 25, 25))
+    y = poolcli.forward(x, "fractional", ratio=0.7, seed=1)
+    assert y.shape == (2, 3, 17, 17)
+    assert np.array_equal(y, poolcli.forward(x, "fractional", ratio=0.7, seed=1))
+    assert not np.array_equal(y, poolcli.forward(x, "fractional", ratio=0.7, seed=2))
+    from poolcli.engine.fractional import starts
+
+    steps = np.diff(starts(np.array([0.3]), 25, 17, 2, np.dtype(np.float64))[0])
+    assert set(steps.tolist()) == {1, 2}  # α = 23/16: steps of 1 and 2 alternate
+
+
+def test_fractional_refuses_samples_of_the_wrong_shape_or_range():
+    x = np.ones((2, 3, 8, 8))
+    with pytest.raises(poolcli.UsageError, match="samples"):
+        poolcli.forward(x, "fractional", ratio=0.5, samples=np.zeros((2, 3, 3)))
+    with pytest.raises(poolcli.UsageError, match=r"\[0, 1\)"):
+        poolcli.forward(x, "fractional", ratio=0.5, samples=np.ones((2, 3, 2)))

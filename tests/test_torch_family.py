@@ -114,3 +114,47 @@ def test_softpool_does_not_overflow_where_the_formula_does():
     y = poolcli.forward(x, "softpool", kernel=(1, 2))
     w = 1 / (1 + np.exp(-1.0))
     np.testing.assert_allclose(y, [[1000 * w + 999 * (1 - w), (2 * np.exp(7) - 5) / (np.exp(7) + 1)]], rtol=1e-12)
+
+
+@CASES
+@given(data=st.data(), dims=st.sampled_from([2, 3]))
+def test_fractional_is_fractional_max_pool_with_the_same_samples_through_the_cli(tmp_path, data, dims):
+    sides = [data.draw(st.integers(3, 7 if dims == 3 else 11)) for _ in range(dims)]
+    kernel = tuple(data.draw(st.integers(1, n - 2)) for n in sides)
+    outs = tuple(data.draw(st.integers(1, n - k)) for n, k in zip(sides, kernel))  # torch 3-D: out + k - 1 < n
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x, u = rng.normal(size=(2, 3, *sides)), rng.random((2, 3, dims))
+    pool = getattr(F, f"fractional_max_pool{dims}d")
+
+    def run(t):
+        return pool(t, kernel, output_size=outs, _random_samples=torch.from_numpy(u))
+
+    want_idx = pool(torch.from_numpy(x), kernel, output_size=outs, return_indices=True,
+                    _random_samples=torch.from_numpy(u))[1].numpy()
+    grad = rng.normal(size=want_idx.shape)
+    want, dx_want = _autograd(run, x, grad)
+    np.save(tmp_path / "u.npy", u)
+    flags = ["--op", "fractional", "-k", ",".join(map(str, kernel)), "--output-size", ",".join(map(str, outs)),
+             "--dims", str(dims), "--samples", str(tmp_path / "u.npy")]
+    y = _cli(tmp_path, "forward", x, *flags, "--indices", str(tmp_path / "idx.npy"))
+    np.testing.assert_array_equal(np.load(y), want)
+    np.testing.assert_array_equal(np.load(tmp_path / "idx.npy"), want_idx)
+    np.testing.assert_array_equal(np.load(_cli(tmp_path, "backward", x, *flags, grad=grad)), dx_want)
+
+
+@CASES
+@given(data=st.data(), reduce=st.sampled_from(["max", "avg"]))
+def test_spp_is_the_concatenated_adaptive_pools(data, reduce):
+    sides = [data.draw(st.integers(1, 12)) for _ in range(2)]
+    levels = tuple(data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=4)))
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, 3, *sides))
+    pool = getattr(F, f"adaptive_{reduce}_pool2d")
+
+    def run(t):
+        return torch.cat([pool(t, n).flatten(1) for n in levels], dim=1)
+
+    grad = np.random.default_rng(0).normal(size=(2, 3 * sum(n * n for n in levels)))
+    want, dx_want = _autograd(run, x, grad)
+    np.testing.assert_allclose(poolcli.forward(x, "spp", levels=levels, reduce=reduce), want, rtol=1e-12)
+    np.testing.assert_allclose(poolcli.backward(x, grad, "spp", levels=levels, reduce=reduce), dx_want, rtol=1e-12,
+                               atol=1e-12)

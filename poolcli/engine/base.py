@@ -281,7 +281,9 @@ class Op:
 @dataclass
 class Picture:
     """What visualize draws for an operator without windows (engine layout, ``dims`` spatial axes last):
-    input, output, gradient, a line of text, and the marked input and output cells."""
+    input, output, gradient, a line of text, the marked input and output cells, and for an operator whose
+    windows differ from plane to plane (fractional) the windows of the plane at a leading index, as the
+    input cells each output row and column reads."""
 
     x: np.ndarray
     y: np.ndarray
@@ -290,6 +292,7 @@ class Picture:
     text: str
     marked_in: np.ndarray | None = None
     marked_out: np.ndarray | None = None
+    windows: Callable[[tuple[int, ...]], list[list[list[int]]]] | None = None  # a plane's windows: cells per axis
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from poolcli.engine.base import TIES_OPTION, Op, Option, Params
 from poolcli.engine.bilinear import BilinearPool
+from poolcli.engine.fractional import Fractional
 from poolcli.engine.gem import GeM
 from poolcli.engine.kmax import KMax
 from poolcli.engine.lrn import LRN
@@ -28,7 +29,7 @@ from poolcli.engine.unpool import Unpool
 from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
 
-OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Median(), Mode(),
+OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Fractional(), Median(), Mode(),
                              KMax(), Unpool(), Upsample(), LRN(), BilinearPool(), SPP())
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named

@@ -172,8 +172,13 @@ def _plain_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane
         d2 = None if d2 is None else d2[None]
         m_in = None if m_in is None else m_in[None]
         m_out = None if m_out is None else m_out[None]
-    return Scene(sheet, y2, [], [], m_in, d2, pool.name, params, index, tuple(x.shape), picture.text,
-                 out_marked=m_out, windowed=False, marks=pool.marks)
+    rows: list[list[int]] = []
+    cols: list[list[int]] = []
+    if picture.windows is not None:  # windows of this plane's own (fractional): drawn as for the windowed
+        per_axis = picture.windows(index)
+        rows, cols = (per_axis if picture.dims == 2 else [[[0]], per_axis[0]])
+    return Scene(sheet, y2, rows, cols, m_in, d2, pool.name, params, index, tuple(x.shape), picture.text,
+                 out_marked=m_out, windowed=picture.windows is not None, marks=pool.marks)
 
 
 def window_text(g: Geometry) -> str:
