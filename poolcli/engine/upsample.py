@@ -1,10 +1,13 @@
-"""Upsampling: nearest or (bi/tri)linear interpolation by a factor or to a size, and its exact adjoint.
+"""Resampling as ``torch.nn.functional.interpolate``: nearest, nearest-exact, (bi/tri)linear, bicubic and area, by a
+factor or to a size, optionally antialiased when downscaling, and the exact adjoint of each.
 
 Linear interpolation in several axes is the product of 1-D interpolations, so each axis is
 done in turn: a gather of two neighbours and a weighted sum. The backward pass is the adjoint
 of each 1-D step (a segmented sum, since source cells are non-decreasing), in reverse order.
 Coordinates follow PyTorch's ``interpolate``: with ``--scale``, the factor itself maps output
-to input; with ``--output-size``, in/out; ``--align-corners`` maps corner to corner.
+to input (``--recompute-scale``: in/out, as ``recompute_scale_factor``); with ``--output-size``, in/out;
+``--align-corners`` maps corner to corner. Bicubic, area and antialiased axes are weighted sums of a few
+source cells per output (``Taps``); bicubic and antialiasing work in any number of axes, PyTorch's in 2-D.
 
 >>> import numpy as np
 >>> from poolcli.engine.geometry import WindowSpec
@@ -45,8 +48,91 @@ class Interp:
 
 
 @dataclass(frozen=True)
+class Taps:
+    """One axis as a weighted sum of ``T`` source cells per output cell (bicubic, area, antialiased): row t of
+    ``idx`` and ``w`` is the t-th source of every output; each row of ``idx`` is non-decreasing."""
+
+    idx: np.ndarray  # (T, out)
+    w: np.ndarray  # (T, out)
+    size: int
+
+
+@dataclass(frozen=True)
 class UpsamplePlan(Plan):
-    axes: tuple[Interp, ...] = ()
+    axes: tuple[Interp | Taps, ...] = ()
+
+
+A_CUBIC = -0.75  # PyTorch's bicubic (OpenCV's); its antialiased bicubic uses Keys' -0.5 (Pillow's)
+
+
+def _cubic(t: np.ndarray, a: float) -> np.ndarray:
+    """The cubic convolution kernel at distance ``t`` (Keys 1981)."""
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def _ratio(n: int, out: int, scale: float | None, align_corners: bool) -> float:
+    """PyTorch's ``area_pixel_compute_scale``: input cells per output cell."""
+    if align_corners:
+        return (n - 1) / (out - 1) if out > 1 else 0.0
+    return 1 / scale if scale else n / out
+
+
+def bicubic_axis(n: int, out: int, scale: float | None, align_corners: bool) -> Taps:
+    """Four taps per output cell at floor(pos)-1 … floor(pos)+2 (indices clamped to the edge), A = -0.75.
+
+    >>> bicubic_axis(4, 8, 2.0, False).w[:, 2].round(4).tolist()
+    [-0.0352, 0.2617, 0.8789, -0.1055]
+    """
+    dst = np.arange(out, dtype=np.float64)
+    ratio = _ratio(n, out, scale, align_corners)
+    pos = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5  # not clamped at 0, as PyTorch's cubic
+    base = np.floor(pos).astype(np.int64)
+    t = pos - base
+    idx = np.clip(base[None, :] + np.arange(-1, 3)[:, None], 0, n - 1)
+    w = np.stack([_cubic(t + 1, A_CUBIC), _cubic(t, A_CUBIC), _cubic(1 - t, A_CUBIC), _cubic(2 - t, A_CUBIC)])
+    return Taps(idx, w, n)
+
+
+def area_axis(n: int, out: int) -> Taps:
+    """Adaptive average pooling along one axis: output i averages [floor(i·n/out), ceil((i+1)·n/out)).
+
+    >>> area_axis(5, 2).idx.tolist()
+    [[0, 2], [1, 3], [2, 4]]
+    """
+    i = np.arange(out)
+    start, end = (i * n) // out, -((-(i + 1) * n) // out)
+    count = end - start
+    t = np.arange(int(count.max()))[:, None]
+    idx = np.minimum(start[None, :] + t, end[None, :] - 1)
+    return Taps(idx, np.where(t < count[None, :], 1 / count[None, :], 0.0), n)
+
+
+def antialiased_axis(n: int, out: int, scale: float | None, align_corners: bool, mode: str) -> Taps:
+    """PyTorch's antialiased interpolation (Pillow's resampling): a triangle (bilinear) or Keys cubic (a = -0.5)
+    filter stretched by the downscaling factor, its weights normalised to sum 1.
+
+    >>> antialiased_axis(4, 2, None, False, "bilinear").w[:, 0].round(4).tolist()
+    [0.4286, 0.4286, 0.1429, 0.0, 0.0]
+    """
+    ratio = _ratio(n, out, scale, align_corners)
+    size = 2 if mode == "bilinear" else 4
+    support = size / 2 * ratio if ratio >= 1 else size / 2
+    invscale = 1 / ratio if ratio >= 1 else 1.0
+    center = ratio * (np.arange(out) + 0.5)
+    lo = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    count = np.minimum((center + support + 0.5).astype(np.int64), n) - lo
+    width = int(np.ceil(support)) * 2 + 1
+    count = np.clip(count, 0, width)
+    t = np.arange(width)[:, None]
+    x = (t + lo[None, :] - center[None, :] + 0.5) * invscale
+    w = np.maximum(0.0, 1 - np.abs(x)) if mode == "bilinear" else _cubic(x, -0.5)
+    w = np.where(t < count[None, :], w, 0.0)
+    total = w.sum(axis=0)
+    w = np.where(total != 0, w / np.where(total != 0, total, 1), 0.0)
+    return Taps(np.clip(lo[None, :] + t, 0, n - 1), w, n)
 
 
 def interp_axis(n: int, out: int, scale: float | None, mode: str, align_corners: bool) -> Interp:
@@ -56,10 +142,13 @@ def interp_axis(n: int, out: int, scale: float | None, mode: str, align_corners:
     [0.0, 0.25, 0.75, 0.0]
     """
     dst = np.arange(out)
-    if mode == "nearest":
+    if mode in ("nearest", "nearest-exact"):
         # PyTorch computes this index in single precision; so does this, to pick the same cells
         ratio = np.float32(1 / scale) if scale else np.float32(n) / np.float32(out)
-        src = np.minimum(np.floor(dst.astype(np.float32) * ratio).astype(np.int64), n - 1)
+        at = dst.astype(np.float32) + (np.float32(0.5) if mode == "nearest-exact" else np.float32(0))
+        src = np.minimum(np.floor(at * ratio).astype(np.int64), n - 1)
+        if mode == "nearest" and out in (n, 2 * n):  # PyTorch's exact integer cases
+            src = dst if out == n else dst >> 1
         return Interp(src, src, np.zeros(out), n)
     if align_corners:
         ratio = (n - 1) / (out - 1) if out > 1 else 0.0
@@ -77,8 +166,20 @@ def _shape(a: np.ndarray, axis: int) -> tuple[int, ...]:
     return (-1,) + (1,) * (a.ndim - axis - 1)
 
 
-def apply_axis(x: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
+def apply_axis(x: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     """Interpolate ``x`` along ``axis``."""
+    if isinstance(ip, Taps):
+        y = None
+        for idx, w in zip(ip.idx, ip.w):
+            if not w.any():
+                continue
+            part = np.take(x, idx, axis=axis) * w.astype(x.dtype).reshape(_shape(x, axis))
+            y = part if y is None else y + part
+        if y is None:
+            out = list(x.shape)
+            out[axis] = ip.idx.shape[1]
+            return np.zeros(out, dtype=x.dtype)
+        return y
     lo = np.take(x, ip.i0, axis=axis)
     if not ip.w1.any():
         return lo
@@ -148,8 +249,20 @@ def _segment_sum(g: np.ndarray, axis: int, src: np.ndarray, size: int) -> np.nda
     return out
 
 
-def adjoint_axis(g: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
+def adjoint_axis(g: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     """The transpose of ``apply_axis``: each source cell gets the weighted gradients of the outputs it fed."""
+    if isinstance(ip, Taps):
+        dx = None
+        for idx, w in zip(ip.idx, ip.w):
+            if not w.any():
+                continue
+            part = _segment_sum(g * w.astype(g.dtype).reshape(_shape(g, axis)), axis, idx, ip.size)
+            dx = part if dx is None else dx + part
+        if dx is None:
+            out = list(g.shape)
+            out[axis] = ip.size
+            return np.zeros(out, dtype=g.dtype)
+        return dx
     if not ip.w1.any():
         return _segment_sum(g, axis, ip.i0, ip.size)
     w1 = ip.w1.astype(g.dtype).reshape(_shape(g, axis))
@@ -157,16 +270,30 @@ def adjoint_axis(g: np.ndarray, axis: int, ip: Interp) -> np.ndarray:
     return _segment_sum(g - part1, axis, ip.i0, ip.size) + _segment_sum(part1, axis, ip.i1, ip.size)
 
 
-MODES = ("nearest", "bilinear")
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+
+
+def _axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
+    """One axis's source cells and weights, by mode."""
+    if params.mode == "area":
+        return area_axis(n, out)
+    if params.antialias:
+        return antialiased_axis(n, out, scale, params.align_corners, params.mode)
+    if params.mode == "bicubic":
+        return bicubic_axis(n, out, scale, params.align_corners)
+    return interp_axis(n, out, scale, params.mode, params.align_corners)
 
 
 class Upsample(Op):
-    name, summary, windowed = "upsample", "nearest or (bi/tri)linear by --scale or to --output-size", False
-    options = (Option("mode", "choice", "nearest", "interpolation", choices=MODES),
+    name, summary, windowed = "upsample", "resampling by --scale or to --output-size (--mode, as interpolate)", False
+    options = (Option("mode", "choice", "nearest", "nearest, nearest-exact, bilinear, bicubic or area", choices=MODES,
+                      metavar="MODE"),
                Option("scale", "floats", None, "factor per axis",
                       metavar="S[,S…]", check=lambda v: bool(v) and all(s > 0 and _finite(s) for s in v),
                       need="every factor must be a finite number above 0"),
-               Option("align_corners", bool, False, "corners onto corners"))
+               Option("align_corners", bool, False, "corners onto corners"),
+               Option("antialias", bool, False, "filter when downscaling (bilinear, bicubic)"),
+               Option("recompute_scale", bool, False, "map by in/out sizes, not the factor"))
 
     def spatial(self, shape, spec, params):
         scales = params.scale
@@ -201,7 +328,12 @@ class Upsample(Op):
         for name, o in zip(names, outs):
             if o < 1:
                 raise GeometryError(f"axis {name}: upsampling gives size {o}; give a larger --scale or --output-size")
-        axes = tuple(interp_axis(n, o, s, params.mode, params.align_corners) for n, o, s in zip(sizes, outs, per))
+        if params.align_corners and params.mode not in ("bilinear", "bicubic"):
+            raise UsageError(f"--align-corners goes with --mode bilinear or bicubic, not {params.mode}")
+        if params.antialias and params.mode not in ("bilinear", "bicubic"):
+            raise UsageError(f"--antialias goes with --mode bilinear or bicubic, not {params.mode}")
+        mapped = (None,) * dims if params.recompute_scale else per  # PyTorch's recompute_scale_factor
+        axes = tuple(_axis(n, o, s, params) for n, o, s in zip(sizes, outs, mapped))
         out = spec.with_sizes(shape, outs)
         rows = tuple({"axis": nm, "size": n, "out": o, "kind": "upsample",
                       "formula": (f"floor({n} · {s:g}) = {o}" if s is not None else f"--output-size = {o}")}
@@ -209,7 +341,7 @@ class Upsample(Op):
         return UpsamplePlan(shape, out, rows, dims=dims, axes=axes)
 
     def widens_half(self, params, backward=False):
-        return backward or params.mode != "nearest"  # nearest forward only moves values; its adjoint adds
+        return backward or not params.mode.startswith("nearest")  # nearest forward only moves values
 
     def forward(self, x, plan, params):
         y = x.astype(float_type(x.dtype), copy=False)
@@ -235,4 +367,5 @@ class Upsample(Op):
         return params, arrays
 
 
-__all__ = ["Interp", "Params", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "interp_axis"]
+__all__ = ["Interp", "Params", "Taps", "Upsample", "UpsamplePlan", "adjoint_axis", "apply_axis", "area_axis",
+           "bicubic_axis", "interp_axis"]
