@@ -154,7 +154,8 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
 
                 return engine_bind(op, a.shape, pooling.spec, params, **arrays)
 
-            result = gradcheck(x, bind, op, params, arrays)
+            checked = pool.drawn(x) if random is not None else x  # a drawn input, as the operator takes it
+            result = gradcheck(checked, bind, op, params, arrays)
         except PoolcliError as e:
             if pooling.op != "all":
                 raise
@@ -166,9 +167,9 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
             kind, index = result.where
             where = (f" at {'--with ' if kind == 'with' else ''}{index}: analytic {result.analytic:.6g}, "
                      f"numeric {result.numeric:.6g}")
-            equal = int(np.count_nonzero(x == x[index])) - 1 if kind == "x" and pool.ties else 0
+            equal = int(np.count_nonzero(checked == checked[index])) - 1 if kind == "x" and pool.ties else 0
             if equal:  # the failing cell is tied: there the operator has no derivative to agree with
-                where += f"; x{index} = {x[index]:g} equals {equal} other cell{'s' if equal > 1 else ''} (a tie)"
+                where += f"; x{index} = {checked[index]:g} equals {equal} other cell{'s' if equal > 1 else ''} (a tie)"
                 tied.append(op)
         print(f"{op:<9} worst relative error {result.worst:.1e} over {result.cells} cells  {verdict}{where}")
         if result.worst > tolerance:

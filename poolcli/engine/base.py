@@ -272,6 +272,11 @@ class Op:
         layout of its own (--dims, else 2)."""
         return Picture(x, y, dx, plan.dims, self.summary)
 
+    def drawn(self, x: np.ndarray) -> np.ndarray:
+        """The input ``backward --check --random`` checks it on, from a random normal ``x``: ``x`` itself, or what
+        this operator takes (stochastic: ``|x|``)."""
+        return x
+
     def prepare_check(self, shape: tuple[int, ...], spec: Any, params: Params, arrays: dict[str, Any]
                       ) -> tuple[Params, dict[str, Any]]:
         """For ``backward --check``: the options and arrays to check with when the user gave none."""

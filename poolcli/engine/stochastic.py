@@ -67,6 +67,9 @@ class Stochastic(Op):
     options = (SEED, Option("expected", bool, False, "Σa²/Σa, the inference form"))
     selects, marks, random = True, "picked cell", True
 
+    def drawn(self, x):
+        return np.abs(x)
+
     def picks(self, params):
         return not params.expected
 
