@@ -1,9 +1,12 @@
-"""Time kmax, unpool, upsample, lrn and bilinear pooling, forward and backward, beside PyTorch on 1 thread.
+"""Time the operators beyond max/avg pooling, forward and backward, beside PyTorch on 1 thread.
 
 Run: python benchmarks/bench_operators.py [--repeat 5] [--only kmax,lrn]
-Each row: poolcli's best time, torch's best time (1 thread), and the ratio (target: 2 or less).
-torch's side is the nearest thing it has: topk + sort + gather for kmax, max_unpool2d,
-interpolate, local_response_norm, and an einsum for bilinear pooling; backward is autograd.
+Each row: poolcli's best time, the reference's best time, and the ratio. The reference is torch (1 thread)
+where it has the operator (target 1.5 or less: fractional_max_pool2d with the same samples, avg_pool2d's
+divisor_override, every interpolate mode) or the nearest thing it has (target 2: topk + sort + gather for
+kmax, max_unpool2d, local_response_norm, an einsum for bilinear pooling, the formulas of gem and softpool,
+adaptive pools concatenated for spp); backward is autograd. Stochastic pooling has no torch form: its
+reference is a plain NumPy formulation (reshaped 2×2 tiles, cumulative sums), forward only.
 """
 
 from __future__ import annotations
@@ -41,6 +44,38 @@ def cases(rng: np.random.Generator):
     yield "bilinear 256 ch, 28x28", x, dict(op="bilinear"), lambda torch, t: torch.einsum(
         "ncl,ndl->ncd", t.flatten(2), t.flatten(2)) / 784
 
+    x = rng.standard_normal((8, 64, 128, 128), dtype=np.float32)
+    samples = rng.random((8, 64, 2)).astype(np.float32)
+    yield "fractional 2x2 ratio 0.7", x, dict(op="fractional", kernel=2, ratio=0.7, samples=samples), \
+        lambda torch, t: torch.nn.functional.fractional_max_pool2d(t, 2, output_ratio=(0.7, 0.7),
+                                                                    _random_samples=torch.from_numpy(samples))
+    yield "avg 3x3 s2 p1 divisor 5", x, dict(op="avg", kernel=3, stride=2, padding=1, divisor=5), \
+        lambda torch, t: torch.nn.functional.avg_pool2d(t, 3, 2, 1, divisor_override=5)
+    for mode, scale, extra in [("nearest-exact", 2, {}), ("bicubic", 2, {}), ("area", 0.5, {}),
+                               ("bilinear", 0.5, {"antialias": True})]:
+        yield f"upsample {mode}{' aa' if extra else ''} x{scale}", x, dict(op="upsample", scale=scale, mode=mode,
+                                                                            **extra), \
+            lambda torch, t, mode=mode, scale=scale, extra=extra: torch.nn.functional.interpolate(
+                t, scale_factor=scale, mode=mode, **extra)
+    yield "gem 2x2 p=3", x, dict(op="gem", kernel=2), lambda torch, t: torch.nn.functional.avg_pool2d(
+        t.clamp(min=1e-6).pow(3), 2).pow(1 / 3)
+    yield "softpool 2x2", x, dict(op="softpool", kernel=2), lambda torch, t: torch.nn.functional.avg_pool2d(
+        t.exp() * t, 2) / torch.nn.functional.avg_pool2d(t.exp(), 2)
+    yield "spp levels 1,2,4", x, dict(op="spp"), lambda torch, t: torch.cat(
+        [torch.nn.functional.adaptive_max_pool2d(t, n).flatten(1) for n in (1, 2, 4)], dim=1)
+    positive = np.abs(x)
+    yield "stochastic 2x2 (vs NumPy)", positive, dict(op="stochastic", kernel=2), _numpy_stochastic
+
+
+def _numpy_stochastic(x: np.ndarray) -> np.ndarray:
+    """Stochastic 2×2 pooling written plainly: the tiles side by side, cumulative sums, the first cell past u·Σ."""
+    n, c, h, w = x.shape
+    tiles = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+    cum = np.cumsum(tiles, axis=-1)
+    u = np.random.default_rng(0).random(cum.shape[:-1], dtype=np.float32)
+    pick = np.argmax(cum >= (u * cum[..., -1])[..., None], axis=-1)
+    return np.take_along_axis(tiles, pick[..., None], axis=-1)[..., 0]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,7 +98,9 @@ def main() -> None:
         ours = {"forward": lambda x=x, op=op, options=options: poolcli.forward(x, op, **options),
                 "backward": lambda x=x, grad=grad, op=op, options=options: poolcli.backward(x, grad, op, **options)}
         theirs = {}
-        if torch is not None:
+        if torch_fn is _numpy_stochastic:
+            theirs = {"forward": lambda x=x: _numpy_stochastic(x)}
+        elif torch is not None:
             t = torch.from_numpy(x)
             if op == "unpool":
                 ti = torch.from_numpy(options["indices"])
@@ -83,6 +120,8 @@ def main() -> None:
 
             theirs = {"forward": fwd, "backward": fwd_bwd}
         for which in ("forward", "backward"):
+            if which not in theirs and theirs:
+                continue
             mine = best_of(ours[which], args.repeat)
             other = best_of(theirs[which], args.repeat) if theirs else float("nan")
             # torch's backward row is forward + backward (autograd needs the forward); so is ours

@@ -333,6 +333,13 @@ def _hits(x: np.ndarray, y: np.ndarray, g: Geometry, ties: str):
         yield taps, hit
 
 
+def _tile_bands(axis: AnyAxis) -> list[slice] | None:
+    """Each window along ``axis`` as a slice, when the windows are unpadded, undilated tiles; else None."""
+    if not isinstance(axis, Axis) or axis.pad != (0, 0) or axis.dilation != 1 or axis.kernel != axis.stride:
+        return None
+    return [slice(o * axis.kernel, (o + 1) * axis.kernel) for o in range(axis.out)]
+
+
 def _unique(taps) -> bool:
     return all(t.unique for t in taps)
 
@@ -343,6 +350,10 @@ def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: 
     result, or a function giving it; ``arg`` (np.argmax or np.argmin: the first selected cell, NaN first)
     spares computing it where windows are slices."""
     spans = [bands(a) for a in g.axes]
+    if any(b is None for b in spans):  # large tiles (adaptive pooling that divides evenly): fewer windows than taps
+        tiles = [b if b is not None else _tile_bands(a) for a, b in zip(g.axes, spans)]
+        if all(b is not None for b in tiles) and np.prod([len(b) for b in tiles]) < np.prod([a.kernel for a in g.axes]):
+            spans = tiles
     if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties, arg)
     if arg is not None and ties in ("first", "all") and g.dims > 1 and not all(_tiles(a) for a in g.axes):
