@@ -62,7 +62,7 @@ def _select(values: list[float], op: str) -> list[int]:
 
 def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pads=((0, 0), (0, 0)),
          ceil=False, count_pad=True, p=2.0, mean=False, alpha=0.5, output_size=None, global_pool=False,
-         grad=None, ties="first", eps=1e-6, divisor=None, seed=0, expected=False):
+         grad=None, ties="first", eps=1e-6, divisor=None, seed=0, expected=False, q=0.5, concat=False):
     """Forward (grad None) or backward of one pooling, spatial axes last. Returns y, or (y, dx, idx)."""
     x = np.asarray(x)
     lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims :]
@@ -155,6 +155,32 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
                     share = g / 2 / len(chosen) if ties == "split" else g / 2
                     for i in picks:
                         dx[li + real[i]] += share
+            elif op == "quantile":  # sorted real cells, linearly between the two around q·(n-1)
+                if any(v != v for v in vals):
+                    y[li + oi] = math.nan
+                    parts = [(_select(vals, "max"), 0.5), (_select(vals, "max"), 0.5)]
+                else:
+                    ordered = sorted(vals)
+                    at = q * (len(ordered) - 1)
+                    lo = math.floor(at)
+                    hi = min(lo + 1, len(ordered) - 1)
+                    t = at - lo
+                    y[li + oi] = ordered[lo] + (ordered[hi] - ordered[lo]) * t
+                    parts = [([i for i, v in enumerate(vals) if v == ordered[lo]], 1 - t),
+                             ([i for i, v in enumerate(vals) if v == ordered[hi]], t)]
+                for chosen, weight in parts:
+                    picks = chosen[:1] if ties == "first" else chosen
+                    share = g * weight / len(chosen) if ties == "split" else g * weight
+                    for i in picks:
+                        dx[li + real[i]] += share
+            elif op == "avgmax":  # max + avg
+                chosen = _select(vals, "max")
+                y[li + oi] = vals[chosen[0]] + sum(vals) / counted
+                picks = chosen[:1] if ties == "first" else chosen
+                for i in picks:
+                    dx[li + real[i]] += g / len(chosen) if ties == "split" else g
+                for c in real:
+                    dx[li + c] += g / counted
             elif op == "mode":
                 counts: dict = {}
                 for v in vals:

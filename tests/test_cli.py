@@ -163,7 +163,7 @@ ERRORS = [
     (["forward", "--matrix", M4, "-p", "sideways"], 2, "--padding sideways: not a padding"),
     (["forward", "--matrix", M4, "--op", "medain"], 2, "--op medain: not an operator; did you mean median"),
     (["forward", "--matrix", M4, "--op", "average"], 2, "did you mean avg"),
-    (["forward", "--matrix", M4, "--no-count-pad"], 2, "--no-count-pad goes with --op avg, lp, mixed or gem, not --op max"),
+    (["forward", "--matrix", M4, "--no-count-pad"], 2, "--no-count-pad goes with --op avg, lp, mixed, gem or avgmax, not --op max"),
     (["forward", "--matrix", M4, "--op", "mode", "--alpha", "0.2"], 2, "--alpha goes with --op mixed or lrn"),
     (["forward", "--matrix", M4, "--global", "-k", "2"], 2, "--global sets the windows itself"),
     (["forward", "--matrix", "1 2; 3"], 1, "row 2 has 1 values but row 1 has 2"),

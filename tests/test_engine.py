@@ -14,13 +14,15 @@ from poolcli import WindowSpec
 from tests.reference import pool as reference
 from tests.strategies import pooling_case, reference_geometry
 
-OPS = ["max", "min", "avg", "lp", "mixed", "median", "gem", "softpool", "stochastic"]
+OPS = ["max", "min", "avg", "lp", "mixed", "median", "gem", "softpool", "stochastic", "quantile", "avgmax"]
 
 
 @st.composite
 def op_params(draw, op: str) -> dict:
     params: dict = {"ties": draw(st.sampled_from(["first", "all", "split"]))}
-    if op in ("avg", "mixed", "lp", "gem"):
+    if op == "quantile":
+        params["q"] = draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0]))
+    if op in ("avg", "mixed", "lp", "gem", "avgmax"):
         params["count_pad"] = draw(st.booleans())
     if op == "avg" and draw(st.booleans()):
         params["divisor"] = draw(st.integers(1, 7))
@@ -41,7 +43,7 @@ def op_params(draw, op: str) -> dict:
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), op=st.sampled_from(OPS))
 def test_forward_and_backward_match_the_oracle(data, op):
-    x, options, spec = data.draw(pooling_case(nan=op in ("max", "min", "median")))
+    x, options, spec = data.draw(pooling_case(nan=op in ("max", "min", "median", "quantile")))
     if op == "stochastic":  # probabilities a/Σa: non-negative inputs, with zeros and ties
         x = np.abs(np.round(x))
     params = data.draw(op_params(op))

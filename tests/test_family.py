@@ -24,7 +24,7 @@ def test_spp_concatenates_the_levels_adaptive_pools(data, dims, reduce):
     grad = np.random.default_rng(1).normal(size=y.shape)
     want, dx_want = reference.spp(x, levels, reduce, dims, grad)
     assert y.shape == (2, 3 * sum(n**dims for n in levels))
-    np.testing.assert_allclose(y, want, rtol=1e-12)
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)  # sums in another order
     np.testing.assert_allclose(poolcli.backward(x, grad, "spp", levels=levels, reduce=reduce, dims=dims), dx_want,
                                rtol=1e-12, atol=1e-12)
 
@@ -114,3 +114,34 @@ def test_fractional_refuses_samples_of_the_wrong_shape_or_range():
         poolcli.forward(x, "fractional", ratio=0.5, samples=np.zeros((2, 3, 3)))
     with pytest.raises(poolcli.UsageError, match=r"\[0, 1\)"):
         poolcli.forward(x, "fractional", ratio=0.5, samples=np.ones((2, 3, 2)))
+
+
+@CASES
+@given(data=st.data())
+def test_avgmax_concat_is_max_then_avg_along_the_channels(data):
+    from tests.strategies import pooling_case
+
+    x, _, spec = data.draw(pooling_case())
+    y = poolcli.forward(x, "avgmax", spec=spec, concat=True)
+    hi, mean = poolcli.forward(x, "max", spec=spec), poolcli.forward(x, "avg", spec=spec)
+    lead = x.ndim - spec.bind(x.shape).dims
+    want = np.concatenate([hi, mean], axis=lead - 1) if lead else np.stack([hi, mean])
+    np.testing.assert_array_equal(y, want)
+    grad = np.random.default_rng(0).normal(size=y.shape)
+    g_hi, g_mean = np.split(grad, 2, axis=lead - 1 if lead else 0)
+    if not lead:
+        g_hi, g_mean = g_hi[0], g_mean[0]
+    np.testing.assert_allclose(poolcli.backward(x, grad, "avgmax", spec=spec, concat=True),
+                               poolcli.backward(x, g_hi, "max", spec=spec) + poolcli.backward(x, g_mean, "avg",
+                                                                                              spec=spec), rtol=1e-12)
+
+
+@CASES
+@given(data=st.data(), q=st.floats(0, 1))
+def test_quantile_is_numpys_quantile_of_each_tile(data, q):
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, 3, 8, 6))
+    y = poolcli.forward(x, "quantile", kernel=2, q=q)
+    tiles = x.reshape(2, 3, 4, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 3, 4, 3, 4)
+    np.testing.assert_allclose(y, np.quantile(tiles, q, axis=-1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(poolcli.forward(x, "quantile", kernel=2, q=0.5), poolcli.forward(x, "median", kernel=2),
+                               rtol=1e-15, atol=1e-15)

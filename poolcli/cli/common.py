@@ -86,8 +86,8 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "channels_last": (bool, _option(False, "--channels-last", panel=WINDOW, help="The input is (…, H, W, C).")),
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
                                autocompletion=_complete_op,
-                               help=f"{' '.join(OPS)} (default {DEFAULT}; {IMAGE_DEFAULT} for images; "
-                                    "--op NAME --help: its options)")),
+                               help=f"{' '.join(OPS)} (default {DEFAULT}, images {IMAGE_DEFAULT}; "
+                                    "NAME --help: its options)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz.")),

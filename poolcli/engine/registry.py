@@ -13,6 +13,7 @@ visualize and ``--check`` do) is asked of the operators here.
 
 from __future__ import annotations
 
+from poolcli.engine.avgmax import AvgMax
 from poolcli.engine.base import TIES_OPTION, Op, Option, Params
 from poolcli.engine.bilinear import BilinearPool
 from poolcli.engine.fractional import Fractional
@@ -22,6 +23,7 @@ from poolcli.engine.lrn import LRN
 from poolcli.engine.median import Median
 from poolcli.engine.mode import Mode
 from poolcli.engine.ops import Avg, Lp, Max, Min, Mixed
+from poolcli.engine.quantile import Quantile
 from poolcli.engine.softpool import SoftPool
 from poolcli.engine.spp import SPP
 from poolcli.engine.stochastic import Stochastic
@@ -30,7 +32,8 @@ from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
 
 OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Fractional(),
-                             Median(), Mode(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool(), SPP())
+                             Median(), Quantile(), Mode(), AvgMax(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool(),
+                             SPP())
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named
 OPS: dict[str, Op] = {op.name: op for op in OPERATORS}
