@@ -31,9 +31,10 @@ from poolcli.engine.unpool import Unpool
 from poolcli.engine.upsample import Upsample
 from poolcli.errors import UsageError
 
-OPERATORS: tuple[Op, ...] = (Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Fractional(),
-                             Median(), Quantile(), Mode(), AvgMax(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool(),
-                             SPP())
+OPERATORS: tuple[Op, ...] = (
+    Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Fractional(), Median(), Quantile(), Mode(),
+    AvgMax(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool(), SPP(),
+)
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named
 OPS: dict[str, Op] = {op.name: op for op in OPERATORS}
