@@ -420,3 +420,27 @@ def fractional(x, kernel, outs, samples, grad=None, ties="first"):
             for j in picks:
                 dx[li + cells[j]] += g / len(tied) if ties == "split" else g
     return y, dx, idx
+
+
+def lrn_within(x, size=5, alpha=1e-4, beta=0.75, bias=1.0, dims=2, grad=None):
+    """Local response normalisation within each channel (Caffe's WITHIN_CHANNEL): every cell over the sum of
+    squares of the size^dims cells around it (missing cells are zeros), divided by size^dims; returns (y, dx)."""
+    x = np.asarray(x, dtype=np.float64)
+    y, dx = np.zeros(x.shape), np.zeros(x.shape)
+    g = np.ones(x.shape) if grad is None else grad
+    lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims:]
+    n = size**dims
+
+    def around(cell):
+        ranges = [range(c - size // 2, c + (size - 1) // 2 + 1) for c in cell]
+        return [p for p in product(*ranges) if all(0 <= a < s for a, s in zip(p, sizes))]
+
+    for li in product(*(range(k) for k in lead)):
+        v, gl = x[li], g[li]
+        d = {cell: bias + alpha / n * sum(v[p] ** 2 for p in around(cell)) for cell in product(*map(range, sizes))}
+        for cell, di in d.items():
+            y[li + cell] = v[cell] * di**-beta
+            dx[li + cell] += gl[cell] * di**-beta
+            for p in around(cell):
+                dx[li + p] += gl[cell] * v[cell] * -beta * di ** (-beta - 1) * alpha / n * 2 * v[p]
+    return y, dx

@@ -145,3 +145,35 @@ def test_quantile_is_numpys_quantile_of_each_tile(data, q):
     np.testing.assert_allclose(y, np.quantile(tiles, q, axis=-1), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(poolcli.forward(x, "quantile", kernel=2, q=0.5), poolcli.forward(x, "median", kernel=2),
                                rtol=1e-15, atol=1e-15)
+
+
+@CASES
+@given(data=st.data(), dims=st.integers(1, 3), size=st.integers(1, 4))
+def test_lrn_within_a_channel_matches_the_oracle(data, dims, size):
+    sides = [data.draw(st.integers(1, 4 if dims == 3 else 6)) for _ in range(dims)]
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, *sides))
+    options = dict(region="within", size=size, alpha=0.7, beta=0.75, bias=1.5, dims=dims)
+    y = poolcli.forward(x, "lrn", **options)
+    grad = np.random.default_rng(1).normal(size=y.shape)
+    want, dx_want = reference.lrn_within(x, size, 0.7, 0.75, 1.5, dims, grad)
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    np.testing.assert_allclose(poolcli.backward(x, grad, "lrn", **options), dx_want, rtol=1e-10, atol=1e-12)
+
+
+def test_lrn_within_reads_channels_last_as_such():
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 3))
+    y = poolcli.forward(x, "lrn", region="within", size=3, channels_last=True)
+    np.testing.assert_allclose(np.moveaxis(y, -1, 1),
+                               poolcli.forward(np.moveaxis(x, -1, 1), "lrn", region="within", size=3), rtol=1e-15)
+
+
+def test_visualize_region_is_lrns_region_or_the_crop_by_its_value(tmp_path):
+    from tests.conftest import run_poolcli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(1, 3, 8, 8)))
+    within = run_poolcli("visualize", tmp_path / "x.npy", "--op", "lrn", "--region", "within", "--size", "3")
+    assert within.code == 0 and "within, size 3" in within.text, within.stderr
+    crop = run_poolcli("visualize", tmp_path / "x.npy", "--op", "lrn", "--region", "0:4,0:4", "--size", "3")
+    assert crop.code == 0 and "across, size 3" in crop.text, crop.stderr
+    bad = run_poolcli("forward", tmp_path / "x.npy", "--op", "lrn", "--region", "inside")
+    assert bad.code == 2 and "across" in bad.stderr

@@ -296,14 +296,22 @@ def pooling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared window, operator and input options, collected into its ``pool`` argument."""
     sig = inspect.signature(fn, eval_str=True)
     own = [p for p in sig.parameters.values() if p.name != "pool"]
+    # a command's own option of an operator option's name (visualize --region, lrn --region) takes both: the
+    # operator's choices go to the operator, anything else to the command
+    clash = {p.name for p in own} & set(POOL_OPTIONS)
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
-        for name, (kind, (default, option)) in POOL_OPTIONS.items()
+        for name, (kind, (default, option)) in POOL_OPTIONS.items() if name not in clash
     ]
 
     @functools.wraps(fn)
     def command(**kw: Any) -> Any:
-        values = {name: kw.pop(name) for name in POOL_OPTIONS}
+        values = {name: kw.pop(name) for name in POOL_OPTIONS if name not in clash}
+        for name in clash:
+            choices = OPERATOR_OPTIONS[name][1][0].choices if name in OPERATOR_OPTIONS else ()
+            values[name] = kw[name] if kw[name] in choices else None
+            if values[name] is not None:
+                kw[name] = None
         kw["pool"] = values
         return fn(**kw)
 
