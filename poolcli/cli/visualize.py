@@ -52,7 +52,7 @@ def visualize(
     plane: Annotated[str | None, typer.Option("--plane", rich_help_panel=INPUT, metavar="N|I,J,…",
                                                  help="Plane: a number, or an index per axis.")] = None,
     region: Annotated[str | None, typer.Option("--region", rich_help_panel=INPUT, metavar="R0:R1,C0:C1",
-                                                  help="Part of the plane, as NumPy slices (lrn: across or within).")] = None,
+                                                  help="Part of the plane (lrn: across or within).")] = None,
     output: Annotated[str | None, typer.Option("-o", "--output", rich_help_panel=OUTPUT, metavar="FIGURE.png",
                                                   help="Draw a picture instead of printing.")] = None,
     linear: Annotated[bool, typer.Option("--linear", rich_help_panel=OPERATOR,
