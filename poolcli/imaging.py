@@ -44,7 +44,7 @@ def _pillow_reduces(meta: dict, g: Any, recipe: Recipe, linear: bool) -> tuple[i
     tile (kernel == stride, no padding or dilation) with power-of-two sides, where Pillow
     rounds half up by exact shifts as the engine's path does.
     """
-    if not recipe.operator.box_filter(recipe.params) or linear or meta.get("mode") not in ("L", "RGB"):
+    if not recipe.operator.box_filter(recipe.params) or recipe.arrays or linear or meta.get("mode") not in ("L", "RGB"):
         return None
     sides = []
     for a in g.axes:

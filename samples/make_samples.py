@@ -25,6 +25,8 @@ def main() -> None:
     t = np.arange(16)
     seq = np.stack([np.sin(t * (k + 1) * 0.4 + n) for n in range(2) for k in range(4)]).reshape(2, 4, 16)
     np.save(HERE / "sequence.npy", np.round(seq, 3).astype(np.float32))
+    binomial = np.outer([1, 2, 1], [1, 2, 1]) / 16  # a 3×3 blur for avg --weights, one per channel
+    np.save(HERE / "weights.npy", np.stack([binomial] * 3))
     from PIL import Image
 
     y, x = np.mgrid[0:64, 0:96]

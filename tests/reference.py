@@ -444,3 +444,25 @@ def lrn_within(x, size=5, alpha=1e-4, beta=0.75, bias=1.0, dims=2, grad=None):
             for p in around(cell):
                 dx[li + p] += gl[cell] * v[cell] * -beta * di ** (-beta - 1) * alpha / n * 2 * v[p]
     return y, dx
+
+
+def weighted_avg(x, weights, dims, kernel, stride, dilation, pads, ceil, grad=None):
+    """Σ w·x / Σ w over each window's real cells, one weight window per channel (the axis before the spatial
+    ones; (*kernel) weights for a plane without channels); returns (y, dx, dw)."""
+    x = np.asarray(x, dtype=np.float64)
+    lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims:]
+    w = np.asarray(weights, dtype=np.float64).reshape((-1, *kernel))
+    outs, wins = windows(sizes, kernel, stride, dilation, pads, ceil)
+    y, dx, dw = np.zeros(lead + outs), np.zeros(x.shape), np.zeros(w.shape)
+    for li in product(*(range(n) for n in lead)):
+        c = li[-1] if lead else 0
+        for oi, cells in wins.items():
+            taps = [(pos, ji) for (pos, real, _), ji in zip(cells, product(*(range(k) for k in kernel))) if real]
+            total = sum(w[(c, *ji)] for _, ji in taps)
+            value = sum(w[(c, *ji)] * x[li + pos] for pos, ji in taps) / total
+            y[li + oi] = value
+            g = 1.0 if grad is None else float(grad[li + oi])
+            for pos, ji in taps:
+                dx[li + pos] += g * w[(c, *ji)] / total
+                dw[(c, *ji)] += g * (x[li + pos] - value) / total
+    return y, dx, dw.reshape(np.shape(weights))

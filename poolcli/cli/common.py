@@ -87,7 +87,7 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
                                autocompletion=_complete_op,
                                help=f"{' '.join(OPS)} (default {DEFAULT}, images {IMAGE_DEFAULT}; "
-                                    "NAME --help: its options)")),
+                                    "--op X --help)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz.")),
@@ -141,8 +141,8 @@ POOL_OPTIONS.update(INPUT_OPTIONS)
 
 def focus_help(argv: list[str]) -> None:
     """For --help: show the options of the operator named by --op, or (without --op) those of the default
-    operators (max for arrays, avg for images); the rest are a line away (``--op NAME --help``). Changes what
-    the next help prints only."""
+    operators (max for arrays, avg for images) but their extra input files; the rest are a line away
+    (``--op NAME --help``). Changes what the next help prints only."""
     asking = "--help" in argv or "-h" in argv
     named = argv[argv.index("--op") + 1] if "--op" in argv[:-1] else None
     try:
@@ -151,7 +151,8 @@ def focus_help(argv: list[str]) -> None:
         op = None
     for param, (name, _) in OPERATOR_OPTIONS.items():
         takers = declaring(name)
-        shown = [op] if op in takers else [] if op is not None else [o for o in takers if o.name in DEFAULTS]
+        plain = [o for o in takers if o.name in DEFAULTS and OPTIONS[name][0].kind != "array"]  # no file options
+        shown = [op] if op in takers else [] if op is not None else plain
         info = POOL_OPTIONS[param][1][1]
         info.hidden = asking and not shown
         info.help = _option_help(name, shown if asking and shown else takers)  # what it does for them

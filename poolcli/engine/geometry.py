@@ -327,6 +327,14 @@ class Geometry:
         shifted = tuple(int(a) + s.start for a, s in zip(start[len(start) - len(self.lead):], index))
         return replace(self, lead=lead, channels_last=False, origin=start[: len(start) - len(self.lead)] + shifted)
 
+    def plane(self, index: tuple[int, ...]) -> Geometry:
+        """The geometry of the one plane at ``index`` (one index per leading axis), for a picture of it.
+
+        >>> Geometry((2, 3), ()).plane((1, 2)).origin
+        (1, 2)
+        """
+        return replace(self, lead=(), channels_last=False, origin=tuple(index))
+
     def planes(self) -> tuple[tuple[int, ...], list[np.ndarray]]:
         """Where the planes are in the whole input: the origin (one start per leading axis of the whole input,
         which may have more axes than this block, as one plane cut out for a picture) and, per axis of

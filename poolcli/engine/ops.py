@@ -18,6 +18,8 @@ import numpy as np
 from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highest, lowest
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.kernels import select_backward, select_indices, separable, spread, window_sum
+from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
+from poolcli.errors import UsageError
 
 __all__ = ["COUNT_PAD", "Avg", "Lp", "Max", "Min", "Mixed"]
 
@@ -50,9 +52,25 @@ DIVISOR = Option("divisor", int, None, "divide each window's sum by N", metavar=
                  check=lambda v: v >= 1, need="the divisor must be a whole number of 1 or more")
 
 
+WEIGHTS = Option("weights", "array", None, "a weight window per channel", flag="--weights", metavar="W.npy")
+
+
 class Avg(Op):
-    name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad, --divisor)"
-    options, box_mean, strided = (COUNT_PAD, DIVISOR), True, True
+    name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad, --divisor, --weights)"
+    options, box_mean, strided = (COUNT_PAD, DIVISOR, WEIGHTS), True, True
+
+    def bind(self, shape, spec, params, weights=None, **arrays):
+        g = spec.bind(shape)
+        if weights is None:
+            return g
+        if "divisor" in params.given:
+            raise UsageError("--weights divides by the weights' sum; drop --divisor")
+        return weighted(g, weights)
+
+    def more_gradients(self, x, g, grad, params):
+        if not isinstance(g, WeightedGeometry):
+            return {}
+        return {"weights": weights_gradient(x, g, grad)}
 
     def _divisor(self, g: Geometry, params: Params, dtype: np.dtype) -> np.ndarray:
         """What each window's sum is divided by: ``--divisor`` for every window, else its count of cells."""
@@ -65,6 +83,8 @@ class Avg(Op):
         return "divisor" not in params.given
 
     def forward(self, x, g, params):
+        if isinstance(g, WeightedGeometry):
+            return weighted_forward(x, g)
         if x.dtype.kind in "biu" and _exact_in_float32(x.dtype, g):  # integer sums below 2**24: exact in float32,
             y = separable(x.astype(np.float32), g, np.add, 0).astype(np.float64)  # half float64's bytes, same sums
         else:
@@ -73,6 +93,8 @@ class Avg(Op):
         return y.astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
+        if isinstance(g, WeightedGeometry):
+            return weighted_backward(x, g, grad)
         return spread(grad / self._divisor(g, params, grad.dtype), g)
 
 

@@ -129,11 +129,11 @@ def build_scene(x: np.ndarray, spec: WindowSpec, op: str, params: Params, plane:
     pool = get_op(op)
     if not pool.windowed:
         return _plain_scene(x, spec, op, params, plane, grad, arrays or {})
-    g = bind(op, x.shape, spec, params)  # checks the geometry on the whole input
+    g = bind(op, x.shape, spec, params, **(arrays or {}))  # checks the geometry on the whole input
     if g.dims > 2:
         raise UsageError("visualize draws 1-D and 2-D pooling; for --dims 3 look at the numbers with forward/backward")
     sheet, index = pick_plane(to_engine(x, g), g.dims, plane)
-    pg = replace(replace(spec, dims=g.dims, channels_last=False).bind(sheet.shape), origin=index)  # the plane's own
+    pg = g.plane(index)  # the plane's own windows (and weights, random numbers)
     y = run_forward(sheet, pg, op, params)
     dx = None
     if pool.differentiable:
