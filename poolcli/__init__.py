@@ -142,7 +142,7 @@ def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, i
     with _python_words():
         g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
         if return_indices:
-            return run_indices(x, g, op, threads)
+            return run_indices(x, g, op, threads, params=params)
         return run_forward(x, g, op, params, threads)
 
 

@@ -28,7 +28,7 @@ CHECK = "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
 IMAGE_DEFAULT = next(op.name for op in OPERATORS if op.box_mean)  # images: a box filter, not max
-DEFAULTS = (DEFAULT, IMAGE_DEFAULT)  # the operators whose options plain --help shows
+DEFAULTS = (IMAGE_DEFAULT,)  # plain --help shows its options (max, the default for arrays, has only --indices ones)
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
@@ -140,9 +140,9 @@ POOL_OPTIONS.update(INPUT_OPTIONS)
 
 
 def focus_help(argv: list[str]) -> None:
-    """For --help: show the options of the operator named by --op, or (without --op) those of the default
-    operators (max for arrays, avg for images) but their extra input files; the rest are a line away
-    (``--op NAME --help``). Changes what the next help prints only."""
+    """For --help: show the options of the operator named by --op, or (without --op) those of avg (the images'
+    default; max, the arrays', has only the --indices conventions) but its extra input files; the rest are a
+    line away (``--op NAME --help``). Changes what the next help prints only."""
     asking = "--help" in argv or "-h" in argv
     named = argv[argv.index("--op") + 1] if "--op" in argv[:-1] else None
     try:

@@ -130,13 +130,13 @@ def forward(
     if npy_file(output):  # written block by block into the mapped file: an output larger than memory fits
         with arrays.NpyOutputs([output] + ([indices] if indices is not None else [])) as files:
             if indices is not None:
-                run_indices(loaded.array, g, pooling.op, allocate=files.allocate, **run)
+                run_indices(loaded.array, g, pooling.op, allocate=files.allocate, params=pooling.params, **run)
             else:
                 run_forward(loaded.array, g, pooling.op, pooling.params, allocate=files.allocate, **run)
         return None
     idx = None
     if indices is not None:
-        y, idx = run_indices(loaded.array, g, pooling.op, **run)
+        y, idx = run_indices(loaded.array, g, pooling.op, params=pooling.params, **run)
     else:
         y = run_forward(loaded.array, g, pooling.op, pooling.params, **run)
     npz = idx is not None and output is not None and output.lower().endswith(".npz")

@@ -34,6 +34,7 @@ from poolcli.engine.geometry import (
     describe,
     engine_shape,
 )
+from poolcli.engine.indices import to_layout
 from poolcli.engine.registry import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, declaring, get_op
 from poolcli.errors import UsageError
 
@@ -236,8 +237,10 @@ def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = 
 
 
 def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None,
-                allocate: Allocate | None = None, block_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Max (or min) pooling with the flat per-plane index of each selected cell (PyTorch's return_indices)."""
+                allocate: Allocate | None = None, block_bytes: int | None = None,
+                params: Params = Params()) -> tuple[np.ndarray, np.ndarray]:
+    """Max (or min, fractional) pooling with the index of each selected cell: flat per plane (PyTorch's
+    return_indices), or as ``params.index_layout``/``storage_order`` say (ONNX's conventions; see ``indices``)."""
     x = check_array(x)
     pool = get_op(op)
     if not hasattr(pool, "indices"):
@@ -245,7 +248,24 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | No
         raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
         return _deliver(_empty_like_result(x, g, lambda a, one: run_indices(a, one, op)), allocate)
-    return _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes, pool=pool)
+    y, idx = _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes,
+                  pool=pool)
+    layout, order = params.index_layout, params.storage_order
+    if (layout, order) != ("plane", "row"):  # rewritten in place, a few planes at a time (idx may be a mapped file)
+        view = to_engine(idx, g, output=True)
+        sizes = tuple(g.in_shape[len(g.in_shape) - g.dims:])
+        lead = view.shape[: view.ndim - g.dims]
+        flat = view.reshape((-1, *view.shape[view.ndim - g.dims:])) if view.flags.c_contiguous else None
+        if flat is None or not lead:
+            view[...] = to_layout(view, sizes, layout, order)
+        else:
+            cells = int(np.prod(sizes))
+            for start in range(0, len(flat), 4096):
+                part = flat[start: start + 4096]
+                part[...] = to_layout(part, sizes, "plane", order) + (
+                    (np.arange(start, start + len(part)) * cells).reshape((-1,) + (1,) * g.dims)
+                    if layout == "tensor" else 0)
+    return y, idx
 
 
 def gradient_dtype(dtype: np.dtype) -> np.dtype:

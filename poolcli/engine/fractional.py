@@ -27,6 +27,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, _finite
 from poolcli.engine.geometry import axis_names
+from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.stochastic import SEED
 from poolcli.errors import GeometryError, UsageError
 
@@ -66,7 +67,7 @@ class Fractional(Op):
                       need="give ratios between 0 and 1, such as 0.7"),
                SEED,
                Option("samples", "array", None, "window offsets u in [0,1) per plane and axis", flag="--samples",
-                      metavar="U.npy"))
+                      metavar="U.npy"), INDEX_LAYOUT, STORAGE_ORDER)
     selects, ties, marks, keeps_int, random = True, True, "arg-max", True, True
 
     def bind(self, shape, spec, params, samples=None):

@@ -17,6 +17,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highest, lowest
 from poolcli.engine.geometry import Geometry
+from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.kernels import select_backward, select_indices, separable, spread, window_sum
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
@@ -29,6 +30,7 @@ COUNT_PAD = Option("count_pad", bool, True, "count the padding",
 
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
+    options = (INDEX_LAYOUT, STORAGE_ORDER)  # of the --indices it saves
     selects, ties, marks, strided = True, True, "arg-max", True
     ufunc, fill, arg = np.maximum, staticmethod(lowest), staticmethod(np.argmax)
 

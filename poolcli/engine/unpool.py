@@ -1,7 +1,8 @@
 """Max-unpooling: each value goes back to the cell its max pooling took it from; every other cell is 0.
 
 The indices are those of ``forward --op max --indices`` (PyTorch's ``return_indices``): flat
-over the spatial axes of the output plane. Backward gathers the gradient from those cells.
+over the spatial axes of the output plane, or in ONNX's conventions with ``--index-layout tensor`` and
+``--storage-order column`` (see ``indices``). Backward gathers the gradient from those cells.
 
 >>> import numpy as np
 >>> from poolcli.engine.geometry import WindowSpec
@@ -20,6 +21,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import axis_names, engine_shape
+from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER, from_layout
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -32,7 +34,7 @@ class UnpoolPlan(Plan):
 class Unpool(Op):
     name, summary, windowed, keeps_int = "unpool", "values back at their arg-max cells (--from-indices)", False, True
     options = (Option("indices", "array", None, "from forward --indices",
-                      flag="--from-indices", metavar="IDX.npy", npz_key="indices"),)
+                      flag="--from-indices", metavar="IDX.npy", npz_key="indices"), INDEX_LAYOUT, STORAGE_ORDER)
     marks = "where each value landed"
 
     def bind(self, shape, spec, params, indices=None, **arrays):
@@ -52,6 +54,8 @@ class Unpool(Op):
                                  "saved with these values (forward --op max --indices)")
             if indices.dtype.kind not in "iu":
                 raise UsageError(f"the indices hold {indices.dtype} values; they must be whole numbers")
+            if (params.index_layout, params.storage_order) != ("plane", "row"):  # ONNX's: read back per plane
+                indices = from_layout(indices, tuple(sizes), params.index_layout, params.storage_order)
             plane = int(np.prod(sizes))
             if indices.size and (indices.min() < 0 or indices.max() >= plane):
                 bad = int(indices.min() if indices.min() < 0 else indices.max())

