@@ -83,6 +83,14 @@ def pool_image(loaded: Loaded, recipe: Recipe, linear: bool = False, fast: bool 
     shape = loaded.shape if isinstance(loaded, ImageLoaded) else loaded.array.shape
     g = recipe.bind(shape, image_spec(recipe.spec, shape))
     sides = _pillow_reduces(meta, g, recipe, linear) if fast else None
+    resample = recipe.operator.pillow_filter(recipe.params)
+    if resample is not None:  # a filter only Pillow has (lanczos): Pillow resizes the image itself
+        from PIL import Image
+
+        img = meta.get("pil") or Image.fromarray(loaded.array)
+        out = g.out_shape
+        resized = img.resize((out[1], out[0]), getattr(Image.Resampling, resample.upper()))
+        return resized if keep_pil else np.asarray(resized)
     if sides is not None:
         from PIL import Image
 

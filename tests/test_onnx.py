@@ -77,3 +77,74 @@ def test_indices_in_their_default_layout_are_pytorchs_per_plane():
     _, plane = poolcli.forward(x, kernel=2, return_indices=True)
     _, tensor = poolcli.forward(x, kernel=2, return_indices=True, index_layout="tensor")
     np.testing.assert_array_equal(tensor - plane, np.broadcast_to((np.arange(6) * 16).reshape(2, 3, 1, 1), plane.shape))
+
+
+def _resize(x: np.ndarray, mode: str, coordinates: str, nearest: str, sizes=None, scales=None) -> np.ndarray:
+    inputs: dict[str, np.ndarray] = {"X": x}
+    if scales is not None:
+        inputs["scales"] = np.array([1, 1, *scales], dtype=np.float32)
+        names = ["X", "", "scales"]
+    else:
+        inputs["sizes"] = np.array([*x.shape[:2], *sizes], dtype=np.int64)
+        names = ["X", "", "", "sizes"]
+    node = helper.make_node("Resize", names, ["Y"], mode={"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode),
+                            coordinate_transformation_mode=coordinates.replace("-", "_"),
+                            nearest_mode=nearest.replace("-", "_"))
+    types = {np.dtype(np.float64): TensorProto.DOUBLE, np.dtype(np.float32): TensorProto.FLOAT,
+             np.dtype(np.int64): TensorProto.INT64}
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, types[v.dtype], None)
+                                            for k, v in inputs.items()],
+                              [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    return ReferenceEvaluator(model).run(None, inputs)[0]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), mode=st.sampled_from(["nearest", "bilinear", "bicubic"]),
+       coordinates=st.sampled_from(["half-pixel", "pytorch-half-pixel", "align-corners", "asymmetric"]),
+       nearest=st.sampled_from(["round-prefer-floor", "round-prefer-ceil", "floor", "ceil"]), by_scale=st.booleans())
+def test_upsample_coordinates_are_onnx_resize_through_the_cli(tmp_path, data, mode, coordinates, nearest, by_scale):
+    sides = (data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7)))
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(1, 2, *sides))
+    flags = ["--op", "upsample", "--mode", mode, "--coordinates", coordinates]
+    if mode == "nearest":
+        flags += ["--nearest", nearest]
+    if by_scale:
+        scales = tuple(data.draw(st.sampled_from([0.5, 0.75, 1.5, 2.0, 3.0])) for _ in range(2))
+        assume(all(int(np.floor(n * s)) >= 1 for n, s in zip(sides, scales)))
+        want = _resize(x, mode, coordinates, nearest, scales=scales)
+        flags += ["--scale", ",".join(map(str, scales))]
+    else:
+        sizes = (data.draw(st.integers(1, 10)), data.draw(st.integers(1, 10)))
+        want = _resize(x, mode, coordinates, nearest, sizes=sizes)
+        flags += ["--output-size", f"{sizes[0]},{sizes[1]}"]
+    np.save(tmp_path / "x.npy", x)
+    r = run_poolcli("forward", tmp_path / "x.npy", *flags, "-o", tmp_path / "y.npy")
+    assert r.code == 0, r.stderr
+    # onnx.reference computes its cubic weights in single precision (from its float attribute cubic_coeff_a,
+    # NumPy 2's promotion keeps float32): equal to 1e-10 in float64 but there, where float32's precision of the
+    # weights (1.2e-7 each, four weights of up to 1.3 times the largest value) is its own
+    tolerance = 1e-6 * (1 + np.abs(x).max()) if mode == "bicubic" else 1e-10
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=0, atol=tolerance)
+
+
+def test_tf_half_pixel_for_nn_is_its_formula():
+    """onnx.reference no longer runs the mode (deprecated since opset 13): (x + 0.5) / scale, then the rounding."""
+    x = np.arange(5.0)[None]
+    y = poolcli.forward(x, "upsample", dims=1, scale=0.6, coordinates="tf-half-pixel-for-nn", nearest="floor")
+    assert y.tolist() == [[x[0, int(0.5 / 0.6)], x[0, int(1.5 / 0.6)], x[0, int(2.5 / 0.6)]]]
+
+
+def test_lanczos_resizes_images_as_pillow_and_is_refused_for_arrays(tmp_path):
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    img.save(tmp_path / "a.png")
+    r = run_poolcli("forward", tmp_path / "a.png", "--op", "upsample", "--mode", "lanczos", "--scale", "0.5",
+                    "-o", tmp_path / "b.png")
+    assert r.code == 0, r.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")),
+                                  np.asarray(img.resize((15, 10), Image.Resampling.LANCZOS)))
+    np.save(tmp_path / "x.npy", np.ones((4, 4)))
+    bad = run_poolcli("forward", tmp_path / "x.npy", "--op", "upsample", "--mode", "lanczos", "--scale", "2")
+    assert bad.code == 2 and "resizes images" in bad.stderr

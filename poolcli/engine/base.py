@@ -247,6 +247,11 @@ class Op:
         return replace(plan, in_shape=lead + tuple(plan.in_shape[k:]), out_shape=lead + tuple(plan.engine_out[k:]),
                        channels_last=False)
 
+    def pillow_filter(self, params: Params) -> str | None:
+        """The Pillow resampling filter (a ``PIL.Image.Resampling`` name) an image is resized with instead of
+        the engine, for a filter only Pillow has (upsample --mode lanczos); else None."""
+        return None
+
     def picks(self, params: Params) -> bool:
         """Whether every output of this run is one of its window's input values (``selects``, with these
         options): an image is then pooled on its raw values."""

@@ -270,11 +270,61 @@ def adjoint_axis(g: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     return _segment_sum(g - part1, axis, ip.i0, ip.size) + _segment_sum(part1, axis, ip.i1, ip.size)
 
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
+
+
+COORDINATES = ("half-pixel", "pytorch-half-pixel", "align-corners", "asymmetric", "tf-half-pixel-for-nn")
+ROUNDING = ("round-prefer-floor", "round-prefer-ceil", "floor", "ceil")
+
+
+def onnx_positions(n: int, out: int, scale: float, how: str) -> np.ndarray:
+    """ONNX Resize's ``coordinate_transformation_mode``: the input coordinate of each output cell. As ONNX, the
+    corner modes use the unrounded output width ``scale·n`` (3 cells by 0.75 are 4.5 wide, not 4).
+
+    >>> onnx_positions(4, 8, 2.0, "asymmetric").tolist()
+    [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    """
+    x = np.arange(out, dtype=np.float64)
+    width = scale * n
+    if how == "align-corners":
+        return x * (n - 1) / (width - 1) if width != 1 else np.zeros(out)
+    if how == "asymmetric":
+        return x / scale
+    if how == "tf-half-pixel-for-nn":
+        return (x + 0.5) / scale
+    if how == "pytorch-half-pixel" and width == 1:
+        return np.full(out, -0.5)
+    return (x + 0.5) / scale - 0.5  # half-pixel, pytorch-half-pixel
+
+
+def onnx_axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
+    """One axis as ONNX Resize maps it (``--coordinates``, ``--nearest``): positions from the coordinate mode, the
+    nearest cell by the rounding mode, or linear/cubic (A = -0.75) neighbours clamped to the edge."""
+    pos = onnx_positions(n, out, scale if scale else out / n, params.coordinates or "half-pixel")
+    if params.mode == "nearest":
+        rounding = params.nearest or "round-prefer-floor"
+        below = np.floor(pos)
+        frac = pos - below
+        up = {"round-prefer-floor": frac > 0.5, "round-prefer-ceil": frac >= 0.5, "floor": np.zeros(out, bool),
+              "ceil": frac > 0}[rounding]
+        src = np.clip((below + up).astype(np.int64), 0, n - 1)
+        return Interp(src, src, np.zeros(out), n)
+    base = np.floor(pos).astype(np.int64)
+    t = pos - base
+    if params.mode == "bilinear":
+        i0, i1 = np.clip(base, 0, n - 1), np.clip(base + 1, 0, n - 1)
+        return Interp(i0, i1, np.where(i0 == i1, 0.0, t), n)
+    idx = np.clip(base[None, :] + np.arange(-1, 3)[:, None], 0, n - 1)
+    w = np.stack([_cubic(t + 1, A_CUBIC), _cubic(t, A_CUBIC), _cubic(1 - t, A_CUBIC), _cubic(2 - t, A_CUBIC)])
+    return Taps(idx, w, n)
 
 
 def _axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
     """One axis's source cells and weights, by mode."""
+    if params.mode == "lanczos":  # Pillow resizes images itself (pillow_filter); an array is refused when pooled
+        return interp_axis(n, out, scale, "nearest", False)
+    if params.coordinates is not None or params.nearest is not None:
+        return onnx_axis(n, out, scale, params)
     if params.mode == "area":
         return area_axis(n, out)
     if params.antialias:
@@ -286,14 +336,16 @@ def _axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Tap
 
 class Upsample(Op):
     name, summary, windowed = "upsample", "resampling by --scale or to --output-size (--mode, as interpolate)", False
-    options = (Option("mode", "choice", "nearest", "nearest, nearest-exact, bilinear, bicubic or area", choices=MODES,
-                      metavar="MODE"),
+    options = (Option("mode", "choice", "nearest", "nearest, nearest-exact, bilinear, bicubic, area; lanczos (images)",
+                      choices=MODES, metavar="MODE"),
                Option("scale", "floats", None, "factor per axis",
                       metavar="S[,S…]", check=lambda v: bool(v) and all(s > 0 and _finite(s) for s in v),
                       need="every factor must be a finite number above 0"),
                Option("align_corners", bool, False, "corners onto corners"),
                Option("antialias", bool, False, "filter when downscaling (bilinear, bicubic)"),
-               Option("recompute_scale", bool, False, "map by in/out sizes, not the factor"))
+               Option("recompute_scale", bool, False, "map by in/out sizes, not the factor"),
+               Option("coordinates", "choice", None, "ONNX Resize's coordinate mapping", choices=COORDINATES),
+               Option("nearest", "choice", None, "ONNX Resize's nearest rounding", choices=ROUNDING))
 
     def spatial(self, shape, spec, params):
         scales = params.scale
@@ -332,6 +384,12 @@ class Upsample(Op):
             raise UsageError(f"--align-corners goes with --mode bilinear or bicubic, not {params.mode}")
         if params.antialias and params.mode not in ("bilinear", "bicubic"):
             raise UsageError(f"--antialias goes with --mode bilinear or bicubic, not {params.mode}")
+        if params.coordinates is not None or params.nearest is not None:  # ONNX Resize's rules
+            if params.mode not in ("nearest", "bilinear", "bicubic") or params.antialias or params.align_corners:
+                raise UsageError("--coordinates and --nearest follow ONNX Resize: give --mode nearest, bilinear or "
+                                 "bicubic, without --antialias/--align-corners (--coordinates align-corners)")
+            if params.nearest is not None and params.mode != "nearest":
+                raise UsageError(f"--nearest rounds --mode nearest, not {params.mode}")
         mapped = (None,) * dims if params.recompute_scale else per  # PyTorch's recompute_scale_factor
         axes = tuple(_axis(n, o, s, params) for n, o, s in zip(sizes, outs, mapped))
         out = spec.with_sizes(shape, outs)
@@ -340,10 +398,19 @@ class Upsample(Op):
                      for nm, n, o, s in zip(names, sizes, outs, per))
         return UpsamplePlan(shape, out, rows, dims=dims, axes=axes)
 
+    def pillow_filter(self, params):
+        return "lanczos" if params.mode == "lanczos" else None
+
     def widens_half(self, params, backward=False):
         return backward or not params.mode.startswith("nearest")  # nearest forward only moves values
 
+    def _arrays_only(self, params: Params) -> None:
+        if params.mode == "lanczos":
+            raise UsageError("--mode lanczos resizes images (Pillow's LANCZOS filter), forward only; for arrays "
+                             "give --mode bicubic (with --antialias to downscale)")
+
     def forward(self, x, plan, params):
+        self._arrays_only(params)
         y = x.astype(float_type(x.dtype), copy=False)
         first = y.ndim - plan.dims
         for i, ip in enumerate(plan.axes):
@@ -351,6 +418,7 @@ class Upsample(Op):
         return y if y is not x else y.copy()
 
     def backward(self, x, plan, grad, params):
+        self._arrays_only(params)
         first = grad.ndim - plan.dims
         g = grad
         for i in reversed(range(plan.dims)):
