@@ -28,7 +28,6 @@ CHECK = "Gradient check"
 IMAGE_SUFFIX_SET = set(IMAGE_SUFFIXES)
 
 IMAGE_DEFAULT = next(op.name for op in OPERATORS if op.box_mean)  # images: a box filter, not max
-DEFAULTS = (IMAGE_DEFAULT,)  # plain --help shows its options (max, the default for arrays, has only --indices ones)
 Ties = Enum("Ties", {name: name for name in TIES}, type=str)  # type: ignore[misc]
 
 
@@ -87,7 +86,7 @@ POOL_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "op": (str | None, _option(None, "--op", panel=OPERATOR, metavar="NAME", show_default=False,
                                autocompletion=_complete_op,
                                help=f"{' '.join(OPS)} (default {DEFAULT}, images {IMAGE_DEFAULT}; "
-                                    "--op X --help)")),
+                                    "--op X --help: its options)")),
 }
 INPUT_OPTIONS: dict[str, tuple[type, tuple[Any, Any]]] = {
     "key": (str | None, _option(None, "--key", panel=INPUT, help="The array to read from an .npz.")),
@@ -140,9 +139,8 @@ POOL_OPTIONS.update(INPUT_OPTIONS)
 
 
 def focus_help(argv: list[str]) -> None:
-    """For --help: show the options of the operator named by --op, or (without --op) those of avg (the images'
-    default; max, the arrays', has only the --indices conventions) but its extra input files; the rest are a
-    line away (``--op NAME --help``). Changes what the next help prints only."""
+    """For --help: show the options of the operator named by --op; without --op, none (twenty operators' options
+    do not fit a screen: ``--op NAME --help`` shows NAME's). Changes what the next help prints only."""
     asking = "--help" in argv or "-h" in argv
     named = argv[argv.index("--op") + 1] if "--op" in argv[:-1] else None
     try:
@@ -151,8 +149,7 @@ def focus_help(argv: list[str]) -> None:
         op = None
     for param, (name, _) in OPERATOR_OPTIONS.items():
         takers = declaring(name)
-        plain = [o for o in takers if o.name in DEFAULTS and OPTIONS[name][0].kind != "array"]  # no file options
-        shown = [op] if op in takers else [] if op is not None else plain
+        shown = [op] if op in takers else []
         info = POOL_OPTIONS[param][1][1]
         info.hidden = asking and not shown
         info.help = _option_help(name, shown if asking and shown else takers)  # what it does for them
