@@ -148,6 +148,9 @@ def _pool_values(array: np.ndarray, g: Any, recipe: Recipe, meta: dict, linear: 
     alpha = has_alpha(meta)
     light = linear and meta.get("mode") not in ("I", "F")
     top = float(np.iinfo(dtype).max) if integer and (alpha or light) and meta.get("mode") != "I" else 1.0
+    if (alpha or light) and {"nodata", "skip_nan"} & set(recipe.params.given):
+        raise UsageError("--nodata compares an image's raw values, which premultiplied alpha and --linear change; "
+                         "give it for images without alpha and without --linear (or pool the array)")
     x = array.astype(np.float64)
     if top != 1.0:
         x /= top

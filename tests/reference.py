@@ -62,7 +62,8 @@ def _select(values: list[float], op: str) -> list[int]:
 
 def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pads=((0, 0), (0, 0)),
          ceil=False, count_pad=True, p=2.0, mean=False, alpha=0.5, output_size=None, global_pool=False,
-         grad=None, ties="first", eps=1e-6, divisor=None, seed=0, expected=False, q=0.5, concat=False):
+         grad=None, ties="first", eps=1e-6, divisor=None, seed=0, expected=False, q=0.5, concat=False,
+         nodata=None, skip_nan=False):
     """Forward (grad None) or backward of one pooling, spatial axes last. Returns y, or (y, dx, idx)."""
     x = np.asarray(x)
     lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims :]
@@ -77,6 +78,14 @@ def pool(x, op="max", dims=2, kernel=(2, 2), stride=(2, 2), dilation=(1, 1), pad
             vals = [float(plane[c]) for c in real]
             counted = sum(1 for _, is_real, inside in cells if (inside if count_pad else is_real))
             g = 1.0 if grad is None else float(grad[li + oi])
+            if nodata is not None or skip_nan:  # no-data cells are left out, as padding is
+                keep = [(c, v) for c, v in zip(real, vals) if not (v == nodata or (skip_nan and v != v))]
+                counted -= len(real) - len(keep)
+                real, vals = [c for c, _ in keep], [v for _, v in keep]
+                if not keep:
+                    y[li + oi] = math.nan if nodata is None else nodata
+                    idx[li + oi] = -1
+                    continue
             if op in ("max", "min"):
                 chosen = _select(vals, op)
                 y[li + oi] = vals[chosen[0]]

@@ -60,3 +60,37 @@ def test_weighted_average_refuses_adaptive_windows_and_a_divisor():
         poolcli.forward(x, "avg", output_size=3, weights=w)
     with pytest.raises(poolcli.UsageError, match="divisor"):
         poolcli.forward(x, "avg", kernel=2, weights=w, divisor=3)
+
+
+NODATA_OPS = ["max", "min", "avg", "lp", "median", "mode", "quantile"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), op=st.sampled_from(NODATA_OPS), skip_nan=st.booleans())
+def test_no_data_cells_are_left_out_of_every_window(data, op, skip_nan):
+    x, options, spec = data.draw(pooling_case(nan=skip_nan))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = np.where(rng.random(x.shape) < 0.4, -9999.0, x)  # holes, and windows of holes only
+    params = {"nodata": -9999.0, "skip_nan": skip_nan}
+    if op in ("avg", "lp"):
+        params["count_pad"] = data.draw(st.booleans())
+    y = poolcli.forward(x, op, spec=spec, **params)
+    geometry = reference_geometry(x.shape, options)
+    grad = np.arange(1, y.size + 1, dtype=np.float64).reshape(y.shape)
+    want, dx_want, idx_want = reference.pool(x, op, grad=grad, **geometry, **params)
+    np.testing.assert_allclose(y, want, rtol=1e-9, atol=1e-12)
+    if op != "mode":
+        dx = poolcli.backward(x, grad, op, spec=spec, **params)
+        np.testing.assert_allclose(dx, dx_want, rtol=1e-9, atol=1e-9)
+        assert not dx[x == -9999.0].any()  # the holes receive nothing
+    if op in ("max", "min"):
+        np.testing.assert_array_equal(poolcli.forward(x, op, spec=spec, return_indices=True, **params)[1], idx_want)
+
+
+def test_a_raster_with_holes_averages_as_gdal(tmp_path):
+    """GDAL's -r average leaves nodata out of each window; a window of holes stays a hole."""
+    x = np.array([[1.0, -1, 3, 5], [-1, -1, 7, 9], [-1, -1, 2, 2], [-1, -1, 2, 2]])
+    np.save(tmp_path / "dem.npy", x)
+    r = run_poolcli("forward", tmp_path / "dem.npy", "--op", "avg", "-k", "2", "--nodata", "-1", "-o", tmp_path / "y.npy")
+    assert r.code == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), [[1.0, 6.0], [-1.0, 2.0]])

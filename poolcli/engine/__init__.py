@@ -248,7 +248,8 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | No
         raise UsageError(f"--indices goes with --op {which}, not {op}")
     if x.size == 0 and _one_plane(g) is not None:
         return _deliver(_empty_like_result(x, g, lambda a, one: run_indices(a, one, op)), allocate)
-    y, idx = _run(pool.indices, g, [to_engine(x, g)], [False, False], threads, False, allocate, block_bytes,
+    y, idx = _run(lambda a, plan: pool.indices(a, plan, params), g, [to_engine(x, g)], [False, False], threads, False,
+                  allocate, block_bytes,
                   pool=pool)
     layout, order = params.index_layout, params.storage_order
     if (layout, order) != ("plane", "row"):  # rewritten in place, a few planes at a time (idx may be a mapped file)

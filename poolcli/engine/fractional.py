@@ -153,7 +153,7 @@ class Fractional(Op):
     def forward(self, x, plan, params):
         return self._shaped(self._select(x, plan)[0], x, plan)
 
-    def indices(self, x: np.ndarray, plan: FractionalPlan) -> tuple[np.ndarray, np.ndarray]:
+    def indices(self, x: np.ndarray, plan: FractionalPlan, params: Params = Params()) -> tuple[np.ndarray, np.ndarray]:
         best, where, _, _ = self._select(x, plan)
         return self._shaped(best, x, plan), self._shaped(where, x, plan)
 

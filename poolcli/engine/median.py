@@ -22,6 +22,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Params, float_type
 from poolcli.engine.kernels import gather_windows, pick_first, scatter_windows
+from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, gathered_missing, missing
 
 __all__ = ["Median", "Params"]
 
@@ -29,10 +30,16 @@ __all__ = ["Median", "Params"]
 class Median(Op):
     name, summary = "median", "median per window (NaN propagates; even counts: the mean of the middle two)"
     selects, ties, marks = True, True, "median cell"
+    options = (NODATA, SKIP_NAN)
 
-    def _middle(self, x: np.ndarray, g) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The windows' cells, which are real, the two middle values and whether a window holds NaN."""
+    def _middle(self, x: np.ndarray, g, params: Params) -> tuple[np.ndarray, ...]:
+        """The windows' cells, which are real (not padding, not no-data), the two middle values and whether a
+        window holds NaN."""
         cells, real = gather_windows(x.astype(float_type(x.dtype), copy=False), g, np.nan)
+        m = missing(x, params)
+        if m is not None:  # no-data cells are no cells: left out as padding is
+            real = real & ~gathered_missing(m, g)
+            cells = np.where(real, cells, np.nan)
         n = real.sum(axis=-1)
         ordered = np.sort(cells, axis=-1)  # padding (NaN) last; a real NaN makes the median NaN anyway
         shape = ordered.shape[:-1] + (1,)
@@ -42,13 +49,15 @@ class Median(Op):
         return cells, real, lo, hi, nan
 
     def forward(self, x, g, params):
-        _, _, lo, hi, nan = self._middle(x, g)
+        _, real, lo, hi, nan = self._middle(x, g, params)
         y = lo + (hi - lo) / 2
         y[nan] = np.nan
+        if "nodata" in params.given or "skip_nan" in params.given:
+            y[np.broadcast_to(~real.any(axis=-1), y.shape)] = empty_value(params)
         return y
 
     def backward(self, x, g, grad, params):
-        cells, real, lo, hi, nan = self._middle(x, g)
+        cells, real, lo, hi, nan = self._middle(x, g, params)
         picked = np.isnan(cells) & real & nan[..., None]  # a NaN window: its NaN cells, as max does
         low = np.where(nan[..., None], picked, cells == lo[..., None])
         high = np.where(nan[..., None], picked, cells == hi[..., None])

@@ -17,6 +17,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Params
 from poolcli.engine.kernels import gather_windows, same, scatter_windows
+from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, gathered_missing, missing
 
 __all__ = ["Mode", "Params"]
 
@@ -25,9 +26,12 @@ class Mode(Op):
     name, summary = "mode", "most frequent value per window, ties to the smallest (label maps)"
     selects, differentiable, keeps_int, marks = True, False, True, "cells holding the mode"
 
+    options = (NODATA, SKIP_NAN)
+
     def forward(self, x, g, params):
         cells, real = gather_windows(x, g, np.zeros((), dtype=x.dtype))
-        pad = np.broadcast_to(~real, cells.shape)
+        m = missing(x, params)
+        pad = np.broadcast_to(~real, cells.shape) if m is None else ~real | gathered_missing(m, g)
         order = np.lexsort((cells, pad), axis=-1)  # real cells first, each window's values ascending
         values = np.take_along_axis(cells, order, axis=-1)
         kept = ~np.take_along_axis(pad, order, axis=-1)
@@ -36,7 +40,10 @@ class Mode(Op):
         starts = np.concatenate([np.ones(equal.shape[:-1] + (1,), dtype=bool), ~equal], axis=-1)
         run = taps - np.maximum.accumulate(np.where(starts, taps, 0), axis=-1) + 1  # length of each run so far
         best = np.where(kept, run, 0).argmax(axis=-1)  # the first longest run: the smallest of the most frequent
-        return np.take_along_axis(values, best[..., None], axis=-1)[..., 0]
+        y = np.take_along_axis(values, best[..., None], axis=-1)[..., 0]
+        if m is not None:
+            y[~kept.any(axis=-1)] = empty_value(params)  # a window without data
+        return y
 
     def selected(self, x, g, params):
         cells, real = gather_windows(x, g, np.zeros((), dtype=x.dtype))

@@ -19,6 +19,7 @@ from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highe
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.kernels import select_backward, select_indices, separable, spread, window_sum
+from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, missing, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
 
@@ -30,19 +31,40 @@ COUNT_PAD = Option("count_pad", bool, True, "count the padding",
 
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
-    options = (INDEX_LAYOUT, STORAGE_ORDER)  # of the --indices it saves
+    options = (INDEX_LAYOUT, STORAGE_ORDER, NODATA, SKIP_NAN)
     selects, ties, marks, strided = True, True, "arg-max", True
     ufunc, fill, arg = np.maximum, staticmethod(lowest), staticmethod(np.argmax)
 
+    def _filled(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray | None]:
+        """The input with its no-data cells (if any) made the value that never wins, and their mask."""
+        m = missing(x, params)
+        return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
+
     def forward(self, x, g, params):
-        return separable(x, g, self.ufunc, self.fill(x.dtype))
+        xs, m = self._filled(x, params)
+        y = separable(xs, g, self.ufunc, self.fill(x.dtype))
+        if m is not None:
+            y[valid_count(m, g) == 0] = empty_value(params)
+        return y
 
     def backward(self, x, g, grad, params):
-        return select_backward(x, lambda: self.forward(x, g, params), grad, g, params.ties, self.arg)
+        xs, m = self._filled(x, params)
+        if m is None:
+            return select_backward(x, lambda: self.forward(x, g, params), grad, g, params.ties, self.arg)
+        grad = np.where(valid_count(m, g) == 0, 0, grad)  # a window without data sends nothing
+        fill = self.fill(x.dtype)
+        dx = select_backward(xs, lambda: separable(xs, g, self.ufunc, fill), grad, g, params.ties, self.arg)
+        return np.where(m, 0, dx)
 
-    def indices(self, x: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
-        y = self.forward(x, g, Params())
-        return y, select_indices(x, y, g)
+    def indices(self, x: np.ndarray, g: Geometry, params: Params = Params()) -> tuple[np.ndarray, np.ndarray]:
+        xs, m = self._filled(x, params)
+        y = separable(xs, g, self.ufunc, self.fill(x.dtype))
+        idx = select_indices(xs, y, g)
+        if m is not None:
+            none = valid_count(m, g) == 0
+            y[none] = empty_value(params)
+            idx[np.broadcast_to(none, idx.shape)] = -1  # no cell: -1
+        return y, idx
 
 
 class Min(Max):
@@ -59,14 +81,14 @@ WEIGHTS = Option("weights", "array", None, "a weight window per channel", flag="
 
 class Avg(Op):
     name, aliases, summary = "avg", ("mean",), "mean per window (--count-pad/--no-count-pad, --divisor, --weights)"
-    options, box_mean, strided = (COUNT_PAD, DIVISOR, WEIGHTS), True, True
+    options, box_mean, strided = (COUNT_PAD, DIVISOR, WEIGHTS, NODATA, SKIP_NAN), True, True
 
     def bind(self, shape, spec, params, weights=None, **arrays):
         g = spec.bind(shape)
         if weights is None:
             return g
-        if "divisor" in params.given:
-            raise UsageError("--weights divides by the weights' sum; drop --divisor")
+        if "divisor" in params.given or missing(np.zeros(1), params) is not None:
+            raise UsageError("--weights divides by the weights' sum; drop --divisor, --nodata and --skip-nan")
         return weighted(g, weights)
 
     def more_gradients(self, x, g, grad, params):
@@ -82,11 +104,14 @@ class Avg(Op):
         return g.counts(params.count_pad).astype(dtype)  # float32 stays float32: no float64 pass
 
     def box_filter(self, params: Params) -> bool:
-        return "divisor" not in params.given
+        return not {"divisor", "nodata", "skip_nan"} & set(params.given)
 
     def forward(self, x, g, params):
         if isinstance(g, WeightedGeometry):
             return weighted_forward(x, g)
+        m = missing(x, params)
+        if m is not None:
+            return self._without(x, g, params, m)[0].astype(self.out_dtype(x.dtype), copy=False)
         if x.dtype.kind in "biu" and _exact_in_float32(x.dtype, g):  # integer sums below 2**24: exact in float32,
             y = separable(x.astype(np.float32), g, np.add, 0).astype(np.float64)  # half float64's bytes, same sums
         else:
@@ -94,9 +119,30 @@ class Avg(Op):
         y /= self._divisor(g, params, y.dtype)
         return y.astype(self.out_dtype(x.dtype), copy=False)
 
+    def _without(self, x, g, params, m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The average of the cells with data: (result, divisor, windows without data). Padding counts as
+        --count-pad says; --divisor replaces the count."""
+        s = window_sum(np.where(m, 0, x), g)
+        found = valid_count(m, g)
+        if "divisor" in params.given:
+            by = np.asarray(params.divisor, dtype=s.dtype)
+        else:
+            by = (found + (g.counts(True) - g.counts(False) if params.count_pad else 0)).astype(s.dtype)
+        none = found == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = s / by
+        y[np.broadcast_to(none, y.shape)] = empty_value(params)
+        return y, by, none
+
     def backward(self, x, g, grad, params):
         if isinstance(g, WeightedGeometry):
             return weighted_backward(x, g, grad)
+        m = missing(x, params)
+        if m is not None:
+            _, by, none = self._without(x, g, params, m)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per = np.where(none, 0, grad / by)
+            return np.where(m, 0, spread(per.astype(grad.dtype, copy=False), g))
         return spread(grad / self._divisor(g, params, grad.dtype), g)
 
 
@@ -118,7 +164,7 @@ class Lp(Op):
     name, summary, strided = "lp", "(sum |x|^p)^(1/p) per window (--p, --mean)", True
     options = (Option("p", float, 2.0, "the exponent", check=lambda v: v > 0 and _finite(v),
                       need="the norm's exponent must be a finite number above 0"),
-               Option("mean", bool, False, "root of the mean"), COUNT_PAD)
+               Option("mean", bool, False, "root of the mean"), COUNT_PAD, NODATA, SKIP_NAN)
 
     @staticmethod
     def _power(x: np.ndarray, p: float) -> np.ndarray:
@@ -126,20 +172,35 @@ class Lp(Op):
         return a * a if p == 2 else a if p == 1 else a**p
 
     def _norm(self, x, g, params):
-        s = window_sum(self._power(x, params.p), g)
+        m = missing(x, params)
+        s = window_sum(self._power(x if m is None else np.where(m, 0, x), params.p), g)
         if params.mean:
-            s /= g.counts(params.count_pad)
-        return s ** (1 / params.p) if params.p != 1 else s
+            if m is None:
+                s /= g.counts(params.count_pad)
+            else:
+                s /= valid_count(m, g) + (g.counts(True) - g.counts(False) if params.count_pad else 0)
+        y = s ** (1 / params.p) if params.p != 1 else s
+        if m is not None:
+            y[np.broadcast_to(valid_count(m, g) == 0, y.shape)] = empty_value(params)
+        return y
 
     def forward(self, x, g, params):
-        return self._norm(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._norm(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
         p = params.p
-        y = self._norm(x, g, params)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        m = missing(x, params)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = self._norm(x, g, params)
             scale = np.where(y > 0, grad * y ** (1 - p), 0)
-        if params.mean:
+        if m is not None:
+            found = valid_count(m, g)
+            scale = np.where(found == 0, 0, scale)
+            if params.mean:
+                scale = scale / np.maximum(found + (g.counts(True) - g.counts(False) if params.count_pad else 0), 1)
+            x = np.where(m, 0, x)
+        elif params.mean:
             scale = scale / g.counts(params.count_pad)
         xa = x.astype(_accumulator(x.dtype), copy=False)
         a = np.abs(xa)

@@ -18,6 +18,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _finite, float_type
 from poolcli.engine.kernels import gather_windows, pick_first, same, scatter_windows
+from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, gathered_missing, missing
 
 __all__ = ["Params", "Quantile"]
 
@@ -31,31 +32,37 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 class Quantile(Op):
     name, summary = "quantile", "the --q quantile per window (NumPy's linear method)"
     options = (Option("q", float, 0.5, "which quantile", check=lambda v: _finite(v) and 0 <= v <= 1,
-                      need="the quantile must be between 0 and 1"),)
+                      need="the quantile must be between 0 and 1"), NODATA, SKIP_NAN)
     ties, marks = True, "quantile cell"
 
     def _parts(self, x: np.ndarray, g, params: Params):
         """The windows' cells, which are real, the two sorted values around the virtual index, its fraction and
         whether a window holds NaN."""
         cells, real = gather_windows(x.astype(float_type(x.dtype), copy=False), g, np.nan)
+        m = missing(x, params)
+        if m is not None:  # no-data cells are no cells: left out as padding is
+            real = real & ~gathered_missing(m, g)
+            cells = np.where(real, cells, np.nan)
         n = real.sum(axis=-1)
         q = float(self.value(params, "q"))
         virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # NumPy's _compute_virtual_index for alpha = beta = 1
         below = np.floor(virtual)
         gamma = virtual - below
-        lo_at = np.clip(below.astype(np.int64), 0, n - 1)
-        hi_at = np.clip(below.astype(np.int64) + 1, 0, n - 1)
+        lo_at = np.clip(below.astype(np.int64), 0, np.maximum(n - 1, 0))
+        hi_at = np.clip(below.astype(np.int64) + 1, 0, np.maximum(n - 1, 0))
         ordered = np.sort(cells, axis=-1)  # padding (NaN) last; a real NaN makes the result NaN anyway
         shape = ordered.shape[:-1] + (1,)
         lo = np.take_along_axis(ordered, np.broadcast_to(lo_at[..., None], shape), axis=-1)[..., 0]
         hi = np.take_along_axis(ordered, np.broadcast_to(hi_at[..., None], shape), axis=-1)[..., 0]
         nan = (np.isnan(cells) & real).any(axis=-1)
-        return cells, real, lo, hi, np.broadcast_to(gamma, lo.shape), nan
+        return cells, real, lo, hi, np.broadcast_to(gamma.astype(cells.dtype), lo.shape), nan
 
     def forward(self, x, g, params):
-        _, _, lo, hi, gamma, nan = self._parts(x, g, params)
+        _, real, lo, hi, gamma, nan = self._parts(x, g, params)
         y = _lerp(lo, hi, gamma)
         y[nan] = np.nan
+        if "nodata" in params.given or "skip_nan" in params.given:
+            y[np.broadcast_to(~real.any(axis=-1), y.shape)] = empty_value(params)
         return y
 
     def backward(self, x, g, grad, params):
