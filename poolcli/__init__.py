@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine import (
+    ALIASES,
     DEFAULT,
     OPERATORS,
     OPS,
@@ -54,7 +55,8 @@ __all__ = [
 ]
 
 PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
-ARRAY_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind == "array")  # indices, …
+ARRAY_OPTIONS = tuple(name for name, declared in OPTIONS.items()
+                      if any(d.kind == "array" for d in declared))  # indices, weights, bias (deconv's), …
 
 
 # Synonyms a PyTorch user types, and the keyword each means here.
@@ -62,8 +64,9 @@ _SYNONYMS = {"kernel_size": "kernel", "pad": "padding", "ceil_mode": "ceil", "co
              "return_indices": "return_indices", "scale_factor": "scale", "norm_type": "p"}
 
 
-def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
-    """The window, and the operator options; the extra input arrays (``_arrays``) are taken out first."""
+def _split(options: dict[str, Any], op: str | None = None) -> tuple[WindowSpec | None, Params]:
+    """The window, and the operator options (without the extra input arrays ``_arrays`` takes for ``op``)."""
+    options = {k: v for k, v in options.items() if not _is_array(k, op)}
     known = [*WINDOW_OPTIONS, *PARAM_OPTIONS, *ARRAY_OPTIONS, "spec"]
     for name in options:
         if name not in known:
@@ -76,9 +79,21 @@ def _split(options: dict[str, Any]) -> tuple[WindowSpec | None, Params]:
     return spec, Params(**{k: v for k, v in options.items() if k in PARAM_OPTIONS})
 
 
-def _arrays(options: dict[str, Any]) -> dict[str, np.ndarray | None]:
-    """The extra input arrays among the keywords (``samples=`` for fractional, …), as arrays."""
-    return {name: _array(options.get(name)) for name in ARRAY_OPTIONS if name not in ("indices", "other")}
+def _is_array(name: str, op: str | None) -> bool:
+    """Whether keyword ``name`` is an extra input array for ``op``: as ``op`` declares it, else as every operator
+    that takes it does (lrn's ``bias`` is a number, deconv's an array)."""
+    declared = OPTIONS.get(name, ())
+    own = next((o for o in (OPS[ALIASES.get(op, op)].options if op in OPS or op in ALIASES else ()) if o.name == name),
+               None)
+    if own is not None:
+        return own.kind == "array"
+    return bool(declared) and all(d.kind == "array" for d in declared)
+
+
+def _arrays(options: dict[str, Any], op: str) -> dict[str, np.ndarray | None]:
+    """The extra input arrays among the keywords (``samples=`` for fractional, ``weights=``, …), as arrays;
+    the engine refuses one its operator does not take."""
+    return {name: _array(v) for name, v in options.items() if name not in ("indices", "other") and _is_array(name, op)}
 
 
 @contextlib.contextmanager
@@ -138,9 +153,9 @@ def forward(x: np.ndarray, op: str = DEFAULT, *, return_indices: bool = False, i
            [0, 0]])
     """
     x = np.asarray(x)
-    spec, params = _split(options)
+    spec, params = _split(options, op)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options, op))
         if return_indices:
             return run_indices(x, g, op, threads, params=params)
         return run_forward(x, g, op, params, threads)
@@ -160,9 +175,9 @@ def backward(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, *
            [0.5, 0. ]])
     """
     x = np.asarray(x)
-    spec, params = _split(options)
+    spec, params = _split(options, op)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options, op))
         upstream = None if grad is None else np.asarray(grad)
         dx = run_backward(x, g, upstream, op, params, threads)
         if other is not None:
@@ -179,9 +194,9 @@ def gradients(x: np.ndarray, grad: np.ndarray | None = None, op: str = DEFAULT, 
     ['p', 'x']
     """
     x = np.asarray(x)
-    spec, params = _split(options)
+    spec, params = _split(options, op)
     with _python_words():
-        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options))
+        g = bind(op, x.shape, spec, params, indices=_array(indices), other=_array(other), **_arrays(options, op))
         upstream = None if grad is None else np.asarray(grad)
         return {"x": run_backward(x, g, upstream, op, params, threads),
                 **run_more_gradients(x, g, upstream, op, params)}

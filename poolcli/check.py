@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from poolcli.engine import Params, run_backward, run_forward, run_more_gradients
+from poolcli.engine import Params, get_op, run_backward, run_forward, run_more_gradients
 
 STEP = 1e-6
 
@@ -38,7 +38,7 @@ class CheckResult:
     op: str
     worst: float
     cells: int
-    where: tuple[str, tuple[int, ...]] | None = None  # ("x" or "with", index)
+    where: tuple[str, tuple[int, ...]] | None = None  # ("x", "with", "weights", "bias" or "p"; index)
     analytic: float = 0.0
     numeric: float = 0.0
 
@@ -53,8 +53,7 @@ def gradcheck(x: np.ndarray, bind: Callable[..., Any], op: str, params: Params, 
     rng = np.random.default_rng(seed)
     arrays = dict(arrays or {})
     x = np.asarray(x, dtype=np.float64)
-    if "other" in arrays:
-        arrays["other"] = np.asarray(arrays["other"], dtype=np.float64)
+    arrays = {k: np.asarray(v, dtype=np.float64) if k != "indices" else v for k, v in arrays.items()}
     plan = bind(x, **arrays)
     g = rng.normal(size=plan.out_shape)
     result = CheckResult(op, 0.0, 0)
@@ -79,14 +78,23 @@ def gradcheck(x: np.ndarray, bind: Callable[..., Any], op: str, params: Params, 
     dx = run_backward(x, plan, g, op, params)
     xs = x.copy()
     record("x", xs.reshape(-1), dx, lambda flat: run_forward(xs, plan, op, params))
-    if "other" in arrays:
-        other = arrays["other"].copy()
-        d_other = run_more_gradients(x, plan, g, op, params)["with"]
+    for name, analytic in run_more_gradients(x, plan, g, op, params).items():  # --with's, weights, bias, p
+        key = "other" if name == "with" else name
+        if key in arrays:  # an input array: each of its cells perturbed in turn
+            values = np.asarray(arrays[key], dtype=np.float64).copy()
 
-        def with_other(flat: np.ndarray) -> np.ndarray:
-            return run_forward(x, bind(x, **{**arrays, "other": other}), op, params)
+            def moved(flat: np.ndarray, key: str = key, values: np.ndarray = values) -> np.ndarray:
+                return run_forward(x, bind(x, **{**arrays, key: values}), op, params)
 
-        record("with", other.reshape(-1), d_other, with_other)
+            record(name, values.reshape(-1), np.asarray(analytic), moved)
+        elif name in params.declared:  # an operator option (gem's p)
+            value = np.array([float(get_op(op).value(params, name))])  # the operator's own default
+
+            def changed(flat: np.ndarray, name: str = name) -> np.ndarray:
+                changed_params = params.replace(**{name: float(flat[0])})
+                return run_forward(x, bind(x, params=changed_params, **arrays), op, changed_params)
+
+            record(name, value, np.asarray(analytic).reshape(1), changed)
     return result
 
 

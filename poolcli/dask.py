@@ -109,11 +109,12 @@ def _lead(shape: tuple[int, ...], g: Geometry) -> tuple[int, ...]:
 
 
 def _bind(x: da.Array, op: str, options: dict[str, Any], arrays: dict[str, Any]) -> tuple[Any, Any, Any]:
-    unsupported = [name for name in poolcli.ARRAY_OPTIONS if options.get(name) is not None]
+    unsupported = [name for name in poolcli.ARRAY_OPTIONS
+                   if options.get(name) is not None and poolcli._is_array(name, op)]
     if unsupported:  # weights and samples are per channel or plane: cut with the chunks, they are not yet
         raise UsageError(f"{', '.join(unsupported)}= has no Dask form yet; use poolcli.forward/backward on NumPy "
                          "arrays (an .npy input and output stream just as well)")
-    spec, params = poolcli._split(options)
+    spec, params = poolcli._split(options, op)
     with poolcli._python_words():
         plan = bind(op, x.shape, spec, params, **{k: _stand_in(v) for k, v in arrays.items()})
     return spec, params, plan

@@ -27,6 +27,8 @@ def main() -> None:
     np.save(HERE / "sequence.npy", np.round(seq, 3).astype(np.float32))
     binomial = np.outer([1, 2, 1], [1, 2, 1]) / 16  # a 3×3 blur for avg --weights, one per channel
     np.save(HERE / "weights.npy", np.stack([binomial] * 3))
+    # a 2×2 transposed-convolution kernel, 3 channels in, 2 out: corner and centre detectors
+    np.save(HERE / "deconv.npy", np.stack([np.stack([np.eye(2), np.ones((2, 2)) / 4])] * 3))
     from PIL import Image
 
     y, x = np.mgrid[0:64, 0:96]

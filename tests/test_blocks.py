@@ -105,7 +105,8 @@ def test_operators_without_windows_compute_float16_in_float32(op):
     """kmax, unpool, upsample, lrn and bilinear: float16 in, float16 out, the float32 result rounded once."""
     rng = np.random.default_rng(3)
     x = (rng.normal(size=(2, 6, 4, 4)) * 4).astype(np.float16)
-    options = {"kmax": {"k": 2}, "upsample": {"scale": 2}, "lrn": {"size": 3}, "fractional": {"ratio": 0.6}}.get(op, {})
+    options = {"kmax": {"k": 2}, "upsample": {"scale": 2}, "lrn": {"size": 3}, "fractional": {"ratio": 0.6},
+               "deconv": {"weights": rng.normal(size=(6, 2, 2, 2)), "stride": 2}}.get(op, {})
     if op == "unpool":
         x, options = poolcli.forward(x, "max", kernel=2, return_indices=True)
         options = {"indices": options, "kernel": 2}

@@ -22,6 +22,7 @@ NEEDS = {
     "upsample": ["--scale", "2"],
     "lrn": ["--size", "3"],
     "fractional": ["--ratio", "0.6"],
+    "deconv": ["--weights", "{d}/deconv.npy", "-s", "2"],
 }
 # What an operator cannot do, said in one line (exit 2; in a batch, each file's failure line and exit 1)
 # rather than done: (operator, step) -> the words said. Unpool's indices fit one input's shape only.
@@ -30,6 +31,8 @@ REFUSED = {
     ("mode", "check"): "has no gradient to check",
     ("unpool", "image"): "the indices have shape",
     ("unpool", "batch"): "the indices have shape",
+    ("deconv", "image"): "input channels",  # its weights take 3 channels; the RGBA image has 4
+    ("deconv", "batch"): "input channels",
 }
 NAMES = [op.name for op in OPERATORS]
 
@@ -45,6 +48,7 @@ def inputs(tmp_path_factory) -> Path:
     np.save(d / "y.npy", rng.normal(size=(2, 3, 3, 3)))  # what unpool takes: a 2x2 max pooling's output
     order = np.argsort(rng.random((6, 36)), axis=1)[:, :9].reshape(2, 3, 3, 3)
     np.save(d / "idx.npy", order)
+    np.save(d / "deconv.npy", rng.normal(size=(3, 2, 2, 2)))  # (C_in, C_out, kh, kw)
     rgba = rng.integers(0, 256, size=(6, 6, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
     (d / "batch").mkdir()
@@ -138,7 +142,10 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
         arrays["indices"] = np.argsort(rng.random((12, 36)), axis=1)[:, :9].reshape(3, 4, 3, 3)
     if op == "fractional":  # its windows from samples per plane, cut with the planes
         arrays["samples"] = rng.random((3, 4, 2))
-    plan = bind(op, x.shape, WindowSpec(), params, **arrays)
+    whole_arrays = {}  # arrays that are not per plane: kept whole in every block
+    if op == "deconv":
+        whole_arrays["weights"] = rng.normal(size=(4, 2, 2, 2))
+    plan = bind(op, x.shape, WindowSpec(), params, **arrays, **whole_arrays)
     whole = run_forward(x, plan, op, params)
     axes = OPS[op].independent_axes(plan)
     assert axes, f"{op} names no independent axis"
@@ -147,7 +154,7 @@ def test_independent_axes_can_be_pooled_in_blocks(op: str):
         for block in np.array_split(np.arange(x.shape[axis]), 2):
             part = {k: np.take(v, block, axis=axis) for k, v in arrays.items()}
             xb = np.take(x, block, axis=axis)
-            plan = bind(op, xb.shape, WindowSpec(), params, **part)
+            plan = bind(op, xb.shape, WindowSpec(), params, **part, **whole_arrays)
             if OPS[op].random and "samples" not in arrays:  # its windows draw from their place in the whole: the block says where it starts
                 plan = dataclasses.replace(plan, origin=tuple(int(block[0]) if i == axis else 0
                                                               for i in range(len(plan.lead))))
@@ -166,8 +173,13 @@ def test_empty_batch_or_channel_axes_give_empty_results(op: str, shape: tuple[in
     options = {"upsample": {"scale": 2}, "lrn": {"size": 3}, "fractional": {"ratio": 0.6}}.get(op, {})
     if op == "unpool":
         options = {"indices": np.zeros(x.shape, dtype=np.int64), "kernel": 2}
+    if op == "deconv":  # from C channels to 2 (no channels in: zeros out, as PyTorch's conv_transpose)
+        options = {"weights": np.ones((x.shape[1], 2, 2, 2))}
     y = poolcli.forward(x, op, **options)
-    kept = 1 if op in ("bilinear", "spp") else 2  # their outputs have no channel axis: one vector or matrix a sample
+    if op == "deconv" and x.shape[1] == 0:
+        assert y.shape == (2, 2, 7, 7) and not y.any()
+        return
+    kept = 1 if op in ("bilinear", "spp", "deconv") else 2  # no input channel axis out: a vector, matrix, or C_out
     assert y.size == 0 and y.shape[:kept] == x.shape[:kept]
     if OPS[op].differentiable:
         assert poolcli.backward(x, op=op, **options).shape == x.shape

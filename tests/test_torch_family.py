@@ -208,3 +208,39 @@ def test_antialiased_resize_to_one_column_is_pytorchs_two_separable_calls(mode):
     _, dx = _autograd(lambda t: F.interpolate(t, size=(9, 1), mode=mode, antialias=True), x, grad)
     np.testing.assert_allclose(poolcli.backward(x, grad, "upsample", mode=mode, antialias=True, output_size=(9, 1)),
                                dx, rtol=0, atol=1e-12)
+
+
+@CASES
+@given(data=st.data(), dims=st.integers(1, 3), groups=st.sampled_from([1, 2]), with_bias=st.booleans())
+def test_deconv_is_conv_transpose_with_its_weight_and_bias_gradients_through_the_cli(tmp_path, data, dims, groups,
+                                                                                        with_bias):
+    sides = [data.draw(st.integers(1, 4 if dims == 3 else 6)) for _ in range(dims)]
+    kernel = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    stride = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    dilation = [data.draw(st.integers(1, 2)) for _ in range(dims)]
+    padding = [data.draw(st.integers(0, d * (k - 1) // 2)) for k, d in zip(kernel, dilation)]
+    extra = [data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    c_in, c_out_g = 2 * groups, data.draw(st.integers(1, 3))
+    x, w, b = rng.normal(size=(2, c_in, *sides)), rng.normal(size=(c_in, c_out_g, *kernel)), rng.normal(size=c_out_g * groups)
+    fn = getattr(F, f"conv_transpose{dims}d")
+    wt, bt = torch.from_numpy(w).requires_grad_(True), torch.from_numpy(b).requires_grad_(True)
+
+    def run(t, wt, bt):
+        return fn(t, wt, bt if with_bias else None, stride=stride, padding=padding, output_padding=extra,
+                  groups=groups, dilation=dilation)
+
+    grad = rng.normal(size=run(torch.from_numpy(x), wt, bt).shape)
+    want, dx_want = _autograd(run, x, grad, wt, bt)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "b.npy", b)
+    flags = ["--op", "deconv", "--weights", str(tmp_path / "w.npy"), "-s", ",".join(map(str, stride)),
+             "-p", ",".join(map(str, padding)), "-d", ",".join(map(str, dilation)), "--output-padding",
+             ",".join(map(str, extra)), "--groups", str(groups), "--dims", str(dims)]
+    flags += ["--bias", str(tmp_path / "b.npy")] if with_bias else []
+    np.testing.assert_allclose(np.load(_cli(tmp_path, "forward", x, *flags)), want, rtol=0, atol=1e-10)
+    grads = np.load(_cli(tmp_path, "backward", x, *flags, grad=grad, out="grads.npz"))
+    np.testing.assert_allclose(grads["output"], dx_want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(grads["weights"], wt.grad.numpy(), rtol=0, atol=1e-10)
+    if with_bias:
+        np.testing.assert_allclose(grads["bias"], bt.grad.numpy(), rtol=0, atol=1e-10)

@@ -165,7 +165,8 @@ def _check(source: str | None, pooling: Pooling, random: str | None, tolerance: 
         where = ""
         if result.where is not None and result.worst > tolerance:
             kind, index = result.where
-            where = (f" at {'--with ' if kind == 'with' else ''}{index}: analytic {result.analytic:.6g}, "
+            where = (f" at {'' if kind == 'x' else ('--' + kind + ' ') if kind != 'p' else 'p'}{index}: analytic "
+                     f"{result.analytic:.6g}, "
                      f"numeric {result.numeric:.6g}")
             equal = int(np.count_nonzero(checked == checked[index])) - 1 if kind == "x" and pool.ties else 0
             if equal:  # the failing cell is tied: there the operator has no derivative to agree with

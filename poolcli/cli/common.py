@@ -126,6 +126,8 @@ def _operator_option(name: str, declared: tuple[Option, ...]) -> tuple[type, tup
     if first.kind is bool:
         return bool, _option(first.default, first.flags, panel=panel, help=text, show_default=False)
     kind: Any = {int: int, float: float, "floats": str, "array": str}.get(first.kind)
+    if len({d.kind for d in declared}) > 1:  # a number for one operator, a file for another (--bias): read as text
+        kind = str
     if first.kind == "choice":
         kind = Enum(name.title(), {c: c for c in first.choices}, type=str)  # type: ignore[misc]
     metavar = first.metavar or ("S[,S…]" if first.kind == "floats" else None)
@@ -165,13 +167,19 @@ class Pooling:
         self.op = operator_name(values["op"]) if self.explicit else DEFAULT
         self.values, self.ties, self.threads = values, ties, threads
         self.files = {name: values[param] for param, (name, declared) in OPERATOR_OPTIONS.items()
-                      if declared[0].kind == "array" and values.get(param) is not None}  # extra input arrays
+                      if self._own(name, declared).kind == "array" and values.get(param) is not None}  # extra arrays
         self.spec = window_spec(*(values[n] for n in WINDOW_NAMES))
         self.key, self.matrix, self.max_bytes = values["key"], values["matrix"], values["max_bytes"]
         self._checked: tuple[str, Params] | None = None
         self._arrays: dict[str, Any] | None = None
         if self.explicit:
             self._params()  # a wrong option is said before any work (without --op, once the input is known)
+
+    def _own(self, name: str, declared: tuple[Option, ...]) -> Option:
+        """Option ``name`` as the chosen operator declares it (a name may be a number for one and a file for
+        another, as --bias), else its first declaration."""
+        op = OPS.get(self.op)
+        return next((o for o in (op.options if op else ()) if o.name == name), declared[0])
 
     @property
     def params(self) -> Params:
@@ -196,6 +204,12 @@ class Pooling:
                 typed = option.flags.split("/")[-1] if option.kind is bool and not value else option.cli_flag
                 chosen = f"--op {self.op}" if self.explicit else f"--op {self.op} (the default)"
                 raise UsageError(f"{typed} goes with --op {takers}, not {chosen}{option.hint}")
+            option = self._own(name, declared)
+            if option.kind is float and isinstance(value, str):  # read as text for another operator's file
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise UsageError(f"{option.cli_flag} {value}: give a number") from None
             if option.kind != "array":
                 given[name] = parse_floats(value, option.cli_flag) if option.kind == "floats" else value
         return Params(**given, ties=self.ties)
@@ -245,7 +259,7 @@ class Pooling:
         if self._arrays is None:
             self._arrays = {}
             for name, path in self.files.items():
-                member = OPTIONS[name][0].npz_key  # an .npz written by forward --indices holds them by name
+                member = self._own(name, OPTIONS[name]).npz_key  # forward --indices's .npz holds them by name
                 self._arrays[name] = self.read(path, key=member if member and _is_npz(path) else "").array
         return self._arrays
 

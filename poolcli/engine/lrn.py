@@ -95,7 +95,7 @@ class LRN(Op):
     def _parts(self, x: np.ndarray, plan: LRNPlan, params) -> tuple[np.ndarray, np.ndarray]:
         xf = self._moved(x.astype(float_type(x.dtype), copy=False), plan)
         s = window_sum(xf * xf, self._geometry(plan, xf.shape))
-        d = params.bias + self.value(params, "alpha") / self._terms(plan, params) * s
+        d = self.value(params, "bias") + self.value(params, "alpha") / self._terms(plan, params) * s
         return xf, d
 
     def forward(self, x, plan, params):
@@ -124,7 +124,7 @@ class LRN(Op):
     def picture(self, x, y, dx, plan, params, dims):
         v = self.value
         return Picture(x, y, dx, plan.dims, f"{params.region}, size {params.size}, alpha {v(params, 'alpha'):g}, "
-                       f"beta {params.beta:g}, bias {params.bias:g}")
+                       f"beta {params.beta:g}, bias {v(params, 'bias'):g}")
 
 
 def _planes(window, shape: tuple[int, ...]):

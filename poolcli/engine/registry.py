@@ -16,6 +16,7 @@ from __future__ import annotations
 from poolcli.engine.avgmax import AvgMax
 from poolcli.engine.base import TIES_OPTION, Op, Option, Params
 from poolcli.engine.bilinear import BilinearPool
+from poolcli.engine.deconv import Deconv
 from poolcli.engine.fractional import Fractional
 from poolcli.engine.gem import GeM
 from poolcli.engine.kmax import KMax
@@ -33,7 +34,7 @@ from poolcli.errors import UsageError
 
 OPERATORS: tuple[Op, ...] = (
     Max(), Min(), Avg(), Lp(), Mixed(), GeM(), SoftPool(), Stochastic(), Fractional(), Median(), Quantile(), Mode(),
-    AvgMax(), KMax(), Unpool(), Upsample(), LRN(), BilinearPool(), SPP(),
+    AvgMax(), KMax(), Unpool(), Upsample(), Deconv(), LRN(), BilinearPool(), SPP(),
 )
 
 DEFAULT = OPERATORS[0].name  # the operator when none is named
