@@ -475,3 +475,73 @@ def weighted_avg(x, weights, dims, kernel, stride, dilation, pads, ceil, grad=No
                 dx[li + pos] += g * w[(c, *ji)] / total
                 dw[(c, *ji)] += g * (x[li + pos] - value) / total
     return y, dx, dw.reshape(np.shape(weights))
+
+
+def deconv(x, w, bias=None, stride=(1,), padding=(0,), output_padding=(0,), dilation=(1,), groups=1, grad=None):
+    """Transposed convolution written out: every input cell i of channel ci adds x·W[ci, co, tap] to output cell
+    i·s - p + tap·d of each output channel co of its group, inside the output. ``x`` is (N, C_in, *spatial);
+    returns (y, dx, dw, db)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    dims = x.ndim - 2
+    n, c_in, sizes = x.shape[0], x.shape[1], x.shape[2:]
+    kernel = w.shape[2:]
+    per_in, per_out = c_in // groups, w.shape[1]
+    outs = tuple((sz - 1) * s - 2 * p + d * (k - 1) + e + 1
+                 for sz, k, s, p, d, e in zip(sizes, kernel, stride, padding, dilation, output_padding))
+    y = np.zeros((n, per_out * groups, *outs))
+    dx, dw = np.zeros(x.shape), np.zeros(w.shape)
+    g = np.ones(y.shape) if grad is None else grad
+    for b, ci, co in product(range(n), range(c_in), range(per_out)):
+        out_c = (ci // per_in) * per_out + co
+        for i in product(*map(range, sizes)):
+            for tap in product(*map(range, kernel)):
+                o = tuple(ii * s - p + t * d for ii, s, p, t, d in zip(i, stride, padding, tap, dilation))
+                if all(0 <= oo < size for oo, size in zip(o, outs)):
+                    y[(b, out_c, *o)] += x[(b, ci, *i)] * w[(ci, co, *tap)]
+                    dx[(b, ci, *i)] += g[(b, out_c, *o)] * w[(ci, co, *tap)]
+                    dw[(ci, co, *tap)] += g[(b, out_c, *o)] * x[(b, ci, *i)]
+    db = g.sum(axis=(0, *range(2, 2 + dims)))
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * dims)
+    return y, dx, dw, db
+
+
+def resize_positions(n, out, scale, how):
+    """ONNX Resize's coordinate_transformation_mode for output cell j, one cell at a time."""
+    width = scale * n
+    result = []
+    for j in range(out):
+        if how == "align-corners":
+            result.append(0.0 if width == 1 else j * (n - 1) / (width - 1))
+        elif how == "asymmetric":
+            result.append(j / scale)
+        elif how == "tf-half-pixel-for-nn":
+            result.append((j + 0.5) / scale)
+        elif how == "pytorch-half-pixel" and width == 1:
+            result.append(-0.5)
+        else:
+            result.append((j + 0.5) / scale - 0.5)
+    return result
+
+
+def resize_nearest(x, outs, scales, how, rounding):
+    """ONNX Resize, nearest mode, over the last len(outs) axes, written out: each output cell copies the input
+    cell its coordinate rounds to (clamped to the edge)."""
+    x = np.asarray(x, dtype=np.float64)
+    dims = len(outs)
+    lead, sizes = x.shape[: x.ndim - dims], x.shape[x.ndim - dims:]
+    pick = []
+    for n, out, s in zip(sizes, outs, scales):
+        cells = []
+        for pos in resize_positions(n, out, s, how):
+            low = math.floor(pos)
+            frac = pos - low
+            up = {"round-prefer-floor": frac > 0.5, "round-prefer-ceil": frac >= 0.5, "floor": False,
+                  "ceil": frac > 0}[rounding]
+            cells.append(min(max(low + int(up), 0), n - 1))
+        pick.append(cells)
+    y = np.zeros(lead + tuple(outs))
+    for li in product(*map(range, lead)):
+        for o in product(*map(range, outs)):
+            y[li + o] = x[li + tuple(pick[a][o[a]] for a in range(dims))]
+    return y

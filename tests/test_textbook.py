@@ -94,3 +94,51 @@ def test_a_raster_with_holes_averages_as_gdal(tmp_path):
     r = run_poolcli("forward", tmp_path / "dem.npy", "--op", "avg", "-k", "2", "--nodata", "-1", "-o", tmp_path / "y.npy")
     assert r.code == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), [[1.0, 6.0], [-1.0, 2.0]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dims=st.integers(1, 2), groups=st.sampled_from([1, 2]))
+def test_deconv_matches_the_oracle(data, dims, groups):
+    sides = [data.draw(st.integers(1, 4)) for _ in range(dims)]
+    kernel = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    stride = [data.draw(st.integers(1, 3)) for _ in range(dims)]
+    dilation = [data.draw(st.integers(1, 2)) for _ in range(dims)]
+    padding = [data.draw(st.integers(0, d * (k - 1) // 2)) for k, d in zip(kernel, dilation)]
+    extra = [data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.normal(size=(2, 2 * groups, *sides))
+    w, b = rng.normal(size=(2 * groups, 2, *kernel)), rng.normal(size=2 * groups)
+    options = dict(weights=w, bias=b, stride=stride, padding=padding, output_padding=extra, dilation=dilation,
+                   groups=groups, dims=dims)
+    y = poolcli.forward(x, "deconv", **options)
+    grad = rng.normal(size=y.shape)
+    want, dx, dw, db = reference.deconv(x, w, b, stride, padding, extra, dilation, groups, grad)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
+    grads = poolcli.gradients(x, grad, "deconv", **options)
+    for name, expected in (("x", dx), ("weights", dw), ("bias", db)):
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), how=st.sampled_from(["half-pixel", "pytorch-half-pixel", "align-corners", "asymmetric",
+                                            "tf-half-pixel-for-nn"]),
+       rounding=st.sampled_from(["round-prefer-floor", "round-prefer-ceil", "floor", "ceil"]))
+def test_resize_nearest_coordinates_match_the_oracle(data, how, rounding):
+    sides = (data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7)))
+    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, *sides))
+    scales = tuple(data.draw(st.sampled_from([0.5, 0.6, 0.75, 1.5, 2.0, 3.0])) for _ in range(2))
+    outs = tuple(int(np.floor(n * s)) for n, s in zip(sides, scales))
+    if min(outs) < 1:
+        return
+    y = poolcli.forward(x, "upsample", scale=scales, coordinates=how, nearest=rounding)
+    np.testing.assert_array_equal(y, reference.resize_nearest(x, outs, scales, how, rounding))
+
+
+def test_tensor_indices_are_the_plane_indices_plus_each_planes_offset():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    _, plane = poolcli.forward(x, kernel=2, return_indices=True)
+    _, tensor = poolcli.forward(x, kernel=2, return_indices=True, index_layout="tensor")
+    np.testing.assert_array_equal(tensor - plane, np.broadcast_to((np.arange(6) * 16).reshape(2, 3, 1, 1), plane.shape))
+    _, column = poolcli.forward(x, kernel=2, return_indices=True, storage_order="column")
+    rows, cols = np.divmod(plane, 4)
+    np.testing.assert_array_equal(column, cols * 4 + rows)
