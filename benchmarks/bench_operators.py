@@ -5,8 +5,10 @@ Each row: poolcli's best time, the reference's best time, and the ratio. The ref
 where it has the operator (target 1.5 or less: fractional_max_pool2d with the same samples, avg_pool2d's
 divisor_override, every interpolate mode) or the nearest thing it has (target 2: topk + sort + gather for
 kmax, max_unpool2d, local_response_norm, an einsum for bilinear pooling, the formulas of gem and softpool,
-adaptive pools concatenated for spp); backward is autograd. Stochastic pooling has no torch form: its
-reference is a plain NumPy formulation (reshaped 2×2 tiles, cumulative sums), forward only.
+adaptive pools concatenated for spp, max + avg for avgmax, a grouped convolution for avg --weights, an
+avg_pool of squares for lrn within, conv_transpose2d for deconv); backward is autograd. Stochastic pooling,
+no-data averaging and quantile pooling have no torch form: their reference is a plain NumPy formulation
+(reshaped 2×2 tiles: cumulative sums, nanmean, quantile), forward only.
 """
 
 from __future__ import annotations
@@ -66,6 +68,47 @@ def cases(rng: np.random.Generator):
     positive = np.abs(x)
     yield "stochastic 2x2 (vs NumPy)", positive, dict(op="stochastic", kernel=2), _numpy_stochastic
 
+    # the last rows of the textbook and of ONNX
+    yield "avgmax 3x3 s2 p1", x, dict(op="avgmax", kernel=3, stride=2, padding=1), \
+        lambda torch, t: torch.nn.functional.max_pool2d(t, 3, 2, 1) + torch.nn.functional.avg_pool2d(t, 3, 2, 1)
+    w = rng.random((64, 3, 3)) + 0.1
+    yield "avg --weights 3x3 s2", x, dict(op="avg", kernel=3, stride=2, weights=w), \
+        lambda torch, t: _weighted_torch(torch, t, w)
+    yield "lrn within 5x5", x, dict(op="lrn", region="within", size=5), \
+        lambda torch, t: t / (1 + 1e-4 * torch.nn.functional.avg_pool2d(t * t, 5, 1, 2, count_include_pad=True)) ** 0.75
+    kernel = rng.standard_normal((64, 32, 2, 2)).astype(np.float32)
+    yield "deconv 64->32 2x2 s2", x, dict(op="deconv", weights=kernel, stride=2), \
+        lambda torch, t: torch.nn.functional.conv_transpose2d(t, torch.from_numpy(kernel), stride=2)
+    holes = np.where(rng.random(x.shape) < 0.2, np.float32(np.nan), x)
+    yield "avg 2x2 --skip-nan (vs NumPy)", holes, dict(op="avg", kernel=2, skip_nan=True), _numpy_nanmean
+    yield "quantile 2x2 q=0.9 (vs NumPy)", x, dict(op="quantile", kernel=2, q=0.9), _numpy_quantile
+
+
+def _tiles(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+
+
+def _numpy_nanmean(x: np.ndarray) -> np.ndarray:
+    """No-data averaging written plainly: numpy.nanmean over the 2×2 tiles."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(_tiles(x), axis=-1)
+
+
+def _numpy_quantile(x: np.ndarray) -> np.ndarray:
+    """numpy.quantile over the 2×2 tiles."""
+    return np.quantile(_tiles(x), 0.9, axis=-1)
+
+
+def _weighted_torch(torch, t, w: np.ndarray):
+    """A weighted average in torch: a grouped convolution over the same convolution of ones."""
+    weight = torch.from_numpy(w[:, None].astype(np.float32))
+    num = torch.nn.functional.conv2d(t, weight, stride=2, groups=w.shape[0])
+    return num / torch.nn.functional.conv2d(torch.ones_like(t[:1]), weight, stride=2, groups=w.shape[0])
+
 
 def _numpy_stochastic(x: np.ndarray) -> np.ndarray:
     """Stochastic 2×2 pooling written plainly: the tiles side by side, cumulative sums, the first cell past u·Σ."""
@@ -98,8 +141,8 @@ def main() -> None:
         ours = {"forward": lambda x=x, op=op, options=options: poolcli.forward(x, op, **options),
                 "backward": lambda x=x, grad=grad, op=op, options=options: poolcli.backward(x, grad, op, **options)}
         theirs = {}
-        if torch_fn is _numpy_stochastic:
-            theirs = {"forward": lambda x=x: _numpy_stochastic(x)}
+        if torch_fn in (_numpy_stochastic, _numpy_nanmean, _numpy_quantile):  # a plain NumPy formulation, forward
+            theirs = {"forward": lambda x=x, fn=torch_fn: fn(x)}
         elif torch is not None:
             t = torch.from_numpy(x)
             if op == "unpool":
