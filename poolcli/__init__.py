@@ -54,7 +54,7 @@ __all__ = [
     "UsageError", "WindowSpec", "backward", "forward", "geometry", "gradients",
 ]
 
-PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if declared[0].kind != "array")
+PARAM_OPTIONS = tuple(name for name, declared in OPTIONS.items() if any(d.kind != "array" for d in declared))
 ARRAY_OPTIONS = tuple(name for name, declared in OPTIONS.items()
                       if any(d.kind == "array" for d in declared))  # indices, weights, bias (deconv's), …
 

@@ -109,3 +109,23 @@ def valid_input(op: str, x):
     import numpy as np
 
     return np.abs(x) if op in NON_NEGATIVE else x
+
+
+def deconv_case(draw, dims: int, groups: int, out_per_group: int = 2, largest: int = 4) -> tuple:
+    """A transposed convolution PyTorch takes: (x, weights, bias, options as poolcli's keywords), drawn with
+    ``draw`` (hypothesis's ``data.draw``)."""
+    import numpy as np
+    from hypothesis import strategies as st
+
+    sides = [draw(st.integers(1, largest)) for _ in range(dims)]
+    kernel = [draw(st.integers(1, 3)) for _ in range(dims)]
+    stride = [draw(st.integers(1, 3)) for _ in range(dims)]
+    dilation = [draw(st.integers(1, 2)) for _ in range(dims)]
+    padding = [draw(st.integers(0, d * (k - 1) // 2)) for k, d in zip(kernel, dilation)]
+    extra = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    c_in = 2 * groups
+    x, w = rng.normal(size=(2, c_in, *sides)), rng.normal(size=(c_in, out_per_group, *kernel))
+    bias = rng.normal(size=out_per_group * groups)
+    options = dict(stride=stride, padding=padding, output_padding=extra, dilation=dilation, groups=groups, dims=dims)
+    return x, w, bias, options

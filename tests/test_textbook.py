@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import poolcli
 from tests import reference
 from tests.conftest import run_poolcli
-from tests.strategies import pooling_case, reference_geometry
+from tests.strategies import deconv_case, pooling_case, reference_geometry
 
 CASES = settings(max_examples=80, deadline=None)
 
@@ -99,20 +99,13 @@ def test_a_raster_with_holes_averages_as_gdal(tmp_path):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), dims=st.integers(1, 2), groups=st.sampled_from([1, 2]))
 def test_deconv_matches_the_oracle(data, dims, groups):
-    sides = [data.draw(st.integers(1, 4)) for _ in range(dims)]
-    kernel = [data.draw(st.integers(1, 3)) for _ in range(dims)]
-    stride = [data.draw(st.integers(1, 3)) for _ in range(dims)]
-    dilation = [data.draw(st.integers(1, 2)) for _ in range(dims)]
-    padding = [data.draw(st.integers(0, d * (k - 1) // 2)) for k, d in zip(kernel, dilation)]
-    extra = [data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    x = rng.normal(size=(2, 2 * groups, *sides))
-    w, b = rng.normal(size=(2 * groups, 2, *kernel)), rng.normal(size=2 * groups)
-    options = dict(weights=w, bias=b, stride=stride, padding=padding, output_padding=extra, dilation=dilation,
-                   groups=groups, dims=dims)
+    x, w, b, geometry = deconv_case(data.draw, dims, groups)
+    rng = np.random.default_rng(0)
+    options = dict(weights=w, bias=b, **geometry)
     y = poolcli.forward(x, "deconv", **options)
     grad = rng.normal(size=y.shape)
-    want, dx, dw, db = reference.deconv(x, w, b, stride, padding, extra, dilation, groups, grad)
+    want, dx, dw, db = reference.deconv(x, w, b, geometry["stride"], geometry["padding"], geometry["output_padding"],
+                                        geometry["dilation"], groups, grad)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-12)
     grads = poolcli.gradients(x, grad, "deconv", **options)
     for name, expected in (("x", dx), ("weights", dw), ("bias", db)):

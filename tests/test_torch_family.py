@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import poolcli
 from tests.conftest import run_poolcli
+from tests.strategies import deconv_case
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -214,15 +215,9 @@ def test_antialiased_resize_to_one_column_is_pytorchs_two_separable_calls(mode):
 @given(data=st.data(), dims=st.integers(1, 3), groups=st.sampled_from([1, 2]), with_bias=st.booleans())
 def test_deconv_is_conv_transpose_with_its_weight_and_bias_gradients_through_the_cli(tmp_path, data, dims, groups,
                                                                                         with_bias):
-    sides = [data.draw(st.integers(1, 4 if dims == 3 else 6)) for _ in range(dims)]
-    kernel = [data.draw(st.integers(1, 3)) for _ in range(dims)]
-    stride = [data.draw(st.integers(1, 3)) for _ in range(dims)]
-    dilation = [data.draw(st.integers(1, 2)) for _ in range(dims)]
-    padding = [data.draw(st.integers(0, d * (k - 1) // 2)) for k, d in zip(kernel, dilation)]
-    extra = [data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)]
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    c_in, c_out_g = 2 * groups, data.draw(st.integers(1, 3))
-    x, w, b = rng.normal(size=(2, c_in, *sides)), rng.normal(size=(c_in, c_out_g, *kernel)), rng.normal(size=c_out_g * groups)
+    x, w, b, o = deconv_case(data.draw, dims, groups, data.draw(st.integers(1, 3)), 4 if dims == 3 else 6)
+    stride, padding, extra, dilation = o["stride"], o["padding"], o["output_padding"], o["dilation"]
+    rng = np.random.default_rng(1)
     fn = getattr(F, f"conv_transpose{dims}d")
     wt, bt = torch.from_numpy(w).requires_grad_(True), torch.from_numpy(b).requires_grad_(True)
 

@@ -10,10 +10,10 @@ pool (NumPy releases the GIL in its loops); the result is the same bit for bit w
 
 >>> import numpy as np
 >>> from poolcli.engine.geometry import WindowSpec
->>> from poolcli.engine.ops import Max
+>>> from poolcli.engine.ops import Max, Params
 >>> x = np.asfortranarray(np.arange(32, dtype=np.float16).reshape(2, 4, 4))
 >>> g = WindowSpec(kernel=2).bind(x.shape)
->>> y = run_blocks(lambda a, plan: Max().forward(a, plan, None), g, [x], [False], block_bytes=64)
+>>> y = run_blocks(lambda a, plan: Max().forward(a, plan, Params()), g, [x], [False], block_bytes=64)
 >>> y.dtype, y[1].tolist()
 (dtype('float16'), [[21.0, 23.0], [29.0, 31.0]])
 """

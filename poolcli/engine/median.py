@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolcli.engine.base import Op, Params, float_type
-from poolcli.engine.kernels import gather_windows, pick_first, scatter_windows
-from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, gathered_missing, missing
+from poolcli.engine.base import Op, Params
+from poolcli.engine.kernels import pick_first, scatter_windows
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
 
 __all__ = ["Median", "Params"]
 
@@ -35,11 +35,7 @@ class Median(Op):
     def _middle(self, x: np.ndarray, g, params: Params) -> tuple[np.ndarray, ...]:
         """The windows' cells, which are real (not padding, not no-data), the two middle values and whether a
         window holds NaN."""
-        cells, real = gather_windows(x.astype(float_type(x.dtype), copy=False), g, np.nan)
-        m = missing(x, params)
-        if m is not None:  # no-data cells are no cells: left out as padding is
-            real = real & ~gathered_missing(m, g)
-            cells = np.where(real, cells, np.nan)
+        cells, real = data_windows(x, g, params)
         n = real.sum(axis=-1)
         ordered = np.sort(cells, axis=-1)  # padding (NaN) last; a real NaN makes the median NaN anyway
         shape = ordered.shape[:-1] + (1,)

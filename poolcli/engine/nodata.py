@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolcli.engine.base import Option, Params, _finite
+from poolcli.engine.base import Option, Params, _finite, float_type
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.kernels import gather_windows, separable
 
-__all__ = ["NODATA", "SKIP_NAN", "empty_value", "gathered_missing", "missing", "valid_count"]
+__all__ = ["NODATA", "SKIP_NAN", "data_windows", "empty_value", "gathered_missing", "missing", "valid_count"]
 
 NODATA = Option("nodata", float, None, "cells of value V are no data", metavar="V", check=_finite,
                 need="give the raster's no-data number (use --skip-nan for NaN)")
@@ -50,3 +50,14 @@ def valid_count(mask: np.ndarray, g: Geometry) -> np.ndarray:
 def gathered_missing(mask: np.ndarray, g: Geometry) -> np.ndarray:
     """The mask gathered as ``gather_windows`` gathers cells (padding marked missing too)."""
     return gather_windows(mask, g, True)[0]
+
+
+def data_windows(x: np.ndarray, g: Geometry, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """Every window's cells as floats (``gather_windows``), and which hold data: not padding, not no-data (those
+    are NaN among the cells, so that a sort puts them last)."""
+    cells, real = gather_windows(x.astype(float_type(x.dtype), copy=False), g, np.nan)
+    m = missing(x, params)
+    if m is not None:  # no-data cells are no cells: left out as padding is
+        real = real & ~gathered_missing(m, g)
+        cells = np.where(real, cells, np.nan)
+    return cells, real

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolcli.engine.base import Op, Option, Params, _finite, float_type
-from poolcli.engine.kernels import gather_windows, pick_first, same, scatter_windows
-from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, gathered_missing, missing
+from poolcli.engine.base import Op, Option, Params, _finite
+from poolcli.engine.kernels import pick_first, same, scatter_windows
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
 
 __all__ = ["Params", "Quantile"]
 
@@ -38,11 +38,7 @@ class Quantile(Op):
     def _parts(self, x: np.ndarray, g, params: Params):
         """The windows' cells, which are real, the two sorted values around the virtual index, its fraction and
         whether a window holds NaN."""
-        cells, real = gather_windows(x.astype(float_type(x.dtype), copy=False), g, np.nan)
-        m = missing(x, params)
-        if m is not None:  # no-data cells are no cells: left out as padding is
-            real = real & ~gathered_missing(m, g)
-            cells = np.where(real, cells, np.nan)
+        cells, real = data_windows(x, g, params)
         n = real.sum(axis=-1)
         q = float(self.value(params, "q"))
         virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # NumPy's _compute_virtual_index for alpha = beta = 1
