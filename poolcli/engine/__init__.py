@@ -202,10 +202,12 @@ def _layout(pool: Op, plan: Any) -> Layout:
     """An operator without windows, to the block executor: its leading independent axes are cut."""
     k = leading_independent(pool, plan)
     moves = bool(plan.channels_last)
-    # an output larger than the input (upsample, unpool) costs more to copy out of small blocks than they gain
+    # an output larger than the input (unpool) costs more to copy out of small blocks than they gain
     grows = int(np.prod(plan.engine_out, dtype=np.int64)) > int(np.prod(plan.in_shape, dtype=np.int64))
+    grows = grows and pool.block_share == 1.0  # an operator that asks for smaller blocks gets them
     return Layout(tuple(plan.in_shape[:k]), tuple(plan.in_shape[k:]), plan.dims, moves,
-                  moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index), big=grows)
+                  moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index), big=grows,
+                  share=pool.block_share)
 
 
 def _deliver(results: Any, allocate: Allocate | None) -> Any:

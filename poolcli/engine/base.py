@@ -194,6 +194,7 @@ class Op:
     keeps_int = False
     strided = False
     random = False  # it draws random numbers keyed on each window's place in the whole input (Geometry.planes)
+    block_share = 1.0  # its blocks are this share of the executor's budget (upsampling: its passes grow the data)
 
     @property
     def arrays(self) -> tuple[str, ...]:

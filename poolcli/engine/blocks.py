@@ -160,7 +160,8 @@ class Layout:
     moves_in: bool  # input-shaped results (gradients) go back to channels-last
     moves_out: bool  # output-shaped results do
     sub: Callable[[tuple[int, ...], tuple[slice, ...]], Any]  # (block lead, block index) -> the block's plan
-    big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; upsampling grows)
+    big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; unpooling grows)
+    share: float = 1.0  # the block budget times this (an operator whose intermediates are larger than its input)
 
     @classmethod
     def of(cls, g: Geometry) -> Layout:
@@ -217,6 +218,8 @@ def run_blocks(
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
     if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
         budget *= 16
+    if block_bytes is None:
+        budget = max(1, int(budget * layout.share))
     cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
