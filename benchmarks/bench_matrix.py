@@ -20,7 +20,8 @@ from benchlib import bandwidth, best_of, machine, optional_torch, table_header, 
 import poolcli
 from poolcli.engine import OPERATORS
 
-OPTIONS = {"upsample": {"scale": 2}, "lrn": {"size": 5}, "kmax": {"k": 2}, "unpool": {"kernel": 2}}
+OPTIONS = {"upsample": {"scale": 2}, "lrn": {"size": 5}, "kmax": {"k": 2}, "unpool": {"kernel": 2},
+           "fractional": {"ratio": 0.7}, "deconv": {"stride": 2}}
 DTYPES = ("float16", "float32", "float64", "uint8")
 LAYOUTS = ("C", "Fortran", "channels-last")
 
@@ -43,6 +44,11 @@ def run(op: str, direction: str, x: np.ndarray, options: dict, threads: int | No
         y, idx = poolcli.forward(x, "max", kernel=2, return_indices=True,
                                  **{k: v for k, v in options.items() if k in ("channels_last", "threads")})
         x, options = y, {**options, "indices": idx}
+    if op == "deconv":  # C channels to C, a 2×2 kernel
+        channels = x.shape[-1] if options.get("channels_last") else x.shape[1]
+        options["weights"] = np.full((channels, channels, 2, 2), 1 / channels)
+    if op == "stochastic":  # probabilities a/Σa: non-negative values
+        x = np.abs(x)
     if direction == "forward":
         return lambda: poolcli.forward(x, op, **options)
     if not poolcli.OPS[op].differentiable:
@@ -64,6 +70,9 @@ def torch_run(torch, op: str, direction: str, x: np.ndarray):
         "upsample": lambda a: F.interpolate(a, scale_factor=2, mode="nearest"),
         "lrn": lambda a: F.local_response_norm(a, 5),
         "bilinear": lambda a: torch.einsum("nchw,ndhw->ncd", a, a) / (a.shape[-1] * a.shape[-2]),
+        "deconv": lambda a: F.conv_transpose2d(a, torch.full((a.shape[1], a.shape[1], 2, 2), 1 / a.shape[1],
+                                                              dtype=a.dtype), stride=2),
+        "avgmax": lambda a: F.max_pool2d(a, 2) + F.avg_pool2d(a, 2),
     }.get(op)
     if forward is None:
         return None
