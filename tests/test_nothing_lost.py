@@ -812,3 +812,23 @@ def test_outputs_held_together_are_per_thread(tmp_path: Path):
     for t in threads:
         t.join(10)
     assert (tmp_path / "b.out").read_bytes() == b"b" and hidden(tmp_path) == []
+
+
+def test_an_operator_that_must_hold_a_whole_sample_says_so_or_refuses(tmp_path, monkeypatch):
+    """Pooling into a .npy runs block by block; bilinear needs one whole sample at once: beyond the block budget
+    it says so, and where that would not fit in memory it refuses with the memory it would need."""
+    import poolcli.cli.common as common
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(1, 17, 512, 512))
+    x[...] = 1
+    del x
+    monkeypatch.setattr(common, "available_memory", lambda: 20 << 20)
+    r = poolcli("forward", tmp_path / "x.npy", "--op", "bilinear", "--block-mb", "1", "-o", tmp_path / "y.npy")
+    assert r.code == 2 and "must hold one (17, 512, 512) sample at once" in r.stderr and "GiB are free" in r.stderr
+    assert not (tmp_path / "y.npy").exists()
+    monkeypatch.setattr(common, "available_memory", lambda: None)
+    r = poolcli("forward", tmp_path / "x.npy", "--op", "bilinear", "--block-mb", "1", "-o", tmp_path / "y.npy")
+    assert r.code == 0 and "note: --op bilinear holds one (17, 512, 512) sample at a time" in r.stderr
+    assert np.load(tmp_path / "y.npy").shape == (1, 17, 17)
+    quiet = poolcli("forward", tmp_path / "x.npy", "-k", "2", "--block-mb", "1", "-o", tmp_path / "z.npy")
+    assert quiet.code == 0 and "note" not in quiet.stderr  # a max pooling's planes are small: nothing to say

@@ -27,6 +27,7 @@ from poolcli.cli.common import (
     ThreadsOpt,
     Ties,
     block_bytes,
+    check_blocks,
     check_format,
     emit,
     guard,
@@ -97,6 +98,7 @@ def backward(
             )
     run = dict(threads=threads, block_bytes=block_bytes(block_mb))
     if npy_file(output):  # written block by block into the mapped file: an output larger than memory fits
+        check_blocks(pooling.op, g, loaded.array.dtype, block_mb)
         from poolcli.io import arrays as files
 
         with files.NpyOutputs([output]) as made:

@@ -358,6 +358,41 @@ def block_bytes(block_mb: int | None) -> int | None:
     return None if block_mb is None else block_mb << 20
 
 
+HOLD = 3  # an operator holds about this many copies of its smallest block (its input, intermediates, result)
+
+
+def available_memory() -> int | None:
+    """The memory the system can give without swapping (``MemAvailable`` on Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) << 10
+    except OSError:
+        pass
+    return None
+
+
+def check_blocks(op: str, plan: Any, dtype: Any, block_mb: int | None) -> None:
+    """Before pooling block by block into a file: say so when the operator must see more at once than the block
+    budget (bilinear's whole sample), and refuse, with the memory it would need, when that does not fit."""
+    from poolcli.engine import smallest_block
+    from poolcli.engine.blocks import BLOCK_BYTES
+
+    one, what = smallest_block(op, plan, dtype)
+    budget = block_bytes(block_mb) or BLOCK_BYTES
+    if one <= 16 * budget:
+        return
+    need, free = HOLD * one, available_memory()
+    gib = 1 << 30
+    if free is not None and need > free:
+        raise UsageError(f"--op {op} must hold {what} at once: about {need / gib:.1f} GiB ({HOLD} × "
+                         f"{one / gib:.1f} GiB) and {free / gib:.1f} GiB are free; pool fewer or smaller planes, "
+                         "or on a machine with more memory")
+    print(f"poolcli: note: --op {op} holds {what} at a time ({one / gib:.2f} GiB), beyond --block-mb "
+          f"{budget >> 20}; memory grows with it", file=sys.stderr)
+
+
 def npy_file(output: str | None) -> bool:
     """Whether -o names a .npy file, which is then written block by block through a memory map."""
     return output not in (None, "-") and Path(output).suffix.lower() == ".npy"

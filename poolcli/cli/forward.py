@@ -29,6 +29,7 @@ from poolcli.cli.common import (
     SchedulerOpt,
     ThreadsOpt,
     block_bytes,
+    check_blocks,
     check_format,
     emit,
     guard,
@@ -128,6 +129,7 @@ def forward(
         raise UsageError(f"--indices {indices}: give a .npy file name")
     run = dict(threads=threads, block_bytes=block_bytes(block_mb))
     if npy_file(output):  # written block by block into the mapped file: an output larger than memory fits
+        check_blocks(pooling.op, g, loaded.array.dtype, block_mb)
         with arrays.NpyOutputs([output] + ([indices] if indices is not None else [])) as files:
             if indices is not None:
                 run_indices(loaded.array, g, pooling.op, allocate=files.allocate, params=pooling.params, **run)

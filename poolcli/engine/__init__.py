@@ -210,6 +210,24 @@ def _layout(pool: Op, plan: Any) -> Layout:
                   share=pool.block_share)
 
 
+def smallest_block(op: str, plan: Any, dtype: np.dtype) -> tuple[int, str]:
+    """The bytes of the smallest block the executor can give ``op`` (one plane of a windowed operator; the axes
+    after the independent ones of another, bilinear's whole sample), in compute dtype, and what it is.
+
+    >>> smallest_block("bilinear", bind("bilinear", (2, 8, 64, 64), WindowSpec()), np.dtype(np.float32))
+    (131072, 'one (8, 64, 64) sample')
+    """
+    from poolcli.engine.blocks import widened
+
+    size = widened(np.dtype(dtype)).itemsize
+    if isinstance(plan, Geometry):
+        cells = plan.in_shape[len(plan.in_shape) - plan.dims:]
+        return int(np.prod(cells, dtype=np.int64)) * size, f"one {cells} plane"
+    k = leading_independent(get_op(op), plan)
+    rest = tuple(plan.in_shape[k:])
+    return int(np.prod(rest, dtype=np.int64)) * size, f"one {rest} {'sample' if k else 'array, whole'}"
+
+
 def _deliver(results: Any, allocate: Allocate | None) -> Any:
     """Results computed whole, copied into arrays from ``allocate`` when one is given."""
     if allocate is None:
