@@ -161,7 +161,8 @@ class Layout:
     moves_out: bool  # output-shaped results do
     sub: Callable[[tuple[int, ...], tuple[slice, ...]], Any]  # (block lead, block index) -> the block's plan
     big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; unpooling grows)
-    share: float = 1.0  # the block budget times this (an operator whose intermediates are larger than its input)
+    share: float = 1.0  # the block budget times this for an input over 4 budgets (an operator whose intermediates
+    # are larger than its input); a smaller input is one block
 
     @classmethod
     def of(cls, g: Geometry) -> Layout:
@@ -218,8 +219,9 @@ def run_blocks(
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
     if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
         budget *= 16
-    if block_bytes is None:
-        budget = max(1, int(budget * layout.share))
+    if block_bytes is None and layout.share != 1.0:  # smaller blocks where they pay: a large input (a small one
+        total = int(np.prod(x.shape, dtype=np.int64)) * dtype.itemsize  # is one block, with no copying out)
+        budget = max(1, int(budget * layout.share)) if total > 4 * BLOCK_BYTES else total
     cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
