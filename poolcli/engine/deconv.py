@@ -140,10 +140,31 @@ class Deconv(Op):
         outs = plan.out_shape[-plan.dims:]
         return tuple(slice(p, p + o) for p, o in zip(plan.padding, outs))
 
+    @staticmethod
+    def _tiles(plan: DeconvPlan) -> bool:
+        """Whether each input cell fills its own kernel-sized tile of the output (stride = kernel, no padding,
+        dilation, output padding or groups): then the whole is one matrix product and one transposition."""
+        kernel = plan.weights.shape[2:]
+        return (plan.groups == 1 and tuple(plan.stride) == tuple(kernel) and not any(plan.padding)
+                and not any(plan.output_padding) and all(d == 1 for d in plan.dilation))
+
+    def _tile_order(self, plan: DeconvPlan) -> tuple[int, ...]:
+        """(B, *in, C_out, *k) → (B, C_out, in_0, k_0, in_1, k_1, …)."""
+        d = plan.dims
+        return (0, d + 1, *(i for a in range(d) for i in (1 + a, d + 2 + a)))
+
     def forward(self, x, plan, params):
         dtype = float_type(x.dtype)  # the input's float dtype (the weights are cast to it), as every operator
         xl = self._last(x.astype(dtype, copy=False), plan.dims)
         w = plan.weights.astype(dtype, copy=False)
+        if self._tiles(plan):
+            kernel, sizes = w.shape[2:], xl.shape[1:-1]
+            cells = xl.reshape(-1, xl.shape[-1]) @ w.reshape(w.shape[0], -1)
+            tiles = cells.reshape(len(xl), *sizes, w.shape[1], *kernel).transpose(self._tile_order(plan))
+            y = tiles.reshape(len(xl), w.shape[1], *(n * k for n, k in zip(sizes, kernel)))
+            if plan.bias is not None:
+                y = y + plan.bias.astype(dtype).reshape((-1,) + (1,) * plan.dims)
+            return y.reshape(x.shape[: x.ndim - plan.dims - 1] + y.shape[1:])
         g, cg = plan.groups, w.shape[0] // plan.groups
         og = w.shape[1]
         full = np.zeros((len(xl), *self._full(plan), og * g), dtype=dtype)
@@ -165,7 +186,22 @@ class Deconv(Op):
         full[(slice(None), *self._crop(plan), slice(None))] = gl
         return full
 
+    def _tile_grad(self, plan: DeconvPlan, grad: np.ndarray) -> np.ndarray:
+        """For tiling kernels: the gradient as (B·cells, C_out·k) rows, one per input cell."""
+        d, kernel = plan.dims, plan.weights.shape[2:]
+        sizes = plan.in_shape[len(plan.in_shape) - d:]
+        b = int(np.prod(grad.shape[: grad.ndim - d - 1]))
+        split = grad.reshape(b, grad.shape[grad.ndim - d - 1], *(v for n, k in zip(sizes, kernel) for v in (n, k)))
+        back = np.argsort(self._tile_order(plan))
+        return split.transpose(back).reshape(b * int(np.prod(sizes)), -1)
+
     def backward(self, x, plan, grad, params):
+        if self._tiles(plan):
+            w = plan.weights.astype(grad.dtype, copy=False)
+            rows = self._tile_grad(plan, grad) @ w.reshape(w.shape[0], -1).T
+            lead = x.shape[: x.ndim - plan.dims - 1]
+            dx = rows.reshape((int(np.prod(lead)),) + x.shape[x.ndim - plan.dims:] + (w.shape[0],))
+            return np.ascontiguousarray(np.moveaxis(dx, -1, 1)).reshape(x.shape)
         gf = self._grad_full(plan, grad)
         w = plan.weights.astype(gf.dtype, copy=False)
         g, cg, og = plan.groups, w.shape[0] // plan.groups, w.shape[1]
@@ -179,6 +215,14 @@ class Deconv(Op):
 
     def more_gradients(self, x, plan, grad, params):
         """To the weights (``weights``) and, when given, the bias (``bias``)."""
+        found = {}
+        if plan.bias is not None:
+            found["bias"] = grad.reshape((-1,) + grad.shape[grad.ndim - plan.dims - 1:]).sum(
+                axis=(0, *range(2, plan.dims + 2)))
+        if self._tiles(plan):
+            xl = self._last(x.astype(grad.dtype, copy=False), plan.dims)
+            dw = xl.reshape(-1, xl.shape[-1]).T @ self._tile_grad(plan, grad)
+            return {"weights": dw.reshape(plan.weights.shape), **found}
         gf = self._grad_full(plan, grad)
         xl = self._last(x.astype(gf.dtype, copy=False), plan.dims)
         w = plan.weights
@@ -190,11 +234,7 @@ class Deconv(Op):
             for k in range(g):
                 dw[(slice(k * cg, (k + 1) * cg), slice(None), *tap)] = \
                     flat_x[:, k * cg:(k + 1) * cg].T @ picked[:, k * og:(k + 1) * og]
-        found = {"weights": dw}
-        if plan.bias is not None:
-            found["bias"] = grad.reshape((-1,) + grad.shape[grad.ndim - plan.dims - 1:]).sum(
-                axis=(0, *range(2, plan.dims + 2)))
-        return found
+        return {"weights": dw, **found}
 
     def picture(self, x, y, dx, plan, params, dims):
         """Input plane (n, c) beside output plane (n, c mod C_out)."""
