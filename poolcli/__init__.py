@@ -22,12 +22,34 @@ array([[3],
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 
-from poolcli.engine import (
+def _quiet_while_loading() -> None:
+    """Run as the ``poolcli`` command, a Ctrl-C while NumPy, Typer and Rich load ends the process with status
+    130 and no Python traceback (the command's own handlers take over once it runs). A library import is left
+    alone."""
+    main = os.path.basename(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+    if main in ("poolcli", "poolcli.exe", "poolcli-script.py") and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """The one line the command prints when interrupted, then status 130; nothing was started to clean up."""
+    os.write(2, b"poolcli: error: interrupted\n")
+    os._exit(130)
+
+
+_quiet_while_loading()
+
+import numpy as np  # noqa: E402
+
+from poolcli.engine import (  # noqa: E402
     ALIASES,
     DEFAULT,
     OPERATORS,
@@ -45,7 +67,7 @@ from poolcli.engine import (
     run_indices,
     run_more_gradients,
 )
-from poolcli.errors import GeometryError, InputError, PoolcliError, UsageError
+from poolcli.errors import GeometryError, InputError, PoolcliError, UsageError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -832,3 +832,22 @@ def test_an_operator_that_must_hold_a_whole_sample_says_so_or_refuses(tmp_path, 
     assert np.load(tmp_path / "y.npy").shape == (1, 17, 17)
     quiet = poolcli("forward", tmp_path / "x.npy", "-k", "2", "--block-mb", "1", "-o", tmp_path / "z.npy")
     assert quiet.code == 0 and "note" not in quiet.stderr  # a max pooling's planes are small: nothing to say
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("delay", [0.15, 0.3])
+def test_ctrl_c_while_the_command_loads_prints_one_line_not_a_traceback(delay):
+    """Ctrl-C in the first moments (NumPy, Typer and Rich still loading) ends with status 130 and one line."""
+    import subprocess
+    import time
+
+    command = shutil.which("poolcli")
+    if command is None:
+        pytest.skip("the poolcli command is not installed")
+    p = subprocess.Popen([command, "forward", "--matrix", "1 2; 3 4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 130), (p.returncode, err)  # 0: it had finished before the signal came

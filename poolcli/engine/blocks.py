@@ -221,7 +221,7 @@ def run_blocks(
         budget *= 16
     if block_bytes is None and layout.share != 1.0:  # smaller blocks where they pay: a large input (a small one
         total = int(np.prod(x.shape, dtype=np.int64)) * dtype.itemsize  # is one block, with no copying out)
-        budget = max(1, int(budget * layout.share)) if total > 4 * BLOCK_BYTES else total
+        budget = max(1, int(budget * layout.share)) if total > 4 * BLOCK_BYTES else max(total, budget)
     cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
