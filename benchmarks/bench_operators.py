@@ -80,6 +80,11 @@ def cases(rng: np.random.Generator):
     yield "deconv 64->32 2x2 s2", x, dict(op="deconv", weights=kernel, stride=2), \
         lambda torch, t: torch.nn.functional.conv_transpose2d(t, torch.from_numpy(kernel), stride=2)
     holes = np.where(rng.random(x.shape) < 0.2, np.float32(np.nan), x)
+    yield "upsample bilinear x2 --coordinates half-pixel", x, dict(op="upsample", scale=2, mode="bilinear",
+                                                                   coordinates="half-pixel"), \
+        lambda torch, t: torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear")  # the same map
+    yield "max 2x2 --index-layout tensor", x, dict(op="max", kernel=2, return_indices=True, index_layout="tensor"), \
+        lambda torch, t: _tensor_indices(torch, t)
     yield "avg 2x2 --skip-nan (vs NumPy)", holes, dict(op="avg", kernel=2, skip_nan=True), _numpy_nanmean
     yield "quantile 2x2 q=0.9 (vs NumPy)", x, dict(op="quantile", kernel=2, q=0.9), _numpy_quantile
 
@@ -101,6 +106,13 @@ def _numpy_nanmean(x: np.ndarray) -> np.ndarray:
 def _numpy_quantile(x: np.ndarray) -> np.ndarray:
     """numpy.quantile over the 2×2 tiles."""
     return np.quantile(_tiles(x), 0.9, axis=-1)
+
+
+def _tensor_indices(torch, t):
+    """ONNX's flat-over-the-tensor indices from torch: max_pool2d's per-plane ones plus each plane's offset."""
+    y, idx = torch.nn.functional.max_pool2d(t, 2, return_indices=True)
+    planes = torch.arange(t.shape[0] * t.shape[1]).reshape(t.shape[0], t.shape[1], 1, 1) * (t.shape[2] * t.shape[3])
+    return y + 0 * (idx + planes)  # the indices computed; the sum keeps autograd to the values
 
 
 def _weighted_torch(torch, t, w: np.ndarray):
@@ -137,6 +149,8 @@ def main() -> None:
         options = dict(options)
         op = options.pop("op")
         y = poolcli.forward(x, op, **options)
+        indices_only = isinstance(y, tuple)  # the index conventions: forward only
+        y = y[0] if indices_only else y
         grad = rng.standard_normal(y.shape).astype(y.dtype)
         ours = {"forward": lambda x=x, op=op, options=options: poolcli.forward(x, op, **options),
                 "backward": lambda x=x, grad=grad, op=op, options=options: poolcli.backward(x, grad, op, **options)}
@@ -161,7 +175,7 @@ def main() -> None:
                 with torch.no_grad():
                     fn(torch, t)
 
-            theirs = {"forward": fwd, "backward": fwd_bwd}
+            theirs = {"forward": fwd} if indices_only else {"forward": fwd, "backward": fwd_bwd}
         for which in ("forward", "backward"):
             if which not in theirs and theirs:
                 continue
