@@ -28,6 +28,7 @@ array([[1. , 1.5, 2. ],
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -46,6 +47,11 @@ class Interp:
     w1: np.ndarray
     size: int
 
+    @cached_property
+    def phased(self) -> tuple[int, list[list[tuple[int, float]]]] | None:
+        """``phases(self)``, found once per axis (every block of a plan shares it)."""
+        return phases(self)
+
 
 @dataclass(frozen=True)
 class Taps:
@@ -55,6 +61,11 @@ class Taps:
     idx: np.ndarray  # (T, out)
     w: np.ndarray  # (T, out)
     size: int
+
+    @cached_property
+    def phased(self) -> tuple[int, list[list[tuple[int, float]]]] | None:
+        """``phases(self)``, found once per axis (every block of a plan shares it)."""
+        return phases(self)
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,12 @@ def bicubic_axis(n: int, out: int, scale: float | None, align_corners: bool) -> 
     """
     dst = np.arange(out, dtype=np.float64)
     ratio = _ratio(n, out, scale, align_corners)
-    pos = dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5  # not clamped at 0, as PyTorch's cubic
+    return cubic_taps(dst * ratio if align_corners else (dst + 0.5) * ratio - 0.5, n)  # not clamped at 0, as PyTorch
+
+
+def cubic_taps(pos: np.ndarray, n: int) -> Taps:
+    """Cubic convolution (A = -0.75) at input coordinates ``pos``: the four cells floor(pos)-1 … floor(pos)+2,
+    indices clamped to the edge (PyTorch's bicubic and ONNX Resize's cubic)."""
     base = np.floor(pos).astype(np.int64)
     t = pos - base
     idx = np.clip(base[None, :] + np.arange(-1, 3)[:, None], 0, n - 1)
@@ -254,7 +270,7 @@ def _adjoint_phases(g: np.ndarray, axis: int, f: int, found: list[list[tuple[int
 
 def apply_axis(x: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     """Interpolate ``x`` along ``axis``."""
-    by_phase = phases(ip)
+    by_phase = ip.phased
     if by_phase is not None:
         return _apply_phases(x, axis, *by_phase)
     if isinstance(ip, Taps):
@@ -340,7 +356,7 @@ def _segment_sum(g: np.ndarray, axis: int, src: np.ndarray, size: int) -> np.nda
 
 def adjoint_axis(g: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     """The transpose of ``apply_axis``: each source cell gets the weighted gradients of the outputs it fed."""
-    by_phase = phases(ip)
+    by_phase = ip.phased
     if by_phase is not None:
         return _adjoint_phases(g, axis, *by_phase)
     if isinstance(ip, Taps):
@@ -401,14 +417,11 @@ def onnx_axis(n: int, out: int, scale: float | None, params: Params) -> Interp |
               "ceil": frac > 0}[rounding]
         src = np.clip((below + up).astype(np.int64), 0, n - 1)
         return Interp(src, src, np.zeros(out), n)
+    if params.mode == "bicubic":
+        return cubic_taps(pos, n)
     base = np.floor(pos).astype(np.int64)
-    t = pos - base
-    if params.mode == "bilinear":
-        i0, i1 = np.clip(base, 0, n - 1), np.clip(base + 1, 0, n - 1)
-        return Interp(i0, i1, np.where(i0 == i1, 0.0, t), n)
-    idx = np.clip(base[None, :] + np.arange(-1, 3)[:, None], 0, n - 1)
-    w = np.stack([_cubic(t + 1, A_CUBIC), _cubic(t, A_CUBIC), _cubic(1 - t, A_CUBIC), _cubic(2 - t, A_CUBIC)])
-    return Taps(idx, w, n)
+    i0, i1 = np.clip(base, 0, n - 1), np.clip(base + 1, 0, n - 1)
+    return Interp(i0, i1, np.where(i0 == i1, 0.0, pos - base), n)
 
 
 def _axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
