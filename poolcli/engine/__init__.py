@@ -280,12 +280,9 @@ def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | No
         if flat is None or not lead:
             view[...] = to_layout(view, sizes, layout, order)
         else:
-            cells = int(np.prod(sizes))
             for start in range(0, len(flat), 4096):
                 part = flat[start: start + 4096]
-                part[...] = to_layout(part, sizes, "plane", order) + (
-                    (np.arange(start, start + len(part)) * cells).reshape((-1,) + (1,) * g.dims)
-                    if layout == "tensor" else 0)
+                part[...] = to_layout(part, sizes, layout, order, first=start)
     return y, idx
 
 

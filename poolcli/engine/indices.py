@@ -33,20 +33,23 @@ STORAGE_ORDER = Option("storage_order", "choice", "row", "spatial axes row- or c
                        choices=ORDERS)
 
 
-def _plane_offsets(shape: tuple[int, ...], dims: int, cells: int) -> np.ndarray:
-    """Each plane's number times its cells, shaped to broadcast over an engine-layout array of ``shape``."""
+def _plane_offsets(shape: tuple[int, ...], dims: int, cells: int, first: int = 0) -> np.ndarray:
+    """Each plane's number (counting from ``first``) times its cells, shaped to broadcast over an engine-layout
+    array of ``shape``."""
     lead = shape[: len(shape) - dims]
-    return (np.arange(int(np.prod(lead)), dtype=np.int64) * cells).reshape(lead + (1,) * dims)
+    return (np.arange(first, first + int(np.prod(lead)), dtype=np.int64) * cells).reshape(lead + (1,) * dims)
 
 
-def to_layout(idx: np.ndarray, sizes: tuple[int, ...], layout: str = "plane", order: str = "row") -> np.ndarray:
-    """Per-plane row-major indices (engine layout) into ``layout`` and ``order``; ``sizes`` the plane's spatial size."""
+def to_layout(idx: np.ndarray, sizes: tuple[int, ...], layout: str = "plane", order: str = "row",
+              first: int = 0) -> np.ndarray:
+    """Per-plane row-major indices (engine layout) into ``layout`` and ``order``; ``sizes`` the plane's spatial size;
+    ``first`` the number of the first plane of ``idx`` in the whole tensor."""
     dims, cells = len(sizes), int(np.prod(sizes))
     out = np.asarray(idx, dtype=np.int64)
     if order == "column":
         out = np.ravel_multi_index(np.unravel_index(out, sizes), sizes, order="F").astype(np.int64)
     if layout == "tensor":
-        out = out + _plane_offsets(out.shape, dims, cells)
+        out = out + _plane_offsets(out.shape, dims, cells, first)
     return out
 
 

@@ -15,7 +15,8 @@ from poolcli.engine.base import Option, Params, _finite, float_type
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.kernels import gather_windows, separable
 
-__all__ = ["NODATA", "SKIP_NAN", "data_windows", "empty_value", "gathered_missing", "missing", "valid_count"]
+__all__ = ["NODATA", "SKIP_NAN", "data_counts", "data_windows", "empty_value", "gathered_missing", "missing",
+           "valid_count"]
 
 NODATA = Option("nodata", float, None, "cells of value V are no data", metavar="V", check=_finite,
                 need="give the raster's no-data number (use --skip-nan for NaN)")
@@ -45,6 +46,13 @@ def empty_value(params: Params) -> float:
 def valid_count(mask: np.ndarray, g: Geometry) -> np.ndarray:
     """How many cells of each window hold data (exact in float32 below 2**24 cells)."""
     return separable((~mask).astype(np.float32), g, np.add, 0)
+
+
+def data_counts(mask: np.ndarray, g: Geometry, count_pad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: the cells holding data, and the divisor of an average over them (plus the padded cells when
+    ``count_pad``, as avg counts padding)."""
+    found = valid_count(mask, g)
+    return found, found + (g.counts(True) - g.counts(False) if count_pad else 0)
 
 
 def gathered_missing(mask: np.ndarray, g: Geometry) -> np.ndarray:

@@ -19,7 +19,7 @@ from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highe
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.kernels import select_backward, select_indices, separable, spread, window_sum
-from poolcli.engine.nodata import NODATA, SKIP_NAN, empty_value, missing, valid_count
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
 
@@ -123,11 +123,8 @@ class Avg(Op):
         """The average of the cells with data: (result, divisor, windows without data). Padding counts as
         --count-pad says; --divisor replaces the count."""
         s = window_sum(np.where(m, 0, x), g)
-        found = valid_count(m, g)
-        if "divisor" in params.given:
-            by = np.asarray(params.divisor, dtype=s.dtype)
-        else:
-            by = (found + (g.counts(True) - g.counts(False) if params.count_pad else 0)).astype(s.dtype)
+        found, count = data_counts(m, g, params.count_pad)
+        by = np.asarray(params.divisor if "divisor" in params.given else count, dtype=s.dtype)
         none = found == 0
         with np.errstate(invalid="ignore", divide="ignore"):
             y = s / by
@@ -171,34 +168,32 @@ class Lp(Op):
         a = np.abs(x.astype(_accumulator(x.dtype), copy=False))
         return a * a if p == 2 else a if p == 1 else a**p
 
-    def _norm(self, x, g, params):
-        m = missing(x, params)
+    def _norm(self, x, g, params, m=None):
+        """Each window's norm; with no-data cells ``m``, over the cells with data (``empty_value`` where none)."""
         s = window_sum(self._power(x if m is None else np.where(m, 0, x), params.p), g)
+        found, count = (None, g.counts(params.count_pad)) if m is None else data_counts(m, g, params.count_pad)
         if params.mean:
-            if m is None:
-                s /= g.counts(params.count_pad)
-            else:
-                s /= valid_count(m, g) + (g.counts(True) - g.counts(False) if params.count_pad else 0)
+            s /= count
         y = s ** (1 / params.p) if params.p != 1 else s
         if m is not None:
-            y[np.broadcast_to(valid_count(m, g) == 0, y.shape)] = empty_value(params)
+            y[np.broadcast_to(found == 0, y.shape)] = empty_value(params)
         return y
 
     def forward(self, x, g, params):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self._norm(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
+            return self._norm(x, g, params, missing(x, params)).astype(self.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, g, grad, params):
         p = params.p
         m = missing(x, params)
         with np.errstate(invalid="ignore", divide="ignore"):
-            y = self._norm(x, g, params)
+            y = self._norm(x, g, params, m)
             scale = np.where(y > 0, grad * y ** (1 - p), 0)
         if m is not None:
-            found = valid_count(m, g)
+            found, count = data_counts(m, g, params.count_pad)
             scale = np.where(found == 0, 0, scale)
             if params.mean:
-                scale = scale / np.maximum(found + (g.counts(True) - g.counts(False) if params.count_pad else 0), 1)
+                scale = scale / np.maximum(count, 1)
             x = np.where(m, 0, x)
         elif params.mean:
             scale = scale / g.counts(params.count_pad)
