@@ -60,7 +60,8 @@ class Unpool(Op):
             if indices.size and (indices.min() < 0 or indices.max() >= plane):
                 bad = int(indices.min() if indices.min() < 0 else indices.max())
                 raise UsageError(f"index {bad} is outside the unpooled plane of {'×'.join(map(str, sizes))} = "
-                                 f"{plane} cells; check -k/-s/-p or --output-size against the forward run")
+                                 f"{plane} cells; check -k/-s/-p or --output-size against the forward run "
+                                 "(indices saved with --index-layout tensor need it here too)")
         return UnpoolPlan(shape, out, rows, dims=dims, sizes=tuple(sizes), indices=indices)
 
     def _planes(self, a: np.ndarray, plan: UnpoolPlan) -> np.ndarray:
