@@ -851,3 +851,17 @@ def test_ctrl_c_while_the_command_loads_prints_one_line_not_a_traceback(delay):
     _, err = p.communicate(timeout=30)
     assert "Traceback" not in err, err
     assert p.returncode in (0, 130), (p.returncode, err)  # 0: it had finished before the signal came
+
+
+def test_a_signal_while_the_mapped_output_is_flushed_leaves_no_temporary_file(tmp_path: Path, monkeypatch):
+    """The last step of writing a .npy block by block is flushing its map; a stop there (Ctrl-C, SIGTERM)
+    removes the temporary file as a stop anywhere else does."""
+    from poolcli.io import arrays
+
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.memmap, "flush", stopped)
+    with pytest.raises(KeyboardInterrupt), arrays.NpyOutputs([str(tmp_path / "y.npy")]) as made:
+        made.allocate((4, 4), np.dtype(np.float64))[:] = 1
+    assert hidden(tmp_path) == [] and not (tmp_path / "y.npy").exists()

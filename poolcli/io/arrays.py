@@ -380,12 +380,17 @@ class NpyOutputs:
         return array
 
     def __exit__(self, *exc: Any) -> bool:
-        for array in self.made:
-            if isinstance(array, np.memmap):
-                try:
-                    array.flush()
-                except OSError as e:
-                    raise OutputError(f"cannot write {self.paths[0]}: {describe_os_error(e)}") from None
+        try:
+            for array in self.made:
+                if isinstance(array, np.memmap):
+                    try:
+                        array.flush()
+                    except OSError as e:
+                        raise OutputError(f"cannot write {self.paths[0]}: {describe_os_error(e)}") from None
+        except BaseException as e:  # a failed flush, or a signal while flushing: the files go, as on any failure
+            self.made.clear()
+            self._stack.__exit__(type(e), e, e.__traceback__)
+            raise
         self.made.clear()
         return bool(self._stack.__exit__(*exc))
 
