@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine.geometry import Geometry, caller_shape
+from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.kernels import memory_order, whole
 
 BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
@@ -119,6 +120,28 @@ def blocks(lead: Sequence[int], strides: Sequence[int], per_item: int, budget: i
             yield tuple(index)
 
 
+def cast(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as a C-ordered array of ``dtype`` (``a`` itself if it is one already); float16 to and from float32 by
+    the vectorised casts of ``half`` (NumPy's are element by element), with the same bits.
+
+    >>> cast(np.array([[1.5, 2.0]], dtype=np.float16).T, np.dtype(np.float32)).tolist()
+    [[1.5], [2.0]]
+    """
+    if a.dtype == np.float16 and dtype == np.float32:
+        return to_float32(np.ascontiguousarray(a))
+    if a.dtype == np.float32 and dtype == np.float16:
+        return to_float16(a)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _store(target: np.ndarray, values: np.ndarray) -> None:
+    """``target[...] = values``, float32 rounded into a float16 target by ``half.to_float16``."""
+    if target.dtype == np.float16 and values.dtype == np.float32 and target.shape == values.shape:
+        to_float16(values, out=target)
+    else:
+        target[...] = values
+
+
 def _from_fortran(a: np.ndarray, first: int, dtype: np.dtype) -> np.ndarray:
     """A Fortran-ordered array in C order, as two cheap transpositions: planes from cells (a 2-D transpose), then
     each group's axes reversed in cache. NumPy's direct copy walks the last axis at the largest stride.
@@ -129,9 +152,9 @@ def _from_fortran(a: np.ndarray, first: int, dtype: np.dtype) -> np.ndarray:
     (True, True)
     """
     if first == 0 or a.ndim - first == 0:
-        return np.ascontiguousarray(a, dtype=dtype)
+        return cast(a, dtype)
     lead, space = a.shape[:first], a.shape[first:]
-    rows = np.ascontiguousarray(a.T.reshape(-1, int(np.prod(lead))).T, dtype=dtype)
+    rows = cast(a.T.reshape(-1, int(np.prod(lead))).T, dtype)
     back = tuple(range(first - 1, -1, -1)) + tuple(range(a.ndim - 1, first - 1, -1))
     return np.ascontiguousarray(rows.reshape(lead[::-1] + space[::-1]).transpose(back))
 
@@ -208,13 +231,15 @@ def run_blocks(
         cuttable = [order.index(i) < outside for i in range(first)]
 
         def convert(a: np.ndarray) -> np.ndarray:
+            if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
+                return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)
     else:
         if x.flags.f_contiguous and not x.flags.c_contiguous:
             inputs = [_from_fortran(a, first, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
 
         def convert(a: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(a, dtype=compute_dtype(a.dtype))
+            return cast(a, compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
     if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
@@ -232,7 +257,7 @@ def run_blocks(
 
     def put(index: tuple[slice, ...], results: Any) -> None:
         for view, r in zip(views, results if isinstance(results, tuple) else (results,)):
-            view[index] = r
+            _store(view[index], r)
 
     head = one(cuts[0])
     heads = head if isinstance(head, tuple) else (head,)
@@ -244,7 +269,7 @@ def run_blocks(
         return layout.moves_in if shaped else layout.moves_out
 
     if len(cuts) == 1 and allocate is None:  # one block: its results are the output, in their own memory order
-        results = tuple(r.astype(rounded(r.dtype), copy=False) for r in heads)
+        results = tuple(cast(r, rounded(r.dtype)) if rounded(r.dtype) != r.dtype else r for r in heads)
         results = tuple(np.moveaxis(r, r.ndim - layout.dims - 1, -1) if moves(shaped) else r
                         for r, shaped in zip(results, input_shaped))
         return results if isinstance(head, tuple) else results[0]

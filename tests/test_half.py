@@ -1,0 +1,63 @@
+"""The vectorised float16 casts give NumPy's bits: every float16 widened, and float32 values around every
+rounding boundary (halfway points, their neighbours, subnormals, overflow, NaN) narrowed."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from poolcli.engine.half import to_float16, to_float32
+
+EVERY_HALF = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+
+
+def numpy_half(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy warns of overflow in the cast
+        return x.astype(np.float16)
+
+
+def same_halves(mine: np.ndarray, theirs: np.ndarray) -> None:
+    """Equal bits, except that any NaN equals any NaN (a platform may quiet payloads)."""
+    nan = np.isnan(theirs)
+    np.testing.assert_array_equal(np.isnan(mine), nan)
+    np.testing.assert_array_equal(mine.view(np.uint16)[~nan], theirs.view(np.uint16)[~nan])
+
+
+def test_every_float16_widens_to_numpys_float32_bits():
+    np.testing.assert_array_equal(to_float32(EVERY_HALF).view(np.uint32), EVERY_HALF.astype(np.float32).view(np.uint32))
+
+
+def test_widening_keeps_shape_and_memory_order():
+    h = np.asfortranarray(EVERY_HALF[:24].reshape(2, 3, 4))
+    f = to_float32(h)
+    assert f.shape == h.shape and f.flags.f_contiguous
+    np.testing.assert_array_equal(f, h.astype(np.float32))
+
+
+def test_values_at_every_rounding_boundary_narrow_as_numpy():
+    wide = EVERY_HALF.astype(np.float32)
+    finite = np.unique(wide[np.isfinite(wide)].astype(np.float64))
+    halfway = ((finite[1:] + finite[:-1]) / 2).astype(np.float32)  # exact in float32: ties to even
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    with np.errstate(invalid="ignore"):  # the neighbours of NaN
+        x = np.concatenate([wide, halfway, np.nextafter(halfway, up), np.nextafter(halfway, down),
+                            np.nextafter(wide, up), np.nextafter(wide, down),
+                            np.float32([65519.996, 65520.0, -65520.0, 1e30, -1e30, 2.0**-25, 2.0**-26, 3e-8])])
+    same_halves(to_float16(x), numpy_half(x))
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=200))
+def test_any_float32_bits_narrow_as_numpy(bits):
+    x = np.array(bits, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    same_halves(to_float16(x), numpy_half(x))
+
+
+def test_narrowing_into_a_strided_target():
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6)
+    out = np.zeros((6, 4), dtype=np.float16).T
+    to_float16(x, out=out)
+    np.testing.assert_array_equal(out, numpy_half(x))
