@@ -323,7 +323,7 @@ class Geometry:
         >>> Geometry((4, 6), ()).block((2, 3), (slice(2, 4), slice(3, 6))).origin
         (2, 3)
         """
-        start = self.planes()[0]
+        start = self.origin or (0,) * len(self.lead)
         shifted = tuple(int(a) + s.start for a, s in zip(start[len(start) - len(self.lead):], index))
         return replace(self, lead=lead, channels_last=False, origin=start[: len(start) - len(self.lead)] + shifted)
 
@@ -347,7 +347,6 @@ class Geometry:
         coords = [np.arange(a, a + n).reshape((-1,) + (1,) * (k - i - 1)) for i, (a, n) in enumerate(zip(shifted,
                                                                                                        self.lead))]
         return origin, coords
-
 
     def row_strips(self, rows: int) -> list[tuple[slice, slice, Geometry]]:
         """Split the first spatial axis into strips of about ``rows`` output rows, each pooled on its own:
