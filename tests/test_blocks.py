@@ -234,3 +234,46 @@ def test_operators_without_windows_run_in_blocks_as_whole(case):
             got = poolcli.backward(x, grad, op, threads=3, **options)
         for a, b in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(got, tuple) else (expected,)):
             np.testing.assert_array_equal(a, b)  # bilinear with other= gives the pair (to x, to other)
+
+
+UNREAD = {  # backward passes linear in the input: they read only its shape
+    "avg": dict(kernel=3, stride=2, padding=1, count_pad=False),
+    "avg-tiles": dict(kernel=2),
+    "upsample": dict(scale=2),
+    "upsample-bicubic": dict(scale=(1.5, 0.5), mode="bicubic", antialias=True),
+    "deconv": dict(stride=2),
+    "deconv-overlap": dict(stride=1, padding=1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREAD))
+@pytest.mark.parametrize("layout", ["C", "Fortran", "channels-last"])
+def test_a_backward_that_does_not_read_the_input_copies_none_and_gives_the_same(case, layout):
+    """Such a backward gets an unread stand-in for the input: its result is the one computed from the input, and
+    the same for any input values (which is what lets it skip them)."""
+    rng = np.random.default_rng(11)
+    op = case.split("-")[0]
+    options = dict(UNREAD[case])
+    if op == "deconv":
+        options["weights"] = rng.normal(size=(4, 3, 3, 3) if case == "deconv-overlap" else (4, 3, 2, 2))
+    x = rng.normal(size=(2, 4, 6, 8))
+    if layout == "channels-last":
+        x, options = np.ascontiguousarray(np.moveaxis(x, 1, -1)), {**options, "channels_last": True}
+    elif layout == "Fortran":
+        x = np.asfortranarray(x)
+    grad = rng.normal(size=poolcli.forward(x, op, **options).shape)
+    assert not poolcli.OPS[op].backward_reads_input(None if op != "avg" else poolcli.WindowSpec().bind(x.shape),
+                                                    poolcli.Params())
+    with tiny_blocks():
+        dx = poolcli.backward(x, grad, op, threads=2, **options)
+        np.testing.assert_array_equal(poolcli.backward(rng.normal(size=x.shape), grad, op, **options), dx)
+        with mock.patch.object(type(poolcli.OPS[op]), "backward_reads_input", return_value=True):
+            np.testing.assert_array_equal(poolcli.backward(x, grad, op, threads=2, **options), dx)
+
+
+def test_an_average_without_data_cells_reads_its_input():
+    x = np.arange(16.0).reshape(4, 4)
+    assert poolcli.OPS["avg"].backward_reads_input(poolcli.WindowSpec(kernel=2).bind(x.shape),
+                                                   poolcli.Params(nodata=0.0))
+    dx = poolcli.backward(x, np.ones((2, 2)), "avg", kernel=2, nodata=0.0)
+    assert dx[0, 0] == 0 and dx[0, 1] == pytest.approx(1 / 3)  # the no-data cell takes nothing; three share

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from poolcli.engine.base import TIES, Op, Option, Params, Picture
-from poolcli.engine.blocks import Layout, default_threads, run_blocks
+from poolcli.engine.blocks import Layout, default_threads, run_blocks, unread
 from poolcli.engine.geometry import (
     PAD_MODES,
     WINDOW_OPTIONS,
@@ -314,8 +314,11 @@ def run_backward(
     grad = grad.astype(dtype, copy=False)
     if x.size == 0:
         return _deliver(np.zeros(x.shape, dtype=dtype), allocate)
+    xe = to_engine(x, g)
+    if not pool.backward_reads_input(g, params):  # only its shape: nothing of it is copied
+        xe = unread(xe.shape, xe.dtype)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
-              [to_engine(x, g), to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
+              [xe, to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
               pool.widens_half(params, backward=True), pool)
     return dx if dx.dtype == dtype else dx.astype(dtype)
 

@@ -230,6 +230,11 @@ class Op:
     def backward(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> np.ndarray:
         raise NotImplementedError
 
+    def backward_reads_input(self, g: Any, params: Params) -> bool:
+        """Whether ``backward`` reads the input's values, not only its shape and dtype. When it does not (a map
+        linear in the input), the executor hands it an unread stand-in and copies nothing of the input."""
+        return True
+
     def more_gradients(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> dict[str, np.ndarray]:
         """The gradients backward gives besides the input's, by name (engine layout): bilinear's to its --with
         array (``with``), gem's to p (``p``). An array with as many axes as the input is laid out like it."""

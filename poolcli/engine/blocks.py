@@ -77,6 +77,26 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's t
     os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
+@functools.lru_cache(maxsize=16)
+def _nothing(dtype: np.dtype) -> np.ndarray:
+    return np.zeros((), dtype=dtype)
+
+
+def unread(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A stand-in for an input the operator does not read (only its shape and dtype): zeros, in no memory. The
+    executor cuts it into blocks without copying anything.
+
+    >>> a = unread((2, 3), np.dtype(np.float16))
+    >>> a.shape, a.dtype, a.strides
+    ((2, 3), dtype('float16'), (0, 0))
+    """
+    return np.broadcast_to(_nothing(np.dtype(dtype)), shape)
+
+
+def _is_unread(a: np.ndarray) -> bool:
+    return a.base is not None and a.base is _nothing(a.dtype)
+
+
 def widened(dtype: np.dtype) -> np.dtype:
     """The dtype kernels run in: float16 in float32 (NumPy's float16 loops are slow and round every step)."""
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
@@ -218,15 +238,17 @@ def run_blocks(
     """
     layout = g if isinstance(g, Layout) else Layout.of(g)
     x = inputs[0]
+    read = [a for a in inputs if not _is_unread(a)]
+    shown = read[0] if read else x  # the memory order blocks follow: the first input read
     first = len(layout.lead)
 
     def compute_dtype(dtype: np.dtype) -> np.dtype:
         return widened(dtype) if widen else np.dtype(dtype)
 
     dtype = compute_dtype(x.dtype)
-    order = memory_order(x) if not x.flags.c_contiguous else None
+    order = memory_order(shown) if not shown.flags.c_contiguous else None
     cuttable = [True] * first
-    if strided and order is not None and _inner_planes(x, first, order) >= STRIDED_RUN:
+    if strided and order is not None and _inner_planes(shown, first, order) >= STRIDED_RUN:
         outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
         cuttable = [order.index(i) < outside for i in range(first)]
 
@@ -235,10 +257,12 @@ def run_blocks(
                 return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)
     else:
-        if x.flags.f_contiguous and not x.flags.c_contiguous:
+        if shown.flags.f_contiguous and not shown.flags.c_contiguous:
             inputs = [_from_fortran(a, first, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
 
         def convert(a: np.ndarray) -> np.ndarray:
+            if _is_unread(a):
+                return unread(a.shape, compute_dtype(a.dtype))
             return cast(a, compute_dtype(a.dtype))
     plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
@@ -247,7 +271,7 @@ def run_blocks(
     if block_bytes is None and layout.share != 1.0:  # smaller blocks where they pay: a large input (a small one
         total = int(np.prod(x.shape, dtype=np.int64)) * dtype.itemsize  # is one block, with no copying out)
         budget = max(1, int(budget * layout.share)) if total > 4 * BLOCK_BYTES else max(total, budget)
-    cuts = list(blocks(layout.lead, x.strides[:first], plane, budget, cuttable)) if first else [()]
+    cuts = list(blocks(layout.lead, shown.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []
     views: list[np.ndarray] = []
 

@@ -195,6 +195,9 @@ class Deconv(Op):
         back = np.argsort(self._tile_order(plan))
         return split.transpose(back).reshape(b * int(np.prod(sizes)), -1)
 
+    def backward_reads_input(self, plan, params):
+        return False
+
     def backward(self, x, plan, grad, params):
         if self._tiles(plan):
             w = plan.weights.astype(grad.dtype, copy=False)

@@ -131,6 +131,9 @@ class Avg(Op):
         y[np.broadcast_to(none, y.shape)] = empty_value(params)
         return y, by, none
 
+    def backward_reads_input(self, g, params):
+        return isinstance(g, WeightedGeometry) or missing(np.zeros(1), params) is not None
+
     def backward(self, x, g, grad, params):
         if isinstance(g, WeightedGeometry):
             return weighted_backward(x, g, grad)

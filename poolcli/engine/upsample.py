@@ -523,6 +523,9 @@ class Upsample(Op):
             y = apply_axis(y, first + i, ip)
         return y if y is not x else y.copy()
 
+    def backward_reads_input(self, plan, params):
+        return False
+
     def backward(self, x, plan, grad, params):
         self._arrays_only(params)
         first = grad.ndim - plan.dims
