@@ -213,3 +213,36 @@ def test_unpool_channels_last_uses_the_channels_last_indices():
     assert up.shape == x.shape
     np.testing.assert_array_equal(up[up != 0], x[up != 0])
     assert np.count_nonzero(up) == y.size
+
+
+@settings(max_examples=150, deadline=None)
+@given(dims=st.integers(1, 3), data=st.data(),
+       dtype=st.sampled_from(["float32", "float64", "float16", "int16", "uint8"]), channels_last=st.booleans())
+def test_nearest_by_whole_factors_repeats_every_cell(dims, data, dtype, channels_last):
+    """Nearest upsampling by whole factors (each cell written once into its block of repeats) is np.repeat."""
+    sizes = data.draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims))
+    factors = data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims))
+    x = (np.random.default_rng(len(sizes)).normal(size=(2, 3, *sizes)) * 50).astype(dtype)
+    expected = x.astype(np.float64) if x.dtype.kind in "iu" else x  # integers upsample to float64
+    for axis, f in enumerate(factors):
+        expected = np.repeat(expected, f, axis=2 + axis)
+    if channels_last:
+        x, expected = np.moveaxis(x, 1, -1), np.moveaxis(expected, 1, -1)
+    y = poolcli.forward(x, "upsample", scale=tuple(float(f) for f in factors), dims=dims,
+                        channels_last=channels_last)
+    assert y.dtype == expected.dtype
+    np.testing.assert_array_equal(y, expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(dims=st.integers(1, 3), data=st.data(), dtype=st.sampled_from(["float32", "float64"]))
+def test_nearest_by_whole_factors_backward_sums_each_block_of_repeats(dims, data, dtype):
+    sizes = data.draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims))
+    factors = data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims))
+    x = np.zeros((2, 3, *sizes), dtype=dtype)
+    grad = np.random.default_rng(dims).integers(-8, 8, size=(2, 3, *(n * f for n, f in zip(sizes, factors))))
+    expected = grad.reshape((2, 3, *(v for n, f in zip(sizes, factors) for v in (n, f))))
+    expected = expected.sum(axis=tuple(3 + 2 * i for i in range(dims)))  # small integers: exact in any order
+    dx = poolcli.backward(x, grad.astype(dtype), "upsample", scale=tuple(float(f) for f in factors), dims=dims)
+    assert dx.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(dx, expected)

@@ -27,8 +27,9 @@ array([[1. , 1.5, 2. ],
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import pairwise
 
 import numpy as np
@@ -248,6 +249,75 @@ def _apply_phases(x: np.ndarray, axis: int, f: int, found: list[list[tuple[int, 
     return y
 
 
+def repeats(ip: Interp | Taps) -> int | None:
+    """The whole factor ``f`` of an axis that repeats each input cell ``f`` times (nearest by 1, 2, 3, …), else None.
+
+    >>> repeats(interp_axis(4, 8, 2.0, "nearest", False)), repeats(interp_axis(4, 8, 2.0, "bilinear", False))
+    (2, None)
+    """
+    if ip.size == ip_out(ip):
+        return 1
+    by_phase = ip.phased
+    if by_phase is None or any(taps != [(0, 1.0)] for taps in by_phase[1]):
+        return None
+    return by_phase[0]
+
+
+def ip_out(ip: Interp | Taps) -> int:
+    """How many output cells an axis has."""
+    return ip.idx.shape[1] if isinstance(ip, Taps) else len(ip.i0)
+
+
+def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
+    """Every cell of the axes from ``first`` on repeated ``factors`` times along each, written once into the output:
+    the last axis's repeats into the first row of every block of rows, then each other axis's first row copied
+    onto the others (whole contiguous rows; no intermediate array). A float32 cell repeated twice is one uint64
+    product, both copies at once.
+
+    >>> replicate(np.array([[1.0, 2.0], [3.0, 4.0]]), 0, (2, 3))[:2].tolist()
+    [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
+    """
+    lead, cells = x.shape[:first], x.shape[first:]
+    y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=x.dtype)
+    split = y.reshape(lead + tuple(v for n, f in zip(cells, factors) for v in (n, f)))
+    pre = (slice(None),) * first
+    head = split[pre + (slice(None), 0) * (len(cells) - 1)]  # the first row of every block: (..., n_last, f_last)
+    f = factors[-1]
+    both = head.reshape(head.shape[:-2] + (head.shape[-2] * f,))
+    if f == 2 and x.dtype.itemsize == 4 and x.strides[-1] == 4 and np.may_share_memory(both, y):
+        np.multiply(x.view(np.uint32), np.uint64(0x100000001), out=both.view(np.uint64), dtype=np.uint64)
+    else:
+        for r in range(f):
+            head[..., r] = x
+    for axis in reversed(range(len(cells) - 1)):  # copy the first row of each block onto its others
+        at = first + 2 * axis + 1
+        src = split[(slice(None),) * at + (0,)]
+        for r in range(1, factors[axis]):
+            split[(slice(None),) * at + (r,)] = src
+    return y
+
+
+def unreplicate(g: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
+    """The transpose of ``replicate``: each input cell gets the sum of its block of repeats, the leading axes'
+    repeats added as whole rows first (halving what the strided last axis reads).
+
+    >>> unreplicate(np.arange(12.0).reshape(2, 6), 0, (2, 3)).tolist()
+    [[24.0, 42.0]]
+    """
+    cells = tuple(n // f for n, f in zip(g.shape[first:], factors))
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        at = first + axis
+        split = g.reshape(g.shape[:at] + (cells[axis], f) + g.shape[at + 1:])
+        pick = (slice(None),) * (at + 1)
+        total = split[pick + (0,)] + split[pick + (1,)]
+        for r in range(2, f):
+            total += split[pick + (r,)]
+        g = total
+    return g
+
+
 def _adjoint_phases(g: np.ndarray, axis: int, f: int, found: list[list[tuple[int, float]]]) -> np.ndarray:
     """The transpose of ``_apply_phases``: each phase's gradient added back onto the views it read."""
     n = g.shape[axis] // f
@@ -405,7 +475,7 @@ def onnx_positions(n: int, out: int, scale: float, how: str) -> np.ndarray:
     return (x + 0.5) / scale - 0.5  # half-pixel, pytorch-half-pixel
 
 
-def onnx_axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
+def onnx_axis(n: int, out: int, scale: float | None, params: Params | _Rule) -> Interp | Taps:
     """One axis as ONNX Resize maps it (``--coordinates``, ``--nearest``): positions from the coordinate mode, the
     nearest cell by the rounding mode, or linear/cubic (A = -0.75) neighbours clamped to the edge."""
     pos = onnx_positions(n, out, scale if scale else out / n, params.coordinates or "half-pixel")
@@ -425,7 +495,33 @@ def onnx_axis(n: int, out: int, scale: float | None, params: Params) -> Interp |
 
 
 def _axis(n: int, out: int, scale: float | None, params: Params) -> Interp | Taps:
-    """One axis's source cells and weights, by mode."""
+    """One axis's source cells and weights, by mode: made once per process for each size and rule (an axis finds
+    its phases once, however many calls and blocks use it)."""
+    return _made_axis(n, out, scale, _Rule(params.mode, params.coordinates, params.nearest, bool(params.antialias),
+                                           bool(params.align_corners)))
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What of the options an axis's map depends on (with its sizes and factor)."""
+
+    mode: str
+    coordinates: str | None
+    nearest: str | None
+    antialias: bool
+    align_corners: bool
+
+
+@lru_cache(maxsize=256)
+def _made_axis(n: int, out: int, scale: float | None, params: _Rule) -> Interp | Taps:
+    made = _new_axis(n, out, scale, params)
+    for a in vars(made).values():  # shared between calls: nobody may write to it
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return made
+
+
+def _new_axis(n: int, out: int, scale: float | None, params: Params | _Rule) -> Interp | Taps:
     if params.mode == "lanczos":  # Pillow resizes images itself (pillow_filter); an array is refused when pooled
         return interp_axis(n, out, scale, "nearest", False)
     if params.coordinates is not None or params.nearest is not None:
@@ -519,6 +615,9 @@ class Upsample(Op):
         self._arrays_only(params)
         y = x.astype(float_type(x.dtype), copy=False)
         first = y.ndim - plan.dims
+        factors = [repeats(ip) for ip in plan.axes]
+        if all(factors):  # nearest by whole factors: every cell repeated, written once
+            return replicate(y, first, factors)
         for i, ip in enumerate(plan.axes):
             y = apply_axis(y, first + i, ip)
         return y if y is not x else y.copy()
@@ -529,6 +628,9 @@ class Upsample(Op):
     def backward(self, x, plan, grad, params):
         self._arrays_only(params)
         first = grad.ndim - plan.dims
+        factors = [repeats(ip) for ip in plan.axes]
+        if all(factors):  # nearest by whole factors: each cell's block of repeats summed
+            return unreplicate(grad, first, factors) if any(f > 1 for f in factors) else grad.copy()
         g = grad
         for i in reversed(range(plan.dims)):
             g = adjoint_axis(g, first + i, plan.axes[i])
