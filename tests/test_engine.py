@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -243,3 +244,22 @@ def test_global_and_adaptive_backward_match_the_oracle_on_ties(ties):
         ref = reference(x, "max", grad=None, ties=ties, **reference_geometry(x.shape, options))
         np.testing.assert_array_equal(poolcli.forward(x, "max", **options), ref[0])
         np.testing.assert_array_equal(poolcli.backward(x, op="max", ties=ties, **options), ref[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(dims=st.integers(1, 3), data=st.data(), op=st.sampled_from(["max", "min"]),
+       dtype=st.sampled_from(["float64", "float32", "int16"]))
+def test_tiling_windows_route_each_gradient_to_the_first_selected_cell(dims, data, op, dtype):
+    """Windows that tile the plane (kernel = stride, some axes unpooled), many ties: the gradient reaches the
+    first cell in row-major window order holding the extreme, as the plain-loop oracle says."""
+    kernel = data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims))
+    outs = data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims))
+    lead = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    sizes = tuple(k * o for k, o in zip(kernel, outs))
+    x = np.array(data.draw(st.lists(st.integers(-2, 2), min_size=math.prod(lead + sizes),
+                                    max_size=math.prod(lead + sizes)))).reshape(lead + sizes).astype(dtype)
+    grad = np.random.default_rng(dims).integers(1, 9, size=lead + tuple(outs)).astype(np.float64)
+    dx = poolcli.backward(x, grad, op, kernel=tuple(kernel), stride=tuple(kernel), dims=dims)
+    _, expected, _ = reference(x, op=op, dims=dims, kernel=tuple(kernel), stride=tuple(kernel),
+                               dilation=(1,) * dims, pads=((0, 0),) * dims, grad=grad)
+    np.testing.assert_array_equal(dx, expected)

@@ -358,7 +358,54 @@ def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: 
         return _select_in_bands(x, y, grad, spans, ties, arg)
     if arg is not None and ties in ("first", "all") and g.dims > 1 and not all(_tiles(a) for a in g.axes):
         return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
+    if arg is not None and ties == "first" and all(_tiles(a) or _identity(a) for a in g.axes):
+        dx = _select_tiles_first(x, grad, g, np.maximum if arg is np.argmax else np.minimum)
+        if dx is not None:
+            return dx
     return _select_backward(x, _forward(y), grad, g, ties)
+
+
+def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.ufunc) -> np.ndarray | None:
+    """select_backward with ties "first" where the windows tile the plane, one axis at a time (see
+    ``_select_by_axes``: the first selected cell is the first cell holding the extreme in the first row holding
+    it). Along each axis, from the last, the k taps of every window are compared once and the first strictly
+    better one remembered; the gradient then goes back through each axis as k masked writes. The last axis's
+    taps are read as rows of one transposing copy (its stride-k views read slowly). None when a window holds NaN
+    (``_select_backward`` picks it)."""
+    first = x.ndim - g.dims
+    better_than = np.greater if ufunc is np.maximum else np.less
+    stages = []  # (axis, kernel, shape before, the tap each window picked)
+    best = x
+    for i in reversed(range(g.dims)):
+        axis = g.axes[i]
+        if not _tiles(axis):
+            continue
+        pos, k, shape = first + i, axis.kernel, best.shape
+        if pos == best.ndim - 1 and best.flags.c_contiguous:
+            rows = np.ascontiguousarray(best.reshape(-1, k).T)
+            taps = [r.reshape(shape[:-1] + (axis.out,)) for r in rows]
+        else:
+            split = best.reshape(shape[:pos] + (axis.out, k) + shape[pos + 1:])
+            taps = [split[(slice(None),) * (pos + 1) + (t,)] for t in range(k)]
+        top = np.array(taps[0], copy=True)
+        picked = better_than(taps[1], top) if k == 2 else np.zeros(top.shape, dtype=np.uint8)
+        for t in range(1, k):
+            if k > 2:
+                np.copyto(picked, t, where=better_than(taps[t], top))
+            ufunc(top, taps[t], out=top)
+        stages.append((pos, k, shape, picked))
+        best = top
+    if has_nan(best):
+        return None
+    d = grad
+    for pos, k, shape, picked in reversed(stages):
+        masks = [~picked, picked] if k == 2 else [picked == t for t in range(k)]
+        out = np.empty(shape, dtype=d.dtype)  # written through k strided views (a transposing copy back is slower)
+        split = out.reshape(shape[:pos] + (shape[pos] // k, k) + shape[pos + 1:])
+        for t in range(k):
+            np.multiply(d, masks[t], out=split[(slice(None),) * (pos + 1) + (t,)])
+        d = out
+    return d
 
 
 def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
