@@ -323,13 +323,17 @@ def _hits(x: np.ndarray, y: np.ndarray, g: Geometry, ties: str):
     window order is hit, else every tied cell. NaN, when present, is the selected value.
     """
     nan = has_nan(y)
+    every = list(g.taps())
     taken = np.zeros(y.shape, dtype=bool) if ties == "first" else None
-    for taps in g.taps():
+    for n, taps in enumerate(every):
         hit = same(region(x, inps(taps)), region(y, outs(taps)), nan)
-        if taken is not None:
+        if taken is not None and n == 0:  # nothing taken yet
+            set_region(taken, outs(taps), hit)
+        elif taken is not None:
             seen = region(taken, outs(taps))
             hit &= ~seen
-            set_region(taken, outs(taps), seen | hit)
+            if n < len(every) - 1:  # the last tap's takings are not asked for
+                set_region(taken, outs(taps), seen | hit)
         yield taps, hit
 
 
@@ -450,8 +454,12 @@ def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry
         for taps, hit in _hits(x, y, g, "all"):
             add_region(count, outs(taps), hit)
         grad = grad / count
-    for taps, hit in _hits(x, y, g, ties):
-        add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+    for n, (taps, hit) in enumerate(_hits(x, y, g, ties)):
+        if n == 0 and _unique(taps) and all(isinstance(t.inp, slice) for t in taps):  # dx is zero there yet
+            view = region(dx, inps(taps))
+            np.multiply(region(grad, outs(taps)), hit, out=view)
+        else:
+            add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
     return dx
 
 
