@@ -153,18 +153,28 @@ class Deconv(Op):
         d = plan.dims
         return (0, d + 1, *(i for a in range(d) for i in (1 + a, d + 2 + a)))
 
+    def _tile_forward(self, x: np.ndarray, w: np.ndarray, plan: DeconvPlan) -> np.ndarray:
+        """Kernels that tile the output: per kernel tap, one batched product of the tap's (C_out, C_in) weights
+        with the (C_in, cells) planes, written into that tap's strided view of the output (the input is read in
+        its own layout; no transposition of the whole)."""
+        d, kernel = plan.dims, w.shape[2:]
+        lead, channels, sizes = x.shape[: x.ndim - d - 1], x.shape[x.ndim - d - 1], x.shape[x.ndim - d:]
+        planes = x.reshape((int(np.prod(lead, dtype=np.int64)), channels, int(np.prod(sizes, dtype=np.int64))))
+        y = np.empty((len(planes), w.shape[1], *(v for n, k in zip(sizes, kernel) for v in (n, k))), dtype=x.dtype)
+        for tap in product(*(range(k) for k in kernel)):
+            part = np.matmul(w[(slice(None), slice(None), *tap)].T, planes)  # (B, C_out, cells)
+            y[(slice(None), slice(None), *(v for t in tap for v in (slice(None), t)))] = \
+                part.reshape((len(planes), w.shape[1], *sizes))
+        if plan.bias is not None:
+            y += plan.bias.astype(x.dtype).reshape((-1,) + (1,) * (2 * d))
+        return y.reshape(lead + (w.shape[1],) + tuple(n * k for n, k in zip(sizes, kernel)))
+
     def forward(self, x, plan, params):
         dtype = float_type(x.dtype)  # the input's float dtype (the weights are cast to it), as every operator
-        xl = self._last(x.astype(dtype, copy=False), plan.dims)
         w = plan.weights.astype(dtype, copy=False)
         if self._tiles(plan):
-            kernel, sizes = w.shape[2:], xl.shape[1:-1]
-            cells = xl.reshape(-1, xl.shape[-1]) @ w.reshape(w.shape[0], -1)
-            tiles = cells.reshape(len(xl), *sizes, w.shape[1], *kernel).transpose(self._tile_order(plan))
-            y = tiles.reshape(len(xl), w.shape[1], *(n * k for n, k in zip(sizes, kernel)))
-            if plan.bias is not None:
-                y = y + plan.bias.astype(dtype).reshape((-1,) + (1,) * plan.dims)
-            return y.reshape(x.shape[: x.ndim - plan.dims - 1] + y.shape[1:])
+            return self._tile_forward(x.astype(dtype, copy=False), w, plan)
+        xl = self._last(x.astype(dtype, copy=False), plan.dims)
         g, cg = plan.groups, w.shape[0] // plan.groups
         og = w.shape[1]
         full = np.zeros((len(xl), *self._full(plan), og * g), dtype=dtype)
@@ -199,12 +209,19 @@ class Deconv(Op):
         return False
 
     def backward(self, x, plan, grad, params):
-        if self._tiles(plan):
+        if self._tiles(plan):  # the adjoint of _tile_forward: per tap, its strided view of grad times its weights
             w = plan.weights.astype(grad.dtype, copy=False)
-            rows = self._tile_grad(plan, grad) @ w.reshape(w.shape[0], -1).T
-            lead = x.shape[: x.ndim - plan.dims - 1]
-            dx = rows.reshape((int(np.prod(lead)),) + x.shape[x.ndim - plan.dims:] + (w.shape[0],))
-            return np.ascontiguousarray(np.moveaxis(dx, -1, 1)).reshape(x.shape)
+            d, kernel = plan.dims, w.shape[2:]
+            sizes = x.shape[x.ndim - d:]
+            b = int(np.prod(grad.shape[: grad.ndim - d - 1], dtype=np.int64))
+            split = grad.reshape((b, w.shape[1], *(v for n, k in zip(sizes, kernel) for v in (n, k))))
+            dx = None
+            for tap in product(*(range(k) for k in kernel)):
+                picked = np.ascontiguousarray(split[(slice(None), slice(None),
+                                                     *(v for t in tap for v in (slice(None), t)))])
+                part = np.matmul(w[(slice(None), slice(None), *tap)], picked.reshape(b, w.shape[1], -1))
+                dx = part if dx is None else np.add(dx, part, out=dx)
+            return dx.reshape(x.shape)
         gf = self._grad_full(plan, grad)
         w = plan.weights.astype(gf.dtype, copy=False)
         g, cg, og = plan.groups, w.shape[0] // plan.groups, w.shape[1]
