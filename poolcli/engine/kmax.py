@@ -34,11 +34,44 @@ def normalise_axis(axis: int, ndim: int) -> int:
     return axis % ndim
 
 
+FEW = 8  # up to this many kept values, k argmax passes beat a partition of every line
+
+
+def _has_minus_inf(x: np.ndarray) -> bool:
+    lowest = x.min()  # NaN when there is one: then look for -inf among the rest
+    return bool(np.isneginf(x).any()) if np.isnan(lowest) else bool(np.isneginf(lowest))
+
+
+def _by_argmax(x: np.ndarray, k: int) -> np.ndarray | None:
+    """``choose`` by k argmax passes, each pick then set below every value (NaN is argmax's largest, ties go to the
+    lower index, as choose's); None when no value is below the input's (a float -inf, an int64 minimum)."""
+    if x.dtype.kind in "ui" and x.dtype.itemsize < 8:
+        wide = np.dtype(f"int{2 * 8 * x.dtype.itemsize}")  # room below the smallest value
+        below = np.iinfo(wide).min
+    elif x.dtype.kind == "f" and not _has_minus_inf(x):
+        wide, below = x.dtype, -np.inf
+    else:
+        return None
+    first = np.argmax(x, axis=-1)[..., None]
+    if k == 1:
+        return first
+    work = x.astype(wide, copy=True)
+    picks = [first]
+    for _ in range(k - 1):
+        np.put_along_axis(work, picks[-1], below, axis=-1)
+        picks.append(np.argmax(work, axis=-1)[..., None])
+    return np.sort(np.concatenate(picks, axis=-1), axis=-1)
+
+
 def choose(x: np.ndarray, k: int) -> np.ndarray:
     """Positions (ascending) of the k largest values along the last axis; ties to the lower index, NaN largest."""
     n = x.shape[-1]
     if x.dtype == np.bool_:
         x = x.view(np.uint8)
+    if k <= FEW and x.size:
+        picked = _by_argmax(x, k)
+        if picked is not None:
+            return picked
     if x.dtype.kind == "f" and np.isnan(x).any():
         nan = np.isnan(x)
         order = np.lexsort((-np.where(nan, 0, x), ~nan), axis=-1)  # NaN first, then largest; stable
