@@ -269,10 +269,10 @@ def ip_out(ip: Interp | Taps) -> int:
 
 
 def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
-    """Every cell of the axes from ``first`` on repeated ``factors`` times along each, written once into the output:
-    the last axis's repeats into the first row of every block of rows, then each other axis's first row copied
-    onto the others (whole contiguous rows; no intermediate array). A float32 cell repeated twice is one uint64
-    product, both copies at once.
+    """Every cell of the axes from ``first`` on repeated ``factors`` times along each: one pass per repeat of the
+    last axis, each writing its copy of every cell into all the leading axes' repeats at once (the input read by
+    broadcasting; the inner loop runs along whole rows). A float32 cell repeated twice along the last axis is one
+    uint64 product, both copies at once.
 
     >>> replicate(np.array([[1.0, 2.0], [3.0, 4.0]]), 0, (2, 3))[:2].tolist()
     [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
@@ -280,20 +280,15 @@ def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
     lead, cells = x.shape[:first], x.shape[first:]
     y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=x.dtype)
     split = y.reshape(lead + tuple(v for n, f in zip(cells, factors) for v in (n, f)))
-    pre = (slice(None),) * first
-    head = split[pre + (slice(None), 0) * (len(cells) - 1)]  # the first row of every block: (..., n_last, f_last)
+    src = x.reshape(lead + tuple(v for n in cells[:-1] for v in (n, 1)) + cells[-1:])  # broadcast over repeats
     f = factors[-1]
-    both = head.reshape(head.shape[:-2] + (head.shape[-2] * f,))
-    if f == 2 and x.dtype.itemsize == 4 and x.strides[-1] == 4 and np.may_share_memory(both, y):
-        np.multiply(x.view(np.uint32), np.uint64(0x100000001), out=both.view(np.uint64), dtype=np.uint64)
-    else:
-        for r in range(f):
-            head[..., r] = x
-    for axis in reversed(range(len(cells) - 1)):  # copy the first row of each block onto its others
-        at = first + 2 * axis + 1
-        src = split[(slice(None),) * at + (0,)]
-        for r in range(1, factors[axis]):
-            split[(slice(None),) * at + (r,)] = src
+    if f == 2 and x.dtype.itemsize == 4 and x.flags.c_contiguous:
+        pairs = split.reshape(split.shape[:-2] + (2 * cells[-1],))
+        if np.may_share_memory(pairs, y):  # a view: both copies of a cell are one uint64
+            np.multiply(src.view(np.uint32), np.uint64(0x100000001), out=pairs.view(np.uint64), dtype=np.uint64)
+            return y
+    for r in range(f):
+        split[..., r] = src
     return y
 
 
