@@ -283,7 +283,15 @@ def run_blocks(
         for view, r in zip(views, results if isinstance(results, tuple) else (results,)):
             _store(view[index], r)
 
-    head = one(cuts[0])
+    parallel = threads > 1 and len(cuts) - 1 >= 2 * threads
+    # while the first block shows the results' shapes and dtypes, the other threads start on the next blocks
+    early = [(index, _pool(threads).submit(one, index)) for index in cuts[1:threads]] if parallel else []
+    try:
+        head = one(cuts[0])
+    except BaseException:
+        for _, future in early:
+            future.cancel()
+        raise
     heads = head if isinstance(head, tuple) else (head,)
 
     def rounded(dtype: np.dtype) -> np.dtype:  # the float32 results of a float16 input are float16
@@ -308,14 +316,16 @@ def run_blocks(
             views.append(out)
         outputs.append(out)
     put(cuts[0], head)
-    rest = cuts[1:]
-    if threads > 1 and len(rest) >= 2 * threads:  # each worker writes its own block: disjoint views, no lock
+    rest = cuts[1 + len(early):]
+    if parallel:  # each worker writes its own block: disjoint views, no lock
         futures = [_pool(threads).submit(lambda index: put(index, one(index)), index) for index in rest]
         try:
+            for index, future in early:
+                put(index, future.result())
             for future in futures:
                 future.result()
         except BaseException:  # an error, or Ctrl-C: the blocks not started are dropped, not run on to the end
-            for future in futures:
+            for future in futures + [future for _, future in early]:
                 future.cancel()
             raise
     else:
