@@ -319,7 +319,7 @@ def run_backward(
         xe = unread(xe.shape, xe.dtype)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
               [xe, to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
-              pool.widens_half(params, backward=True), pool)
+              pool.widens_half(params, backward=True, plan=g), pool)
     return dx if dx.dtype == dtype else dx.astype(dtype)
 
 

@@ -267,9 +267,10 @@ class Op:
         """Whether this run is a plain box average (``box_mean`` with these options): Pillow may compute it."""
         return self.box_mean
 
-    def widens_half(self, params: Params, backward: bool = False) -> bool:
+    def widens_half(self, params: Params, backward: bool = False, plan: Any = None) -> bool:
         """Whether float16 inputs are computed in float32 (rounded once at the end) in this direction: yes where
-        there is arithmetic; where values are only moved (unpool, nearest upsampling forward) float16 stays."""
+        there is arithmetic; where values are only moved (unpool, nearest upsampling forward) float16 stays, and
+        an operator that rounds where it pays itself (avg's backward) takes float16 blocks."""
         return True
 
     def independent_axes(self, plan: Any) -> tuple[int, ...]:

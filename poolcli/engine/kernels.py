@@ -111,6 +111,12 @@ def _tiles(axis: AnyAxis) -> bool:
     )
 
 
+def tiling(g: Geometry) -> bool:
+    """Whether the windows tile every axis exactly (kernel = stride, no padding, no rest): each cell is in one
+    window."""
+    return all(_tiles(a) for a in g.axes)
+
+
 def _identity(axis: AnyAxis) -> bool:
     """Whether every window along ``axis`` is one cell, its own: the axis is not pooled."""
     return isinstance(axis, Axis) and axis.kernel == 1 and axis.stride == 1 and axis.pad == (0, 0) \
@@ -287,7 +293,7 @@ def window_sum(x: np.ndarray, g: Geometry) -> np.ndarray:
 def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     """Adjoint of ``window_sum``: every input cell gets the sum of the values of the windows it is in."""
     first = grad.ndim - g.dims
-    if all(_tiles(a) for a in g.axes):  # each input cell in one window: every tap written once, no zero fill
+    if tiling(g):  # each input cell in one window: every tap written once, no zero fill
         (dx, split), taps = _tiled(grad.shape[:first], g, grad.dtype)
         for tap in taps:
             split[tap] = grad

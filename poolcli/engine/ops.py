@@ -17,8 +17,9 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highest, lowest
 from poolcli.engine.geometry import Geometry
+from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
-from poolcli.engine.kernels import select_backward, select_indices, separable, spread, window_sum
+from poolcli.engine.kernels import select_backward, select_indices, separable, spread, tiling, window_sum
 from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
@@ -134,6 +135,10 @@ class Avg(Op):
     def backward_reads_input(self, g, params):
         return isinstance(g, WeightedGeometry) or missing(np.zeros(1), params) is not None
 
+    def widens_half(self, params, backward=False, plan=None):
+        # backward rounds each window's share once and, where windows tile, spreads the float16 copies
+        return not backward or self.backward_reads_input(plan, params)
+
     def backward(self, x, g, grad, params):
         if isinstance(g, WeightedGeometry):
             return weighted_backward(x, g, grad)
@@ -143,6 +148,11 @@ class Avg(Op):
             with np.errstate(invalid="ignore", divide="ignore"):
                 per = np.where(none, 0, grad / by)
             return np.where(m, 0, spread(per.astype(grad.dtype, copy=False), g))
+        if grad.dtype == np.float16:  # (widens_half) each share computed in float32 and rounded once
+            share = to_float32(grad) / self._divisor(g, params, np.dtype(np.float32))
+            if tiling(g):  # every cell gets one share: copying rounded shares is the same
+                return spread(to_float16(share), g)
+            return to_float16(spread(share, g))
         return spread(grad / self._divisor(g, params, grad.dtype), g)
 
 

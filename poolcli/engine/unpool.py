@@ -76,7 +76,7 @@ class Unpool(Op):
         sub = super().block_plan(plan, lead, index)
         return sub if plan.indices is None else replace(sub, indices=plan.indices[index])
 
-    def widens_half(self, params, backward=False):
+    def widens_half(self, params, backward=False, plan=None):
         return False  # both ways it only moves values
 
     def forward(self, x, plan, params):

@@ -598,7 +598,7 @@ class Upsample(Op):
     def pillow_filter(self, params):
         return "lanczos" if params.mode == "lanczos" else None
 
-    def widens_half(self, params, backward=False):
+    def widens_half(self, params, backward=False, plan=None):
         return backward or not params.mode.startswith("nearest")  # nearest forward only moves values
 
     def _arrays_only(self, params: Params) -> None:
