@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+import poolcli
 from poolcli.engine.half import to_float16, to_float32
 
 EVERY_HALF = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
@@ -61,3 +62,18 @@ def test_narrowing_into_a_strided_target():
     out = np.zeros((6, 4), dtype=np.float16).T
     to_float16(x, out=out)
     np.testing.assert_array_equal(out, numpy_half(x))
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["max", "min"]),
+       st.sampled_from([dict(kernel=2), dict(kernel=3, stride=2, padding=1), dict(kernel=5, stride=1, padding=2),
+                        dict(global_pool=True), dict(output_size=3)]), st.booleans())
+def test_float16_max_and_min_pick_what_float32_picks(seed, op, window, nan):
+    """Max and min of float16 run on int16 keys in the values' order: over every kind of float16 (subnormals,
+    ±0, ±inf) they give the float32 result; with NaN, NaN where float32 gives it."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(EVERY_HALF[~np.isnan(EVERY_HALF)], size=(2, 3, 7, 9)).astype(np.float16)
+    if nan:
+        x[tuple(rng.integers(0, n) for n in x.shape)] = np.nan
+    y = poolcli.forward(x, op, **window)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, numpy_half(poolcli.forward(x.astype(np.float32), op, **window)))

@@ -41,7 +41,22 @@ class Max(Op):
         m = missing(x, params)
         return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
 
+    def widens_half(self, params, backward=False, plan=None):
+        return backward or missing(np.zeros(1), params) is not None  # float16 forward picks on int16 keys
+
+    def _half_forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
+        """Float16 pooled on int16 keys in the values' order (each key its own inverse): the picked values
+        themselves, with no float arithmetic and no cast. A block holding NaN is computed in float32."""
+        bits = x.view(np.int16)
+        keys = bits ^ ((bits >> 15) & np.int16(0x7FFF))  # negative values: magnitude bits flipped
+        if keys.size and (keys.max() > 0x7C00 or keys.min() < -0x7C01):  # beyond ±inf's keys: NaN
+            return to_float16(self.forward(to_float32(x), g, params))
+        picked = separable(keys, g, self.ufunc, self.fill(keys.dtype))
+        return (picked ^ ((picked >> 15) & np.int16(0x7FFF))).view(np.float16)
+
     def forward(self, x, g, params):
+        if x.dtype == np.float16 and missing(np.zeros(1), params) is None:
+            return self._half_forward(x, g, params)
         xs, m = self._filled(x, params)
         y = separable(xs, g, self.ufunc, self.fill(x.dtype))
         if m is not None:
