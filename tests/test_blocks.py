@@ -277,3 +277,34 @@ def test_an_average_without_data_cells_reads_its_input():
                                                    poolcli.Params(nodata=0.0))
     dx = poolcli.backward(x, np.ones((2, 2)), "avg", kernel=2, nodata=0.0)
     assert dx[0, 0] == 0 and dx[0, 1] == pytest.approx(1 / 3)  # the no-data cell takes nothing; three share
+
+
+@pytest.mark.parametrize("case", ["deconv-tiles", "deconv-padded", "deconv-3d", "avg-weights", "fractional",
+                                  "bilinear-with"])
+def test_channels_last_moves_the_input_and_its_like_not_the_weights(case):
+    """A channels-last input gives the channels-first result moved, with every gradient: arrays laid out like
+    the input (--with) move with it; weights, bias and per-plane samples keep their own layout."""
+    rng = np.random.default_rng(5)
+    op = case.split("-")[0]
+    dims = 3 if case == "deconv-3d" else 2
+    x = rng.normal(size=(2, 3, 4, 5, 3)[: 2 + dims])
+    options = {"deconv-tiles": dict(weights=rng.normal(size=(3, 2, 2, 2)), bias=rng.normal(size=2), stride=2),
+               "deconv-padded": dict(weights=rng.normal(size=(3, 2, 3, 3)), stride=2, padding=1, output_padding=1),
+               "deconv-3d": dict(weights=rng.normal(size=(3, 2, 2, 2, 2)), stride=1, dims=3),
+               "avg-weights": dict(weights=rng.random(size=(3, 2, 2)), kernel=2),
+               "fractional": dict(samples=rng.random(size=(2, 3, 2)), output_size=3),
+               "bilinear-with": dict(other=rng.normal(size=(2, 2, 4, 5)))}[case]
+    last = {k: np.moveaxis(v, 1, -1) if k == "other" else v for k, v in options.items()}
+    y = poolcli.forward(x, op, **options)
+    moved = poolcli.forward(np.moveaxis(x, 1, -1), op, channels_last=True, **last)
+    np.testing.assert_allclose(moved if op == "bilinear" else np.moveaxis(moved, -1, 1), y, rtol=1e-12, atol=1e-12)
+    if op == "fractional":
+        return
+    grad = rng.normal(size=y.shape)
+    want = poolcli.gradients(x, grad, op, **options)
+    got = poolcli.gradients(np.moveaxis(x, 1, -1), grad if op == "bilinear" else np.moveaxis(grad, 1, -1), op,
+                            channels_last=True, **last)
+    assert set(got) == set(want)
+    for name in want:
+        back = np.moveaxis(got[name], -1, 1) if name in ("x", "with") else got[name]
+        np.testing.assert_allclose(back, want[name], rtol=1e-12, atol=1e-12, err_msg=name)

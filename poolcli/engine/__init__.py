@@ -95,7 +95,8 @@ def bind(op: str, shape: tuple[int, ...], spec: WindowSpec, params: Params = Par
     if pool.windowed or not pool.spatial_layout or spec is None or not spec.channels_last:
         return pool.bind(shape, spec, params, **given)
     dims = pool.spatial(shape, spec, params)
-    moved = {k: _moved(np.asarray(v), dims) for k, v in given.items()}
+    like_input = {o.name for o in pool.options if o.like_input}  # the others (deconv's weights) keep their layout
+    moved = {k: _moved(np.asarray(v), dims) if k in like_input else v for k, v in given.items()}
     plan = pool.bind(engine_shape(shape, dims), dataclasses.replace(spec, channels_last=False, dims=dims), params,
                      **moved)
     out = caller_shape(plan.out_shape, plan.dims) if plan.moves_output else plan.out_shape
@@ -337,4 +338,5 @@ def run_more_gradients(x: np.ndarray, g: Any, grad: np.ndarray | None = None, op
     dtype = gradient_dtype(x.dtype)
     grad = np.ones(g.out_shape, dtype=dtype) if grad is None else check_array(grad).astype(dtype, copy=False)
     found = pool.more_gradients(to_engine(x, g), g, to_engine(grad, g, output=True), params)
-    return {name: to_caller(a, g, output=False) if a.ndim == x.ndim else a for name, a in found.items()}
+    like = {n for o in pool.options if o.like_input for n in (o.name, o.cli_flag.lstrip("-"))}  # --with: "with"
+    return {name: to_caller(a, g, output=False) if name in like else a for name, a in found.items()}

@@ -43,6 +43,7 @@ class Option:
     need: str = ""
     hint: str = ""  # said when the option is given to another operator
     npz_key: str = ""  # an "array" option: the member to read from an .npz (default: --key)
+    like_input: bool = False  # an "array" option laid out like the input: its channels move with the input's
 
     @property
     def flags(self) -> str:
@@ -237,7 +238,8 @@ class Op:
 
     def more_gradients(self, x: np.ndarray, g: Any, grad: np.ndarray, params: Params) -> dict[str, np.ndarray]:
         """The gradients backward gives besides the input's, by name (engine layout): bilinear's to its --with
-        array (``with``), gem's to p (``p``). An array with as many axes as the input is laid out like it."""
+        array (``with``), gem's to p (``p``). One named after a ``like_input`` option (``with``) is laid out like
+        the input; the others (deconv's ``weights``) have their own layout."""
         return {}
 
     def selected(self, x: np.ndarray, g: Any, params: Params) -> np.ndarray | None:

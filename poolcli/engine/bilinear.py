@@ -34,7 +34,7 @@ class BilinearPlan(Plan):
 class BilinearPool(Op):
     name, summary, windowed = "bilinear", "second-order pooling (1/HW) sum x y^T per sample (--with)", False
     options = (Option("other", "array", None, "second features", flag="--with",
-                      metavar="Y"),
+                      metavar="Y", like_input=True),
                Option("signed_sqrt", bool, False, "sign(z)·sqrt(|z|)"),
                Option("l2_normalize", bool, False, "divide by the norm"))
 

@@ -137,7 +137,7 @@ class Deconv(Op):
         return np.moveaxis(b, 1, -1)
 
     def _crop(self, plan: DeconvPlan) -> tuple[slice, ...]:
-        outs = plan.out_shape[-plan.dims:]
+        outs = plan.engine_out[-plan.dims:]  # a channels-last plan's out_shape is the caller's
         return tuple(slice(p, p + o) for p, o in zip(plan.padding, outs))
 
     @staticmethod

@@ -34,7 +34,8 @@ class UnpoolPlan(Plan):
 class Unpool(Op):
     name, summary, windowed, keeps_int = "unpool", "values back at their arg-max cells (--from-indices)", False, True
     options = (Option("indices", "array", None, "from forward --indices",
-                      flag="--from-indices", metavar="IDX.npy", npz_key="indices"), INDEX_LAYOUT, STORAGE_ORDER)
+                      flag="--from-indices", metavar="IDX.npy", npz_key="indices", like_input=True), INDEX_LAYOUT,
+               STORAGE_ORDER)
     marks = "where each value landed"
 
     def bind(self, shape, spec, params, indices=None, **arrays):
