@@ -263,3 +263,22 @@ def test_tiling_windows_route_each_gradient_to_the_first_selected_cell(dims, dat
     _, expected, _ = reference(x, op=op, dims=dims, kernel=tuple(kernel), stride=tuple(kernel),
                                dilation=(1,) * dims, pads=((0, 0),) * dims, grad=grad)
     np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("op, options", [
+    ("max", dict(kernel=2)), ("max", dict(kernel=3, stride=1, padding=1)), ("min", dict(kernel=3, stride=2)),
+    ("max", dict(output_size=2)), ("max", dict(global_pool=True)), ("max", dict(kernel=2, ties="split")),
+    ("max", dict(output_size=4, ties="all")), ("median", dict(kernel=3)), ("quantile", dict(kernel=2, q=0.25)),
+    ("kmax", dict(k=2)), ("fractional", dict(ratio=0.6)), ("mixed", dict(kernel=2))])
+def test_an_infinite_or_nan_gradient_reaches_only_the_cells_its_window_chose(op, options):
+    """inf·0 is NaN: a gradient holding inf or NaN must still send 0 to the cells its window did not choose."""
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 2, 6, 6))
+    y = poolcli.forward(x, op, **{k: v for k, v in options.items() if k != "ties"})
+    grad = rng.normal(size=y.shape)
+    grad.flat[:3] = [np.inf, np.nan, -np.inf]
+    dx = poolcli.backward(x, grad, op, **options)
+    finite = poolcli.backward(x, np.where(np.isfinite(grad), grad, 0), op, **options)
+    reached = poolcli.backward(x, np.where(np.isfinite(grad), 0.0, 1.0), op, **options) != 0
+    assert reached.any() and not np.isfinite(dx[reached]).all()
+    np.testing.assert_allclose(dx[~reached], finite[~reached], rtol=1e-12, atol=1e-12)

@@ -360,6 +360,10 @@ def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: 
     result, or a function giving it; ``arg`` (np.argmax or np.argmin: the first selected cell, NaN first)
     spares computing it where windows are slices."""
     spans = [bands(a) for a in g.axes]
+    if not finite(grad):  # an inf or NaN gradient times a 0 weight would be NaN: each share is chosen, not multiplied
+        if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
+            return _select_in_bands(x, y, grad, spans, ties, arg, exact=True)
+        return _select_backward(x, _forward(y), grad, g, ties, exact=True)
     if any(b is None for b in spans):  # large tiles (adaptive pooling that divides evenly): fewer windows than taps
         tiles = [b if b is not None else _tile_bands(a) for a, b in zip(g.axes, spans)]
         if all(b is not None for b in tiles) and np.prod([len(b) for b in tiles]) < np.prod([a.kernel for a in g.axes]):
@@ -449,10 +453,30 @@ def _select_by_axes(x: np.ndarray, grad: np.ndarray, g: Geometry, ties: str, ufu
     return routed
 
 
-def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str) -> np.ndarray:
+def finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite (integers always are)."""
+    return a.dtype.kind != "f" or bool(np.isfinite(a).all())
+
+
+def share_of(weight: np.ndarray, values: np.ndarray, exact: bool = False) -> np.ndarray:
+    """``weight · values``; with ``exact``, 0 wherever the weight is 0 even for an inf or NaN value (a product
+    would give NaN there).
+
+    >>> share_of(np.array([0.0, 1.0]), np.array([np.inf, np.inf]), exact=True).tolist()
+    [0.0, inf]
+    """
+    if exact:
+        with np.errstate(invalid="ignore"):  # the products where the weight is 0 are not used
+            product = weight * values
+        return np.where(weight != 0, product, 0).astype(product.dtype, copy=False)
+    return weight * values
+
+
+def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, ties: str,
+                     exact: bool = False) -> np.ndarray:
     """The N-D walk over every tap of the windows (see ``select_backward``), or one strided view a tap where
     the windows tile."""
-    if all(_tiles(a) or _identity(a) for a in g.axes) and any(_tiles(a) for a in g.axes):
+    if not exact and all(_tiles(a) or _identity(a) for a in g.axes) and any(_tiles(a) for a in g.axes):
         return _select_tiled(x, y, grad, g, ties)
     dx = np.zeros(x.shape, dtype=grad.dtype)
     if ties == "split":
@@ -461,11 +485,11 @@ def _select_backward(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry
             add_region(count, outs(taps), hit)
         grad = grad / count
     for n, (taps, hit) in enumerate(_hits(x, y, g, ties)):
-        if n == 0 and _unique(taps) and all(isinstance(t.inp, slice) for t in taps):  # dx is zero there yet
+        if n == 0 and not exact and _unique(taps) and all(isinstance(t.inp, slice) for t in taps):  # dx is 0 there
             view = region(dx, inps(taps))
             np.multiply(region(grad, outs(taps)), hit, out=view)
         else:
-            add_region(dx, inps(taps), region(grad, outs(taps)) * hit, _unique(taps))
+            add_region(dx, inps(taps), share_of(hit, region(grad, outs(taps)), exact), _unique(taps))
     return dx
 
 
@@ -500,7 +524,7 @@ def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, t
 
 
 def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[slice]], ties: str,
-                     arg: Callable[..., np.ndarray] | None = None) -> np.ndarray:
+                     arg: Callable[..., np.ndarray] | None = None, exact: bool = False) -> np.ndarray:
     """select_backward for windows that are slices (global, adaptive): each window's cells flattened, the
     selected ones found at once for every plane, and the gradient added back over the window. ``y`` may be
     a function giving the forward result: with ``arg`` and ties "first" it is not needed."""
@@ -531,7 +555,7 @@ def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[s
         hit = same(cells.reshape(lead + (-1,)), y[(Ellipsis, *o)][..., None], nan)
         weight = pick_first(hit, ties).astype(grad.dtype, copy=False)
         view = dx[window]
-        np.add(view, (weight * grad[(Ellipsis, *o)][..., None]).reshape(cells.shape), out=view)
+        np.add(view, share_of(weight, grad[(Ellipsis, *o)][..., None], exact).reshape(cells.shape), out=view)
     return dx
 
 

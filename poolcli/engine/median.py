@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolcli.engine.base import Op, Params
-from poolcli.engine.kernels import pick_first, scatter_windows
+from poolcli.engine.kernels import finite, pick_first, scatter_windows, share_of
 from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
 
 __all__ = ["Median", "Params"]
@@ -58,4 +58,5 @@ class Median(Op):
         low = np.where(nan[..., None], picked, cells == lo[..., None])
         high = np.where(nan[..., None], picked, cells == hi[..., None])
         share = (pick_first(low, params.ties) + pick_first(high, params.ties)) / 2
-        return scatter_windows((share * grad[..., None]).astype(grad.dtype, copy=False), g, x.shape)
+        return scatter_windows(share_of(share, grad[..., None], not finite(grad)).astype(grad.dtype, copy=False), g,
+                               x.shape)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _finite
-from poolcli.engine.kernels import pick_first, same, scatter_windows
+from poolcli.engine.kernels import finite, pick_first, same, scatter_windows, share_of
 from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
 
 __all__ = ["Params", "Quantile"]
@@ -69,4 +69,5 @@ class Quantile(Op):
         g0 = np.where(nan, 0.5, 1 - gamma)[..., None]
         g1 = np.where(nan, 0.5, gamma)[..., None]
         share = pick_first(low, params.ties) * g0 + pick_first(high, params.ties) * g1
-        return scatter_windows((share * grad[..., None]).astype(grad.dtype, copy=False), g, x.shape)
+        return scatter_windows(share_of(share, grad[..., None], not finite(grad)).astype(grad.dtype, copy=False), g,
+                               x.shape)
