@@ -282,3 +282,13 @@ def test_an_infinite_or_nan_gradient_reaches_only_the_cells_its_window_chose(op,
     reached = poolcli.backward(x, np.where(np.isfinite(grad), 0.0, 1.0), op, **options) != 0
     assert reached.any() and not np.isfinite(dx[reached]).all()
     np.testing.assert_allclose(dx[~reached], finite[~reached], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(kernel=2), dict(kernel=3, stride=1, padding=1), dict(output_size=2),
+                                     dict(kernel=2, ties="split"), dict(kernel=(2, 1), stride=(2, 1))])
+def test_cells_no_window_chose_get_plus_zero(options):
+    """A negative gradient times a 0 weight is -0.0: the cells no window chose get +0, as PyTorch's."""
+    x = np.random.default_rng(6).random((2, 3, 6, 6))
+    y = poolcli.forward(x, **{k: v for k, v in options.items() if k != "ties"})
+    dx = poolcli.backward(x, -np.ones(y.shape), **options)
+    assert not np.signbit(dx[dx == 0]).any()

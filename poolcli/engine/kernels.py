@@ -359,6 +359,14 @@ def select_backward(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: 
     """Route each output's gradient to the cell its window selected (max/min backward). ``y`` is the forward
     result, or a function giving it; ``arg`` (np.argmax or np.argmin: the first selected cell, NaN first)
     spares computing it where windows are slices."""
+    dx = _select(x, y, grad, g, ties, arg)
+    if grad.dtype.kind == "f" and np.signbit(grad).any():  # a negative share times 0 is -0.0: 0 in the others
+        np.add(dx, 0, out=dx)
+    return dx
+
+
+def _select(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
+            arg: Callable[..., np.ndarray] | None) -> np.ndarray:
     spans = [bands(a) for a in g.axes]
     if not finite(grad):  # an inf or NaN gradient times a 0 weight would be NaN: each share is chosen, not multiplied
         if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
