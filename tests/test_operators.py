@@ -259,3 +259,15 @@ def test_nearest_by_whole_factors_backward_sums_each_block_of_repeats(dims, data
     dx = poolcli.backward(x, grad.astype(dtype), "upsample", scale=tuple(float(f) for f in factors), dims=dims)
     assert dx.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("mode, antialias", [("bilinear", False), ("bilinear", True), ("bicubic", True)])
+def test_an_axis_whose_size_does_not_change_is_left_as_it_is(mode, antialias):
+    """PyTorch's linear and antialiased kernels skip an axis whose output size is its input size, whatever the
+    factor says: (2, 3) by (1.3, 2) is (2, 6) with the rows untouched, as by (1, 2)."""
+    x = np.random.default_rng(8).normal(size=(2, 3, 2, 3))
+    y = poolcli.forward(x, "upsample", scale=(1.3, 2.0), mode=mode, antialias=antialias)
+    np.testing.assert_array_equal(y, poolcli.forward(x, "upsample", scale=(1.0, 2.0), mode=mode, antialias=antialias))
+    grad = np.random.default_rng(9).normal(size=y.shape)
+    np.testing.assert_array_equal(poolcli.backward(x, grad, "upsample", scale=(1.3, 2.0), mode=mode, antialias=antialias),
+                                  poolcli.backward(x, grad, "upsample", scale=(1.0, 2.0), mode=mode, antialias=antialias))

@@ -255,17 +255,10 @@ def repeats(ip: Interp | Taps) -> int | None:
     >>> repeats(interp_axis(4, 8, 2.0, "nearest", False)), repeats(interp_axis(4, 8, 2.0, "bilinear", False))
     (2, None)
     """
-    if ip.size == ip_out(ip):
-        return 1
-    by_phase = ip.phased
+    by_phase = ip.phased  # its map checked on random values: an axis of the same size need not be the identity
     if by_phase is None or any(taps != [(0, 1.0)] for taps in by_phase[1]):
         return None
     return by_phase[0]
-
-
-def ip_out(ip: Interp | Taps) -> int:
-    """How many output cells an axis has."""
-    return ip.idx.shape[1] if isinstance(ip, Taps) else len(ip.i0)
 
 
 def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
@@ -588,6 +581,9 @@ class Upsample(Op):
             if params.nearest is not None and params.mode != "nearest":
                 raise UsageError(f"--nearest rounds --mode nearest, not {params.mode}")
         mapped = (None,) * dims if params.recompute_scale else per  # PyTorch's recompute_scale_factor
+        if params.coordinates is None and params.nearest is None and (params.mode == "bilinear" or params.antialias):
+            # PyTorch's linear and antialiased kernels leave an axis whose size does not change as it is
+            mapped = tuple(None if o == n else s for n, o, s in zip(sizes, outs, mapped))
         axes = tuple(_axis(n, o, s, params) for n, o, s in zip(sizes, outs, mapped))
         out = spec.with_sizes(shape, outs)
         rows = tuple({"axis": nm, "size": n, "out": o, "kind": "upsample",
