@@ -378,7 +378,7 @@ def _select(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
             spans = tiles
     if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties, arg)
-    if arg is not None and ties in ("first", "all") and g.dims > 1 and not all(_tiles(a) for a in g.axes):
+    if arg is not None and ties in ("first", "all") and g.dims > 1 and not tiling(g):
         return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
     if arg is not None and ties == "first" and all(_tiles(a) or _identity(a) for a in g.axes):
         dx = _select_tiles_first(x, grad, g, np.maximum if arg is np.argmax else np.minimum)

@@ -22,7 +22,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Params
 from poolcli.engine.kernels import finite, pick_first, scatter_windows, share_of
-from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value, skips_cells
 
 __all__ = ["Median", "Params"]
 
@@ -48,7 +48,7 @@ class Median(Op):
         _, real, lo, hi, nan = self._middle(x, g, params)
         y = lo + (hi - lo) / 2
         y[nan] = np.nan
-        if "nodata" in params.given or "skip_nan" in params.given:
+        if skips_cells(params):
             y[np.broadcast_to(~real.any(axis=-1), y.shape)] = empty_value(params)
         return y
 

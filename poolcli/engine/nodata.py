@@ -16,19 +16,28 @@ from poolcli.engine.geometry import Geometry
 from poolcli.engine.kernels import gather_windows, separable
 
 __all__ = ["NODATA", "SKIP_NAN", "data_counts", "data_windows", "empty_value", "gathered_missing", "missing",
-           "valid_count"]
+           "skips_cells", "valid_count"]
 
 NODATA = Option("nodata", float, None, "cells of value V are no data", metavar="V", check=_finite,
                 need="give the raster's no-data number (use --skip-nan for NaN)")
 SKIP_NAN = Option("skip_nan", bool, False, "NaN cells are no data")
 
 
+def skips_cells(params: Params) -> bool:
+    """Whether ``--nodata`` or ``--skip-nan`` is given (then ``missing`` gives a mask).
+
+    >>> skips_cells(Params()), skips_cells(Params(skip_nan=True))
+    (False, True)
+    """
+    return params.given.get("nodata") is not None or bool(params.given.get("skip_nan"))
+
+
 def missing(x: np.ndarray, params: Params) -> np.ndarray | None:
     """Where ``x`` has no data (a boolean mask), or None when neither option is given."""
+    if not skips_cells(params):
+        return None
     nodata = params.given.get("nodata")
     skip = bool(params.given.get("skip_nan"))
-    if nodata is None and not skip:
-        return None
     mask = np.zeros(x.shape, dtype=bool)
     if nodata is not None:
         mask |= x == nodata

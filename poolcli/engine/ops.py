@@ -20,7 +20,7 @@ from poolcli.engine.geometry import Geometry
 from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.kernels import select_backward, select_indices, separable, spread, tiling, window_sum
-from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, valid_count
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, skips_cells, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
 
@@ -42,7 +42,7 @@ class Max(Op):
         return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
 
     def widens_half(self, params, backward=False, plan=None):
-        return backward or missing(np.zeros(1), params) is not None  # float16 forward picks on int16 keys
+        return backward or skips_cells(params)  # float16 forward picks on int16 keys
 
     def _half_forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
         """Float16 pooled on int16 keys in the values' order (each key its own inverse): the picked values
@@ -55,7 +55,7 @@ class Max(Op):
         return (picked ^ ((picked >> 15) & np.int16(0x7FFF))).view(np.float16)
 
     def forward(self, x, g, params):
-        if x.dtype == np.float16 and missing(np.zeros(1), params) is None:
+        if x.dtype == np.float16 and not skips_cells(params):
             return self._half_forward(x, g, params)
         xs, m = self._filled(x, params)
         y = separable(xs, g, self.ufunc, self.fill(x.dtype))
@@ -103,7 +103,7 @@ class Avg(Op):
         g = spec.bind(shape)
         if weights is None:
             return g
-        if "divisor" in params.given or missing(np.zeros(1), params) is not None:
+        if "divisor" in params.given or skips_cells(params):
             raise UsageError("--weights divides by the weights' sum; drop --divisor, --nodata and --skip-nan")
         return weighted(g, weights)
 
@@ -148,7 +148,7 @@ class Avg(Op):
         return y, by, none
 
     def backward_reads_input(self, g, params):
-        return isinstance(g, WeightedGeometry) or missing(np.zeros(1), params) is not None
+        return isinstance(g, WeightedGeometry) or skips_cells(params)
 
     def widens_half(self, params, backward=False, plan=None):
         # backward rounds each window's share once and, where windows tile, spreads the float16 copies

@@ -18,7 +18,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _finite
 from poolcli.engine.kernels import finite, pick_first, same, scatter_windows, share_of
-from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value
+from poolcli.engine.nodata import NODATA, SKIP_NAN, data_windows, empty_value, skips_cells
 
 __all__ = ["Params", "Quantile"]
 
@@ -57,7 +57,7 @@ class Quantile(Op):
         _, real, lo, hi, gamma, nan = self._parts(x, g, params)
         y = _lerp(lo, hi, gamma)
         y[nan] = np.nan
-        if "nodata" in params.given or "skip_nan" in params.given:
+        if skips_cells(params):
             y[np.broadcast_to(~real.any(axis=-1), y.shape)] = empty_value(params)
         return y
 
