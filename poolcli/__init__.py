@@ -50,7 +50,6 @@ _quiet_while_loading()
 import numpy as np  # noqa: E402
 
 from poolcli.engine import (  # noqa: E402
-    ALIASES,
     DEFAULT,
     OPERATORS,
     OPS,
@@ -62,6 +61,7 @@ from poolcli.engine import (  # noqa: E402
     Params,
     WindowSpec,
     bind,
+    declared_by,
     run_backward,
     run_forward,
     run_indices,
@@ -105,8 +105,7 @@ def _is_array(name: str, op: str | None) -> bool:
     """Whether keyword ``name`` is an extra input array for ``op``: as ``op`` declares it, else as every operator
     that takes it does (lrn's ``bias`` is a number, deconv's an array)."""
     declared = OPTIONS.get(name, ())
-    own = next((o for o in (OPS[ALIASES.get(op, op)].options if op in OPS or op in ALIASES else ()) if o.name == name),
-               None)
+    own = declared_by(op, name)
     if own is not None:
         return own.kind == "array"
     return bool(declared) and all(d.kind == "array" for d in declared)

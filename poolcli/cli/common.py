@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Op, Option, Params, declaring
+from poolcli.engine import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, TIES, Op, Option, Params, declared_by, declaring
 from poolcli.errors import InputError, UsageError
 from poolcli.io.arrays import DEFAULT_MAX_BYTES
 from poolcli.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -178,8 +178,7 @@ class Pooling:
     def _own(self, name: str, declared: tuple[Option, ...]) -> Option:
         """Option ``name`` as the chosen operator declares it (a name may be a number for one and a file for
         another, as --bias), else its first declaration."""
-        op = OPS.get(self.op)
-        return next((o for o in (op.options if op else ()) if o.name == name), declared[0])
+        return declared_by(self.op, name) or declared[0]
 
     @property
     def params(self) -> Params:

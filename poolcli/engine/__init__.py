@@ -35,7 +35,7 @@ from poolcli.engine.geometry import (
     engine_shape,
 )
 from poolcli.engine.indices import to_layout
-from poolcli.engine.registry import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, declaring, get_op
+from poolcli.engine.registry import ALIASES, DEFAULT, OPERATORS, OPS, OPTIONS, declared_by, declaring, get_op
 from poolcli.errors import UsageError
 
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]  # makes a result array: (shape, dtype) -> array
@@ -59,6 +59,7 @@ __all__ = [
     "Recipe",
     "WindowSpec",
     "bind",
+    "declared_by",
     "declaring",
     "describe",
     "get_op",

@@ -62,6 +62,17 @@ def declaring(name: str) -> list[Op]:
     return [op for op in OPERATORS if any(o.name == name for o in op.options)]
 
 
+def declared_by(op: str | None, name: str) -> Option | None:
+    """Option ``name`` as operator ``op`` (a name or alias) declares it, or None when ``op`` is no operator or
+    does not take it (a name may be a number for one operator and a file for another, as ``bias``).
+
+    >>> declared_by("deconv", "bias").kind, declared_by("lrn", "bias").kind, declared_by("max", "bias")
+    ('array', <class 'float'>, None)
+    """
+    pool = OPS.get(ALIASES.get(op, op)) if op is not None else None
+    return next((o for o in pool.options if o.name == name), None) if pool is not None else None
+
+
 def get_op(name: str) -> Op:
     """The operator called ``name`` (or an alias such as ``mean``)."""
     key = ALIASES.get(name, name)
