@@ -87,6 +87,21 @@ def check_layouts(data, op):
                                           poolcli.backward(x, grad, op, spec=spec), err_msg=name)
 
 
+@settings(max_examples=150, deadline=None)
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=5), data=st.data(),
+       dtype=st.sampled_from(["float16", "float32", "float64", "uint8"]), tile=st.sampled_from([1, 24, 1 << 15]))
+def test_fortran_order_comes_out_as_the_same_array_in_c_order(shape, data, dtype, tile):
+    """The executor's tiled transposition of a Fortran-ordered input, at every split, cast or not, in tiles
+    smaller than the data (a ragged last tile) or holding all of it."""
+    x = np.asfortranarray((np.random.default_rng(len(shape)).normal(size=shape) * 40 + 100).astype(dtype))
+    split = data.draw(st.integers(0, x.ndim))
+    to = data.draw(st.sampled_from([np.dtype(dtype), blocks.widened(np.dtype(dtype))]))
+    with mock.patch.object(blocks, "FORTRAN_TILE", tile):
+        c = blocks._from_fortran(x, split, to)
+    assert c.flags.c_contiguous and c.dtype == to
+    np.testing.assert_array_equal(c, x.astype(to))
+
+
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), op=st.sampled_from(DIFFERENTIABLE))
 def test_float16_backward_equals_the_float32_computation_rounded(data, op):
