@@ -59,22 +59,21 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """
     x = np.ascontiguousarray(x)
     magnitude = np.abs(x)
+    np.minimum(magnitude, _HALF_MAX, out=magnitude)  # 2**16 and above round to it: Inf below (NaN stays NaN)
     quantum = magnitude.view(np.uint32) & _INF  # the exponent: 2**e
     np.clip(quantum, _NORMAL, _OVERFLOW, out=quantum)
     quantum += np.uint32(13 << 23)  # 2**(e+13): its last mantissa bit is 2**(e-10)
-    step = quantum.view(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN is put right below; no overflow happens
-        rounded = magnitude + step
-        rounded -= step
-    rounded *= _NARROW
-    bits = rounded.view(np.uint32)
-    bits >>= np.uint32(13)
-    np.minimum(bits, np.uint32(0x7C00), out=bits)
-    if bits.size and np.isnan(magnitude.max()):  # NaN keeps the top of its payload and stays NaN (NumPy's rule)
-        nan = np.isnan(magnitude)
-        payload = (magnitude[nan].view(np.uint32) & np.uint32(0x7FFFFF)) >> np.uint32(13)
+    with np.errstate(invalid="ignore"):  # NaN is put right below
+        magnitude += quantum.view(np.float32)
+        magnitude -= quantum.view(np.float32)
+    magnitude *= _NARROW
+    bits = magnitude.view(np.uint32)
+    bits >>= np.uint32(13)  # at most 0x7C00 (Inf), but for NaN
+    if bits.size and bits.max() > 0x7C00:  # NaN keeps the top of its payload and stays NaN (NumPy's rule)
+        nan = bits > 0x7C00
+        payload = (x[nan].view(np.uint32) & np.uint32(0x7FFFFF)) >> np.uint32(13)
         bits[nan] = np.uint32(0x7C00) + np.maximum(payload, np.uint32(1))
-    sign = x.view(np.uint32) >> np.uint32(16)
+    sign = np.right_shift(x.view(np.uint32), np.uint32(16), out=quantum)
     sign &= np.uint32(0x8000)
     bits |= sign
     result = np.empty(x.shape, np.float16) if out is None else out
