@@ -39,8 +39,8 @@ def to_float32(h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     t &= np.int32(-0x70000001)  # 0x8FFFFFFF: the sign bit and the exponent and mantissa, shifted
     f = t.view(np.float32)
     f *= _WIDEN  # exact for normal and subnormal halves (a power of two)
-    if f.size and (f.max() >= _HALF_MAX or f.min() <= -_HALF_MAX):  # Inf and NaN: exponent all ones
-        special = np.abs(f) >= _HALF_MAX
+    if h.size and (h.view(np.int16).max() >= 0x7C00 or h.view(np.uint16).max() >= 0xFC00):  # Inf and NaN:
+        special = np.abs(f) >= _HALF_MAX  # exponent all ones (the bits read as int16 and as uint16)
         bits = (h.view(np.int16)[special].astype(np.int32) << 13) & np.int32(-0x70000001)
         t[special] = bits | np.int32(0x7F800000)
     return f
