@@ -251,6 +251,24 @@ def test_operators_without_windows_run_in_blocks_as_whole(case):
             np.testing.assert_array_equal(a, b)  # bilinear with other= gives the pair (to x, to other)
 
 
+STRIDED_WITHOUT_WINDOWS = [op.name for op in OPERATORS if op.strided and not op.windowed]
+
+
+@pytest.mark.parametrize("op", STRIDED_WITHOUT_WINDOWS)
+@pytest.mark.parametrize("concat", [False, True])
+@pytest.mark.parametrize("small", [False, True])
+def test_operators_reading_strided_views_give_the_c_order_result_in_every_layout(op, concat, small):
+    """An operator without windows that reads any memory order in place (avgmax: max's and avg's passes), in
+    Fortran order, channels-last and reversed strides, whole or in tiny blocks on three threads."""
+    x = (np.random.default_rng(8).normal(size=(3, 20, 6, 7)) * 9).astype(np.float32)
+    options = dict(kernel=3, stride=2, padding=1, concat=concat)
+    ref = poolcli.forward(x, op, threads=1, **options)
+    for name, (view, extra) in layouts(x, 2).items():
+        with tiny_blocks(small):
+            got = poolcli.forward(view, op, threads=3, **options, **extra)
+        np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
+
+
 UNREAD = {  # backward passes linear in the input: they read only its shape
     "avg": dict(kernel=3, stride=2, padding=1, count_pad=False),
     "avg-tiles": dict(kernel=2),

@@ -39,7 +39,7 @@ class AvgMaxPlan(Plan):
 class AvgMax(Op):
     name, summary, windowed = "avgmax", "max + avg per window (the textbook's AvgMaxPool; --concat: [max, avg])", False
     options = (COUNT_PAD, Option("concat", bool, False, "[max, avg] along the channels, not their sum"))
-    ties, marks = True, "arg-max (the max part)"
+    ties, marks, strided = True, "arg-max (the max part)", True  # max's and avg's separable passes
     hi, mean = Max(), Avg()
 
     def bind(self, shape, spec, params, **arrays):
