@@ -224,7 +224,8 @@ def test_integer_averages_at_the_edge_of_float32(side):
                                   poolcli.forward(x.astype(np.float64), "avg", global_pool=True))
 
 
-@pytest.mark.parametrize("case", ["kmax", "kmax-axis1", "upsample", "upsample-bilinear-last", "lrn", "lrn-last",
+@pytest.mark.parametrize("case", ["kmax", "kmax-axis1", "upsample", "upsample-last", "upsample-bilinear-last",
+                                  "lrn", "lrn-last",
                                   "unpool", "bilinear", "bilinear-with", "spp", "spp-last"])
 def test_operators_without_windows_run_in_blocks_as_whole(case):
     """Cut along their leading independent axes (tiny blocks, three threads), they give the whole's values."""
@@ -232,6 +233,7 @@ def test_operators_without_windows_run_in_blocks_as_whole(case):
     x = rng.normal(size=(3, 4, 6, 5))
     op = case.split("-")[0]
     options = {"kmax": dict(k=2), "kmax-axis1": dict(k=2, axis=1), "upsample": dict(scale=2),
+               "upsample-last": dict(scale=(2, 3), channels_last=True),
                "upsample-bilinear-last": dict(scale=(2, 1.5), mode="bilinear", channels_last=True),
                "lrn": dict(size=3), "lrn-last": dict(size=3, channels_last=True), "unpool": {}, "bilinear": {},
                "bilinear-with": dict(other=rng.normal(size=(3, 2, 6, 5))), "spp": dict(levels=(1, 2, 3)),

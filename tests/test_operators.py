@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import poolcli
 from poolcli import UsageError
+from poolcli.engine import blocks
 from poolcli.errors import GeometryError
 from tests import reference
 
@@ -217,6 +219,24 @@ def test_channels_last_is_the_same_operator_on_moved_axes(op, options):
     dx = poolcli.backward(x, g, op, **options)
     dx_last = poolcli.backward(np.moveaxis(x, 1, -1), np.moveaxis(g, 1, -1), op, channels_last=True, **options)
     np.testing.assert_allclose(np.moveaxis(dx_last, -1, 1), dx, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [2, (3, 2), (1, 2), (2, 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8", "float16"])
+def test_nearest_upsampling_of_many_channels_last_is_replicated_in_place(scale, dtype):
+    """Nearest upsampling by whole factors of a channels-last input with many channels is replicated in its own
+    memory order: the values of the channels-first result, laid out channels-last, whole or in blocks."""
+    x = (np.random.default_rng(6).normal(size=(3, 20, 5, 7)) * 30 + 60).astype(dtype)
+    first = poolcli.forward(x, "upsample", scale=scale)
+    last = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    with mock.patch.object(blocks, "BLOCK_BYTES", 64):
+        for got in (poolcli.forward(last, "upsample", scale=scale, channels_last=True),
+                    poolcli.forward(last, "upsample", scale=scale, channels_last=True, threads=3)):
+            assert got.dtype == first.dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(np.moveaxis(got, -1, 1), first)
+    whole = poolcli.forward(last, "upsample", scale=scale, channels_last=True)
+    assert whole.flags.c_contiguous
+    np.testing.assert_array_equal(np.moveaxis(whole, -1, 1), first)
 
 
 def test_unpool_channels_last_uses_the_channels_last_indices():

@@ -255,7 +255,7 @@ def run_forward(x: np.ndarray, g: Geometry, op: str = DEFAULT, params: Params = 
         return _deliver(_empty_like_result(x, g, lambda a, one: run_forward(a, one, op, params)), allocate)
     pool = get_op(op)
     return _run(lambda a, plan: pool.forward(a, plan, params), g, [to_engine(x, g)], [False], threads,
-                pool.strided, allocate, block_bytes, pool.widens_half(params), pool)
+                pool.reads_strided(g, params), allocate, block_bytes, pool.widens_half(params), pool)
 
 
 def run_indices(x: np.ndarray, g: Geometry, op: str = DEFAULT, threads: int | None = None,

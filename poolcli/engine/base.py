@@ -275,6 +275,11 @@ class Op:
         an operator that rounds where it pays itself (avg's backward) takes float16 blocks."""
         return True
 
+    def reads_strided(self, plan: Any, params: Params) -> bool:
+        """Whether its forward of this plan reads the input in any memory order in place at full speed: then the
+        block executor hands it views of Fortran-ordered and channels-last inputs (``strided``)."""
+        return self.strided
+
     def independent_axes(self, plan: Any) -> tuple[int, ...]:
         """Axes of the engine's layout that can be cut into blocks and each pooled on its own."""
         return tuple(range(len(plan.in_shape) - plan.dims))

@@ -36,6 +36,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, _finite, float_type
 from poolcli.engine.geometry import axis_names
+from poolcli.engine.kernels import memory_order
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -270,6 +271,11 @@ def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
     >>> replicate(np.array([[1.0, 2.0], [3.0, 4.0]]), 0, (2, 3))[:2].tolist()
     [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
     """
+    order = memory_order(x) if not x.flags.c_contiguous else None
+    if order is not None and order != tuple(range(x.ndim)):  # in x's own memory order, and so the result
+        every = (1,) * first + tuple(factors)
+        y = replicate(x.transpose(order), 0, [every[i] for i in order])
+        return y.transpose(np.argsort(order))
     lead, cells = x.shape[:first], x.shape[first:]
     y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=x.dtype)
     split = y.reshape(lead + tuple(v for n, f in zip(cells, factors) for v in (n, f)))
@@ -596,6 +602,11 @@ class Upsample(Op):
 
     def widens_half(self, params, backward=False, plan=None):
         return backward or not params.mode.startswith("nearest")  # nearest forward only moves values
+
+    def reads_strided(self, plan, params):
+        # nearest by whole factors of a channels-last input: replicated in its own memory order (channels
+        # innermost), so the result is channels-last already
+        return bool(plan.channels_last) and all(repeats(ip) for ip in plan.axes)
 
     def _arrays_only(self, params: Params) -> None:
         if params.mode == "lanczos":
