@@ -409,12 +409,13 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
         else:
             split = best.reshape(shape[:pos] + (axis.out, k) + shape[pos + 1:])
             taps = [split[(slice(None),) * (pos + 1) + (t,)] for t in range(k)]
-        top = np.array(taps[0], copy=True)
-        picked = better_than(taps[1], top) if k == 2 else np.zeros(top.shape, dtype=np.uint8)
-        for t in range(1, k):
-            if k > 2:
+        picked = better_than(taps[1], taps[0])
+        top = ufunc(taps[0], taps[1])
+        if k > 2:
+            picked = picked.view(np.uint8)
+            for t in range(2, k):
                 np.copyto(picked, t, where=better_than(taps[t], top))
-            ufunc(top, taps[t], out=top)
+                ufunc(top, taps[t], out=top)
         stages.append((pos, k, shape, picked))
         best = top
     if has_nan(best):
