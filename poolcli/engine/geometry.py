@@ -216,9 +216,8 @@ class AdaptiveAxis:
     kind = "adaptive"
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Start (inclusive) and end (exclusive) input cell of every window."""
-        i = np.arange(self.out)
-        return (i * self.size) // self.out, -((-(i + 1) * self.size) // self.out)
+        """Start (inclusive) and end (exclusive) input cell of every window (read-only: made once per size)."""
+        return _adaptive_bounds(self.size, self.out)
 
     @property
     def kernel(self) -> int:
@@ -267,6 +266,15 @@ class AdaptiveAxis:
     def check(self) -> None:
         if self.out < 1:
             raise GeometryError(f"axis {self.name}: --output-size {self.out} must be 1 or more")
+
+
+@functools.lru_cache(maxsize=256)
+def _adaptive_bounds(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """``AdaptiveAxis.bounds``, computed once per (size, out): every block of every call asks for them."""
+    i = np.arange(out)
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    start.flags.writeable = end.flags.writeable = False
+    return start, end
 
 
 AnyAxis = Axis | AdaptiveAxis

@@ -42,13 +42,16 @@ def bands(axis: AnyAxis) -> list[slice] | None:
     [slice(0, 2, None), slice(1, 4, None), slice(3, 5, None)]
     """
     if isinstance(axis, AdaptiveAxis):
-        if axis.out > MAX_BANDS:
-            return None
-        start, end = axis.bounds()
-        return [slice(int(a), int(b)) for a, b in zip(start, end)]
+        return None if axis.out > MAX_BANDS else list(_adaptive_bands(axis.size, axis.out))
     if axis.out == 1 and axis.pad == (0, 0) and axis.dilation == 1 and axis.kernel >= axis.size:
         return [slice(0, axis.size)]
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _adaptive_bands(size: int, out: int) -> tuple[slice, ...]:
+    start, end = AdaptiveAxis(size, out).bounds()
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, end))
 
 
 def whole(g: Geometry) -> bool:
