@@ -25,6 +25,12 @@ TARGET = 2.0
 
 def cases(rng: np.random.Generator):
     """(name, poolcli forward, poolcli backward, torch function of a tensor, input)."""
+    planes = rng.standard_normal((8, 64, 128, 128), dtype=np.float32)  # global and adaptive pooling (target 1)
+    for reduce in ("max", "avg"):
+        yield f"{reduce} --global", planes, dict(op=reduce, global_pool=True), \
+            lambda torch, t, reduce=reduce: getattr(torch.nn.functional, f"adaptive_{reduce}_pool2d")(t, 1)
+        yield f"{reduce} --output-size 7", planes, dict(op=reduce, output_size=7), \
+            lambda torch, t, reduce=reduce: getattr(torch.nn.functional, f"adaptive_{reduce}_pool2d")(t, 7)
     x = rng.standard_normal((32, 128, 1024), dtype=np.float32)
     yield "kmax k=64 of 1024", x, dict(op="kmax", k=64), lambda torch, t: torch.gather(
         t, -1, torch.topk(t, 64, dim=-1).indices.sort(dim=-1).values)
@@ -152,6 +158,7 @@ def main() -> None:
         indices_only = isinstance(y, tuple)  # the index conventions: forward only
         y = y[0] if indices_only else y
         grad = rng.standard_normal(y.shape).astype(y.dtype)
+        options["threads"] = 1  # beside torch on 1 thread
         ours = {"forward": lambda x=x, op=op, options=options: poolcli.forward(x, op, **options),
                 "backward": lambda x=x, grad=grad, op=op, options=options: poolcli.backward(x, grad, op, **options)}
         theirs = {}
