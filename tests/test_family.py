@@ -91,9 +91,26 @@ def test_fractional_matches_the_oracle_with_the_same_samples(data, dims, ties):
     grad = rng.normal(size=y.shape)
     want, dx_want, idx_want = reference.fractional(x, kernel, outs, samples, grad, ties)
     np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(poolcli.forward(x, "fractional", **options), want)  # the values alone, by axes
     np.testing.assert_array_equal(idx, idx_want)
     np.testing.assert_allclose(poolcli.backward(x, grad, "fractional", ties=ties, **options), dx_want, rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "uint8"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_fractional_forward_by_axes_equals_the_windows_scan_with_nan(dtype, dims):
+    """The forward's values, computed one axis at a time, are those the tap-by-tap scan of every window picks
+    (the one indices take), NaN included; integers stay integers."""
+    rng = np.random.default_rng(dims)
+    x = (rng.normal(size=(3, 2) + (9,) * dims) * 20).astype(dtype)
+    if x.dtype.kind == "f":
+        x[rng.random(x.shape) < 0.05] = np.nan
+    options = dict(kernel=(3, 2, 2)[:dims], ratio=(0.6,), samples=rng.random((3, 2, dims)), dims=dims)
+    y = poolcli.forward(x, "fractional", **options)
+    scanned, _ = poolcli.forward(x, "fractional", return_indices=True, **options)
+    assert y.dtype == x.dtype
+    np.testing.assert_array_equal(y, scanned)
 
 
 def test_fractional_ratio_seed_and_uneven_windows():
