@@ -99,18 +99,23 @@ def test_fractional_matches_the_oracle_with_the_same_samples(data, dims, ties):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "uint8"])
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_fractional_forward_by_axes_equals_the_windows_scan_with_nan(dtype, dims):
-    """The forward's values, computed one axis at a time, are those the tap-by-tap scan of every window picks
-    (the one indices take), NaN included; integers stay integers."""
+def test_fractional_by_axes_equals_the_windows_scan_with_nan(dtype, dims):
+    """The values and indices found one axis at a time are those the tap-by-tap scan of every window picks
+    (PyTorch's: the first greatest in row-major order, the last NaN), NaN included; integers stay integers."""
     rng = np.random.default_rng(dims)
     x = (rng.normal(size=(3, 2) + (9,) * dims) * 20).astype(dtype)
     if x.dtype.kind == "f":
         x[rng.random(x.shape) < 0.05] = np.nan
     options = dict(kernel=(3, 2, 2)[:dims], ratio=(0.6,), samples=rng.random((3, 2, dims)), dims=dims)
-    y = poolcli.forward(x, "fractional", **options)
-    scanned, _ = poolcli.forward(x, "fractional", return_indices=True, **options)
+    y, idx = poolcli.forward(x, "fractional", return_indices=True, **options)
     assert y.dtype == x.dtype
-    np.testing.assert_array_equal(y, scanned)
+    np.testing.assert_array_equal(poolcli.forward(x, "fractional", **options), y)
+    op = poolcli.OPS["fractional"]
+    plan = op.bind(x.shape, poolcli.WindowSpec(kernel=options["kernel"], dims=dims), poolcli.Params(ratio=(0.6,)),
+                   samples=options["samples"])
+    scanned, where, _, _ = op._select(x, plan)  # every tap of every window in scan order
+    np.testing.assert_array_equal(y.reshape(scanned.shape), scanned)
+    np.testing.assert_array_equal(idx.reshape(where.shape), where)
 
 
 def test_fractional_ratio_seed_and_uneven_windows():
