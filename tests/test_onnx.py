@@ -115,9 +115,12 @@ def test_upsample_coordinates_are_onnx_resize_through_the_cli(tmp_path, data, mo
     r = run_poolcli("forward", tmp_path / "x.npy", *flags, "-o", tmp_path / "y.npy")
     assert r.code == 0, r.stderr
     # onnx.reference computes its cubic weights in single precision (from its float attribute cubic_coeff_a,
-    # NumPy 2's promotion keeps float32): equal to 1e-10 in float64 but there, where float32's precision of the
-    # weights (1.2e-7 each, four weights of up to 1.3 times the largest value) is its own
-    tolerance = 1e-6 * (1 + np.abs(x).max()) if mode == "bicubic" else 1e-10
+    # NumPy 2's promotion keeps float32), at coordinates from a float32 scale: equal to 1e-10 in float64 but there,
+    # where float32's error is its own: 16 taps, each weight off by up to about 1e-6 (a coordinate of up to 10
+    # cells, 1.2e-7 relative, times the cubic's slope of up to 1.5, plus the weight's own rounding). A wrong
+    # coefficient or coordinate is off by 1e-2 or more; the same example measured against torch's float64
+    # bicubic is equal to 3e-15.
+    tolerance = 16e-6 * (1 + np.abs(x).max()) if mode == "bicubic" else 1e-10
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=0, atol=tolerance)
 
 

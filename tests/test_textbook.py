@@ -1,5 +1,5 @@
-"""The textbook's and ONNX's last rows against the plain-loop oracles: weighted average pooling, and the
-rest of issue "the last rows" as they land (deconvolution, no-data cells, index layouts, resize modes)."""
+"""The textbook's and ONNX's last rows against the plain-loop oracles: weighted average pooling,
+deconvolution, no-data cells, index layouts and resize modes."""
 
 from __future__ import annotations
 

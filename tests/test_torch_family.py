@@ -1,4 +1,4 @@
-"""The pooling family against PyTorch, through the command line where the issue asks: avg --divisor
+"""The pooling family against PyTorch, through the command line where a user reaches it: avg --divisor
 (``divisor_override``), gem (its formula, with the gradient to p), softpool (its reference formula),
 fractional max-pooling with the same samples, and every ``interpolate`` mode. Skipped without torch."""
 
