@@ -199,5 +199,9 @@ def _signals_raise() -> Iterator[list[int]]:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. Once ``main`` has returned, its outputs are committed and its status is
+    final: a Ctrl-C while Python shuts down (which resets a handled SIGINT to the default, a silent kill) is
+    ignored rather than turning a finished run into a killed one."""
+    status = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
