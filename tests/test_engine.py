@@ -291,3 +291,19 @@ def test_cells_no_window_chose_get_plus_zero(options):
     y = poolcli.forward(x, **{k: v for k, v in options.items() if k != "ties"})
     dx = poolcli.backward(x, -np.ones(y.shape), **options)
     assert not np.signbit(dx[dx == 0]).any()
+
+
+def test_a_plan_is_made_once_per_question_and_errors_are_raised_every_time():
+    """``bind`` hands out the plan it made for the same operator, shape, window and options; an option given as a
+    list (nothing to look up by) is bound afresh, to the same plan; a bad question fails every time."""
+    from poolcli.engine import Params, WindowSpec, bind
+
+    spec = WindowSpec(kernel=3, stride=2, padding=1)
+    first = bind("max", (2, 3, 9, 9), spec, Params())
+    assert bind("max", (2, 3, 9, 9), WindowSpec(kernel=3, stride=2, padding=1), Params()) is first
+    assert bind("max", (2, 3, 9, 8), spec, Params()) is not first
+    listed = bind("max", (2, 3, 9, 9), WindowSpec(kernel=[3, 3], stride=2, padding=1), Params())
+    assert listed is not first and listed.out_shape == first.out_shape == (2, 3, 5, 5)
+    for _ in range(2):
+        with pytest.raises(poolcli.GeometryError):
+            bind("max", (2, 3, 2, 2), WindowSpec(kernel=5), Params())

@@ -86,9 +86,9 @@ class Axis:
         """Input length with both paddings."""
         return self.size + self.pad[0] + self.pad[1]
 
-    @property
+    @functools.cached_property
     def out(self) -> int:
-        """Number of windows (output cells) along this axis."""
+        """Number of windows (output cells) along this axis (found once: every pass of every block asks)."""
         room = self.padded - self.span
         if room < 0:
             return 0
@@ -127,6 +127,10 @@ class Axis:
 
     def taps(self) -> list[Tap]:
         """For each kernel tap, the outputs it reaches and the real cells it reads."""
+        return list(self._taps)
+
+    @functools.cached_property
+    def _taps(self) -> tuple[Tap, ...]:
         out, stride = self.out, self.stride
         taps = []
         for j in range(self.kernel):
@@ -139,7 +143,7 @@ class Axis:
             start = lo * stride + offset
             stop = (hi - 1) * stride + offset + 1
             taps.append(Tap(j, slice(lo, hi), slice(start, stop, stride), lo == 0 and hi == out))
-        return taps
+        return tuple(taps)
 
     def counts(self, count_pad: bool) -> np.ndarray:
         """Divisor of an average per output: taps on real cells, plus padded ones if ``count_pad``.
