@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -224,7 +225,7 @@ def _layout(pool: Op, plan: Any) -> Layout:
     k = leading_independent(pool, plan)
     moves = bool(plan.channels_last)
     # an output larger than the input (unpool) costs more to copy out of small blocks than they gain
-    grows = int(np.prod(plan.engine_out, dtype=np.int64)) > int(np.prod(plan.in_shape, dtype=np.int64))
+    grows = math.prod(plan.engine_out) > math.prod(plan.in_shape)
     grows = grows and pool.block_share == 1.0  # an operator that asks for smaller blocks gets them
     return Layout(tuple(plan.in_shape[:k]), tuple(plan.in_shape[k:]), plan.dims, moves,
                   moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index), big=grows,

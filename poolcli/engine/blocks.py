@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -114,7 +115,7 @@ def blocks(lead: Sequence[int], strides: Sequence[int], per_item: int, budget: i
     6
     """
     whole = [i for i in range(len(lead)) if cuttable is not None and not cuttable[i]]
-    per_item *= int(np.prod([lead[i] for i in whole], dtype=np.int64))
+    per_item *= math.prod(lead[i] for i in whole)
     order = sorted((i for i in range(len(lead)) if i not in whole), key=lambda i: -abs(strides[i]))
     per_block = max(1, budget // max(1, per_item))
     # The outermost axes cut one index at a time, then one axis cut in chunks, the rest whole.
@@ -277,12 +278,12 @@ def run_blocks(
             if _is_unread(a):
                 return unread(a.shape, compute_dtype(a.dtype))
             return cast(a, compute_dtype(a.dtype))
-    plane = int(np.prod(x.shape[first:], dtype=np.int64)) * dtype.itemsize
+    plane = math.prod(x.shape[first:]) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
     if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
         budget *= 16
     if block_bytes is None and layout.share != 1.0:  # smaller blocks where they pay: a large input (a small one
-        total = int(np.prod(x.shape, dtype=np.int64)) * dtype.itemsize  # is one block, with no copying out)
+        total = math.prod(x.shape) * dtype.itemsize  # is one block, with no copying out)
         budget = max(1, int(budget * layout.share)) if total > 4 * BLOCK_BYTES else max(total, budget)
     cuts = list(blocks(layout.lead, shown.strides[:first], plane, budget, cuttable)) if first else [()]
     outputs: list[np.ndarray] = []

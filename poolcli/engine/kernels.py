@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -372,14 +373,14 @@ def _select(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
             arg: Callable[..., np.ndarray] | None) -> np.ndarray:
     spans = [bands(a) for a in g.axes]
     if not finite(grad):  # an inf or NaN gradient times a 0 weight would be NaN: each share is chosen, not multiplied
-        if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
+        if all(b is not None for b in spans) and math.prod(len(b) for b in spans) <= MAX_BANDS:
             return _select_in_bands(x, y, grad, spans, ties, arg, exact=True)
         return _select_backward(x, _forward(y), grad, g, ties, exact=True)
     if any(b is None for b in spans):  # large tiles (adaptive pooling that divides evenly): fewer windows than taps
         tiles = [b if b is not None else _tile_bands(a) for a, b in zip(g.axes, spans)]
-        if all(b is not None for b in tiles) and np.prod([len(b) for b in tiles]) < np.prod([a.kernel for a in g.axes]):
+        if all(b is not None for b in tiles) and math.prod(len(b) for b in tiles) < math.prod(a.kernel for a in g.axes):
             spans = tiles
-    if all(b is not None for b in spans) and np.prod([len(b) for b in spans]) <= MAX_BANDS:
+    if all(b is not None for b in spans) and math.prod(len(b) for b in spans) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties, arg)
     if arg is not None and ties in ("first", "all") and g.dims > 1 and not tiling(g):
         return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
