@@ -147,7 +147,8 @@ class Fractional(Op):
             def shifted(v: np.ndarray, t: int, at: int = at, n: int = n, k: int = k) -> np.ndarray:
                 return v[(slice(None),) * at + (slice(t, n - k + 1 + t),)]
 
-            m, tap = shifted(y, 0), np.zeros(shifted(y, 0).shape, dtype=np.uint8 if k < 256 else place)
+            m = shifted(y, 0)
+            tap = np.zeros(m.shape, dtype=np.uint8 if k < 256 else place) if track else None  # the tap each took
             inner = {b: shifted(p, 0) for b, p in places.items()}
             for t in range(1, k):
                 v = shifted(y, t)
