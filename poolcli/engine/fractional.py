@@ -20,6 +20,7 @@ array([[ 6.,  8.,  9.],
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from itertools import product
 
@@ -59,6 +60,15 @@ def starts(u: np.ndarray, n: int, out: int, k: int, dtype: np.dtype) -> np.ndarr
 
 def _ratio(v: tuple[float, ...]) -> bool:
     return bool(v) and all(0 < r < 1 and _finite(r) for r in v)
+
+
+def _c_steps(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The element strides of a C-ordered array of ``shape``: a cell's flat index is its indices times these.
+
+    >>> _c_steps((2, 3, 4))
+    (12, 4, 1)
+    """
+    return tuple(math.prod(shape[j + 1:]) for j in range(len(shape)))
 
 
 class Fractional(Op):
@@ -165,12 +175,12 @@ class Fractional(Op):
             else:  # one flat take, its index made once for the values and the places
                 shape = m.shape[:at] + s.shape[1:] + m.shape[at + 1:]
                 flat = np.zeros(shape, dtype=place)
-                for j, size in enumerate(shape):
+                for j, (size, step) in enumerate(zip(shape, _c_steps(m.shape))):
                     if j == at:
                         along = s.reshape((planes,) + (1,) * (at - 1) + s.shape[1:] + (1,) * (m.ndim - at - 1))
                     else:
                         along = np.arange(size, dtype=place).reshape((1,) * j + (size,) + (1,) * (m.ndim - j - 1))
-                    flat += along * int(np.prod(m.shape[j + 1:], dtype=np.int64))
+                    flat += along * step
 
                 def pick(v: np.ndarray, flat: np.ndarray = flat) -> np.ndarray:
                     return np.take(np.ascontiguousarray(v).reshape(-1), flat)
@@ -180,8 +190,8 @@ class Fractional(Op):
                 places = {b: pick(p) for b, p in inner.items()} | {a: pick(tap) + starts_here}
         cells, where = int(np.prod(y.shape[1:], dtype=np.int64)), None  # outputs per plane
         if track:
-            steps = np.cumprod((1,) + tuple(sizes[::-1]))[:-1][::-1]
-            where = sum(places[a].astype(np.int64) * int(step) for a, step in enumerate(steps)).reshape(planes, cells)
+            where = sum(places[a].astype(np.int64) * step for a, step in enumerate(_c_steps(sizes)))
+            where = where.reshape(planes, cells)
         return y.reshape(planes, cells), where
 
     def _windows(self, x: np.ndarray, plan: FractionalPlan) -> tuple[list[np.ndarray], np.ndarray]:
@@ -192,10 +202,9 @@ class Fractional(Op):
         u = plan.samples.reshape(-1, dims)
         first = [s.reshape((len(u),) + (1,) * a + (outs[a],) + (1,) * (dims - a - 1))
                  for a, s in enumerate(self._starts(x, plan))]
-        steps = np.cumprod((1,) + tuple(sizes[::-1]))[:-1][::-1]
         taps = []
         for tap in product(*(range(k) for k in plan.kernel)):
-            flat = sum((f + t) * int(step) for f, t, step in zip(first, tap, steps))
+            flat = sum((f + t) * step for f, t, step in zip(first, tap, _c_steps(sizes)))
             taps.append(np.broadcast_to(flat, (len(u),) + tuple(outs)).reshape(len(u), int(np.prod(outs))))
         return taps, x.reshape(len(u), int(np.prod(sizes)))
 
