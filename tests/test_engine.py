@@ -264,6 +264,43 @@ def test_tiling_windows_route_each_gradient_to_the_first_selected_cell(dims, dat
     np.testing.assert_array_equal(dx, expected)
 
 
+@settings(max_examples=300, deadline=None)
+@given(dims=st.integers(1, 3), data=st.data(), op=st.sampled_from(["max", "min"]),
+       dtype=st.sampled_from(["float64", "float32", "int16", "uint8"]))
+def test_overlapping_and_gapped_windows_route_each_gradient_to_the_first_selected_cell(dims, data, op, dtype):
+    """Strided windows that overlap or leave gaps, padded, dilated, in ceil mode, on sizes a whole number of
+    strides or not, with many ties and the dtype's extremes: each gradient reaches the first cell in row-major
+    window order holding the extreme, as the plain-loop oracle says (the same for a transposed input)."""
+    kernel = tuple(data.draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims)))
+    stride = tuple(data.draw(st.integers(1, 3)) for _ in kernel)
+    dilation = tuple(data.draw(st.integers(1, 2)) for _ in kernel)
+    pads = tuple(data.draw(st.integers(0, (k - 1) * d // 2)) for k, d in zip(kernel, dilation))
+    outs = tuple(data.draw(st.integers(1, 5)) for _ in kernel)
+    extra = tuple(data.draw(st.sampled_from([0, 0, 1])) for _ in kernel)  # 0: the size is stride · out
+    sizes = tuple(max(s * o + e, (k - 1) * d + 1 - 2 * p)
+                  for s, o, e, k, d, p in zip(stride, outs, extra, kernel, dilation, pads))
+    lead = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    ceil = data.draw(st.booleans())
+    options = dict(kernel=kernel, stride=stride, dilation=dilation, padding=pads, ceil=ceil, dims=dims)
+    try:
+        WindowSpec(**options).bind(lead + sizes)
+    except poolcli.GeometryError:
+        return
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
+    values = np.array([info.min, info.max, 0, 1, 2], dtype=dtype)
+    if np.dtype(dtype).kind == "f":
+        values = np.append(values, [-np.inf, np.inf]).astype(dtype)
+    x = rng.choice(values, size=lead + sizes)  # few values: many ties
+    y = poolcli.forward(x, op, **options)
+    grad = rng.integers(1, 9, size=y.shape).astype(np.float64)
+    _, expected, _ = reference(x, op=op, dims=dims, kernel=kernel, stride=stride, dilation=dilation,
+                               pads=tuple((p, p) for p in pads), ceil=ceil, grad=grad)
+    np.testing.assert_array_equal(poolcli.backward(x, grad, op, **options), expected)
+    if x.ndim > 1:  # a Fortran-ordered input takes the transposed paths
+        np.testing.assert_array_equal(poolcli.backward(np.asfortranarray(x), grad, op, **options), expected)
+
+
 @pytest.mark.parametrize("op, options", [
     ("max", dict(kernel=2)), ("max", dict(kernel=3, stride=1, padding=1)), ("min", dict(kernel=3, stride=2)),
     ("max", dict(output_size=2)), ("max", dict(global_pool=True)), ("max", dict(kernel=2, ties="split")),

@@ -382,6 +382,10 @@ def _select(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
             spans = tiles
     if all(b is not None for b in spans) and math.prod(len(b) for b in spans) <= MAX_BANDS:
         return _select_in_bands(x, y, grad, spans, ties, arg)
+    if arg is not None and ties == "first" and not tiling(g):
+        dx = _select_picking(x, grad, g, np.maximum if arg is np.argmax else np.minimum)
+        if dx is not None:
+            return dx
     if arg is not None and ties in ("first", "all") and g.dims > 1 and not tiling(g):
         return _select_by_axes(x, grad, g, ties, np.maximum if arg is np.argmax else np.minimum)
     if arg is not None and ties == "first" and all(_tiles(a) or _identity(a) for a in g.axes):
@@ -464,6 +468,209 @@ def _select_by_axes(x: np.ndarray, grad: np.ndarray, g: Geometry, ties: str, ufu
                      for j, (a, n) in enumerate(zip(g.axes, below.shape[first:])))
         routed = _select_backward(below, stages[g.dims - i], routed, Geometry(g.lead, axes), ties)
     return routed
+
+
+def _select_picking(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.ufunc) -> np.ndarray | None:
+    """select_backward with ties "first" for windows of strided slices, one axis at a time as
+    ``_select_by_axes``, but each axis's reduction remembers which tap each window took (its first strictly
+    better one), so the gradient goes back as one masked write per tap, the first write of a cell assigning
+    it (no zero fill, no comparison of the input with the result). None when a window holds NaN, or the
+    taps of an axis do not suit (``_select_by_axes`` handles those)."""
+    first = x.ndim - g.dims
+    better_than = np.greater if ufunc is np.maximum else np.less
+    stages = []  # (array position, axis, shape before, the tap each window picked)
+    best = x
+    for i in reversed(range(g.dims)):
+        axis = g.axes[i]
+        if _identity(axis):
+            continue
+        pos = first + i
+        reduced = _reduce_picking(best, pos, axis, ufunc, better_than)
+        if reduced is None:
+            return None
+        stages.append((pos, axis, best.shape, reduced[1]))
+        best = reduced[0]
+    if has_nan(best):
+        return None
+    d = grad
+    for pos, axis, shape, picked in reversed(stages):
+        d = _route_picked(d, picked, pos, axis, shape)
+    return d
+
+
+def _reduce_picking(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc,
+                    better_than: np.ufunc) -> tuple[np.ndarray, np.ndarray] | None:
+    """The windows along array axis ``pos`` reduced with ``ufunc``, and the tap (uint8) of each window's first
+    strictly better cell; taps read in window order, each output set by the first tap reaching a real cell.
+    None where the outputs the taps reach do not grow as one interval."""
+    if not isinstance(axis, Axis) or axis.kernel > 255:
+        return None
+    if _phased(x, pos, axis):
+        return _reduce_phased(x, axis, ufunc, better_than)
+    shape = x.shape[:pos] + (axis.out,) + x.shape[pos + 1:]
+    pre = (slice(None),) * pos
+    top = np.empty(shape, dtype=x.dtype)
+    picked = np.empty(shape, dtype=np.uint8)
+    lo = hi = 0  # the outputs set so far
+    for t in axis.taps():
+        a, b = t.out.start, t.out.stop
+        src = x[pre + (t.inp,)]
+        if lo == hi:
+            top[pre + (t.out,)] = src
+            picked[pre + (t.out,)] = t.j
+            lo, hi = a, b
+            continue
+        if b < lo or a > hi:  # a gap between the outputs set: not one interval
+            return None
+        for new in (slice(a, min(b, lo)), slice(max(a, hi), b)):
+            if new.stop > new.start:
+                top[pre + (new,)] = src[pre + (slice(new.start - a, new.stop - a),)]
+                picked[pre + (new,)] = t.j
+        both = slice(max(a, lo), min(b, hi))
+        if both.stop > both.start:
+            cells = src[pre + (slice(both.start - a, both.stop - a),)]
+            acc = top[pre + (both,)]
+            better = better_than(cells, acc).view(np.uint8)  # taps come in order: a later pick is a larger j
+            view = picked[pre + (both,)]
+            np.maximum(view, np.multiply(better, np.uint8(t.j), out=better), out=view)
+            ufunc(acc, cells, out=acc)
+        lo, hi = min(lo, a), max(hi, b)
+    if (lo, hi) != (0, axis.out):
+        return None
+    return top, picked
+
+
+def _phased(x: np.ndarray, pos: int, axis: Axis) -> bool:
+    """Whether the strided last axis is best split into its stride's phases: each phase then holds one cell
+    per window, and every tap is a phase shifted by whole windows."""
+    s = axis.stride
+    return pos == x.ndim - 1 and s > 1 and axis.size == s * axis.out and x.flags.c_contiguous
+
+
+def _phase_of(t: Tap, s: int) -> tuple[int, int]:
+    """The phase a tap reads and its shift: output o reads cell s·(o + shift) + phase."""
+    return divmod(t.inp.start - t.out.start * s, s)[::-1]
+
+
+def _reduce_phased(x: np.ndarray, axis: Axis, ufunc: np.ufunc,
+                   better_than: np.ufunc) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_reduce_picking`` along a last axis split into phases (one transposing copy; strided passes over the
+    last axis are slow), each tap one pass over the flattened phase shifted by whole windows. A shifted pass
+    also reaches the outputs at the ends of each row that the tap does not feed (reading a neighbouring row):
+    those are kept aside and put back. The first full tap starts the result; the taps before it take ties."""
+    s, out = axis.stride, axis.out
+    taps = axis.taps()
+    full = [t for t in taps if t.full]
+    if not full:
+        return None
+    phases = x.reshape(-1, s).T.copy()  # (s, rows · out): phase r of cell s·o + r at [r, row · out + o]
+    n = phases.shape[1]
+    start = full[0]
+    r0, _ = _phase_of(start, s)  # a full tap reads output 0's own window: no shift
+    shared = any(_phase_of(t, s)[0] == r0 for t in taps if t is not start)
+    top = phases[r0].copy() if shared else phases[r0]
+    picked = np.full(n, start.j, dtype=np.uint8)
+    rows = (n // out, out)
+    before = [t for t in taps if t.j < start.j][::-1]  # each smaller than every tap taken so far
+    after = [t for t in taps if t.j > start.j]  # each larger
+    for t, ties in [(t, True) for t in before] + [(t, False) for t in after]:
+        r, q = _phase_of(t, s)
+        lo, hi = max(0, -q), min(n, n - q)
+        a, b = t.out.start, t.out.stop
+        grid_top, grid_picked = top.reshape(rows), picked.reshape(rows)
+        kept = [(sl, grid_top[:, sl].copy(), grid_picked[:, sl].copy()) for sl in (slice(0, a), slice(b, out))
+                if sl.stop > sl.start]
+        cells, acc, pick = phases[r][lo + q: hi + q], top[lo:hi], picked[lo:hi]
+        if ties:  # j below every pick so far: it takes the ties
+            better = np.logical_not(better_than(acc, cells)).view(np.uint8)
+            np.minimum(pick, np.subtract(np.uint8(255), np.multiply(better, np.uint8(255 - t.j), out=better),
+                                         out=better), out=pick)
+        else:
+            better = better_than(cells, acc).view(np.uint8)
+            np.maximum(pick, np.multiply(better, np.uint8(t.j), out=better), out=pick)
+        ufunc(acc, cells, out=acc)
+        for sl, values, picks in kept:
+            grid_top[:, sl] = values
+            grid_picked[:, sl] = picks
+    shape = x.shape[:-1] + (out,)
+    return top.reshape(shape), picked.reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _route_plan(axis: Axis) -> tuple[bool, tuple[tuple[int, slice, slice, bool], ...]]:
+    """How the gradient goes back along ``axis`` tap by tap: whether the result needs a zero fill (cells no tap
+    reads), and for each tap its (j, outputs, input cells, assign) pieces, ``assign`` where no earlier tap
+    wrote those cells."""
+    written = np.zeros(axis.size, dtype=bool)
+    pieces = []
+    zero = False
+    for t in axis.taps():
+        cells = t.positions()
+        fresh = ~written[cells]
+        n = len(cells)
+        cut = int(np.argmin(fresh)) if fresh[0] else int(np.argmax(fresh))  # where the run of fresh flips
+        if fresh.all() or not fresh.any():
+            parts = [(0, n, bool(fresh[0]))]
+        elif not fresh[cut:].any() if fresh[0] else fresh[cut:].all():
+            parts = [(0, cut, bool(fresh[0])), (cut, n, not fresh[0])]
+        else:  # fresh and written cells interleave: add everything into zeros
+            zero = True
+            parts = [(0, n, False)]
+        for i, k, assign in parts:
+            pieces.append((t.j, slice(t.out.start + i, t.out.start + k),
+                           slice(t.inp.start + i * t.inp.step, t.inp.start + k * t.inp.step, t.inp.step), assign))
+        written[cells] = True
+    zero = zero or not written.all()
+    if zero:
+        pieces = [(j, o, c, False) for j, o, c, _ in pieces]
+    return zero, tuple(pieces)
+
+
+def _route_picked(d: np.ndarray, picked: np.ndarray, pos: int, axis: Axis, shape: tuple[int, ...]) -> np.ndarray:
+    """Each window's gradient ``d`` back to the cell of the tap it picked along array axis ``pos``."""
+    zero, pieces = _route_plan(axis)
+    if _phased(d, pos, axis) and axis.kernel <= 255:
+        return _route_phased(d, picked, axis, shape)
+    dx = (np.zeros if zero else np.empty)(shape, dtype=d.dtype)
+    pre = (slice(None),) * pos
+    for j, o, c, assign in pieces:
+        _route_piece(d[pre + (o,)], picked[pre + (o,)] == j, dx[pre + (c,)], assign)
+    return dx
+
+
+def _route_phased(d: np.ndarray, picked: np.ndarray, axis: Axis, shape: tuple[int, ...]) -> np.ndarray:
+    """``_route_picked`` along a last axis split into phases: each tap one pass over the flattened gradient
+    shifted by whole windows into its phase (the first tap of a phase assigns it, the others add). A shifted
+    pass also reaches outputs the tap does not feed, of a neighbouring row: their pick is never this tap, so
+    what they add is 0. The phases are then copied into place, one strided copy each."""
+    s = axis.stride
+    flat, picks = d.reshape(-1), picked.reshape(-1)
+    n = flat.shape[0]
+    phases = np.empty((s, n), dtype=d.dtype)
+    written = [False] * s
+    for t in axis.taps():
+        r, q = _phase_of(t, s)
+        lo, hi = max(0, -q), min(n, n - q)
+        view = phases[r][lo + q: hi + q]
+        share = np.multiply(flat[lo:hi], picks[lo:hi] == t.j, out=None if written[r] else view)
+        if written[r]:
+            np.add(view, share, out=view)
+        else:
+            phases[r][: lo + q] = 0
+            phases[r][hi + q:] = 0
+            written[r] = True
+    dx = np.empty(shape, dtype=d.dtype)
+    split = dx.reshape(-1, s)
+    for r in range(s):
+        split[:, r] = phases[r] if written[r] else 0
+    return dx
+
+
+def _route_piece(d: np.ndarray, mask: np.ndarray, view: np.ndarray, assign: bool) -> None:
+    if assign:
+        np.multiply(d, mask, out=view)
+    else:
+        np.add(view, d * mask, out=view)
 
 
 def finite(a: np.ndarray) -> bool:
