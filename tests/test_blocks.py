@@ -271,6 +271,22 @@ def test_operators_reading_strided_views_give_the_c_order_result_in_every_layout
         np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("scale", [2, (3, 1), (1, 2)])
+@pytest.mark.parametrize("small", [False, True])
+def test_nearest_upsampling_of_every_layout_is_replicated_in_its_memory_order(dtype, scale, small):
+    """Nearest upsampling by whole factors reads a Fortran-ordered, channels-last or reversed input in place: the
+    C-order values, and a Fortran-ordered input gives a Fortran-ordered result (no transposition whole)."""
+    x = (np.random.default_rng(9).normal(size=(4, 20, 5, 6)) * 40 + 100).astype(dtype)
+    ref = poolcli.forward(x, "upsample", scale=scale, threads=1)
+    for name, (view, extra) in layouts(x, 2).items():
+        with tiny_blocks(small):
+            got = poolcli.forward(view, "upsample", scale=scale, threads=3, **extra)
+        np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
+        if name == "Fortran" and not small:
+            assert got.flags.f_contiguous
+
+
 UNREAD = {  # backward passes linear in the input: they read only its shape
     "avg": dict(kernel=3, stride=2, padding=1, count_pad=False),
     "avg-tiles": dict(kernel=2),

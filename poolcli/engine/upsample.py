@@ -604,9 +604,9 @@ class Upsample(Op):
         return backward or not params.mode.startswith("nearest")  # nearest forward only moves values
 
     def reads_strided(self, plan, params):
-        # nearest by whole factors of a channels-last input: replicated in its own memory order (channels
-        # innermost), so the result is channels-last already
-        return bool(plan.channels_last) and all(repeats(ip) for ip in plan.axes)
+        # nearest by whole factors: replicated in the input's own memory order (channels innermost, or a
+        # Fortran-ordered array's planes), so the result is laid out as the input already
+        return all(repeats(ip) for ip in plan.axes)
 
     def _arrays_only(self, params: Params) -> None:
         if params.mode == "lanczos":
