@@ -115,6 +115,37 @@ def test_float16_backward_equals_the_float32_computation_rounded(data, op):
     np.testing.assert_array_equal(dx, expected)
 
 
+HALF_SPECIALS = np.array([0.0, -0.0, 6e-8, -6e-8, 1.0, -1.0, 2.0, 65504.0, -65504.0, np.inf, -np.inf],
+                         dtype=np.float16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "min"]), nan=st.booleans(), small=st.booleans())
+def test_float16_max_and_min_backward_are_the_float32_bits_rounded(data, op, nan, small):
+    """Windows that tile, leave gaps or overlap, padded, over ±0, subnormals, ±65504, ±inf (NaN in some
+    inputs), gradients with -0, ±inf and NaN: the bits of the float32 computation rounded to float16."""
+    dims = data.draw(st.integers(1, 3))
+    kernel = tuple(data.draw(st.integers(1, 3)) for _ in range(dims))
+    stride = tuple(k + data.draw(st.integers(-1, 1)) or 1 for k in kernel)
+    padding = tuple(data.draw(st.integers(0, k // 2)) for k in kernel)
+    sizes = tuple(data.draw(st.integers(k, 7)) for k in kernel)
+    lead = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    values = data.draw(st.sampled_from([HALF_SPECIALS, HALF_SPECIALS[:2], HALF_SPECIALS[:4], HALF_SPECIALS[-4:]]))
+    x = rng.choice(values, size=lead + sizes)  # ±0 alone: ties between -0 and +0
+    if nan:
+        x.flat[rng.integers(x.size)] = np.nan
+    options = dict(kernel=kernel, stride=stride, padding=padding, dims=dims)
+    y = poolcli.forward(x, op, **options)
+    grad = rng.choice(np.append(HALF_SPECIALS, np.nan).astype(np.float16), size=y.shape)
+    with tiny_blocks(small), np.errstate(over="ignore", invalid="ignore"):  # inf - inf, and sums past 65504
+        dx = poolcli.backward(x, grad, op, **options)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = poolcli.backward(x.astype(np.float32), grad.astype(np.float32), op, **options).astype(np.float16)
+    assert dx.dtype == np.float16
+    np.testing.assert_array_equal(dx.view(np.uint16), expected.view(np.uint16))
+
+
 @pytest.mark.parametrize("op", [op.name for op in OPERATORS if not op.windowed])
 def test_operators_without_windows_compute_float16_in_float32(op):
     """kmax, unpool, upsample, lrn and bilinear: float16 in, float16 out, the float32 result rounded once."""

@@ -121,6 +121,16 @@ def tiling(g: Geometry) -> bool:
     return all(_tiles(a) for a in g.axes)
 
 
+def disjoint(g: Geometry) -> bool:
+    """Whether no two windows share a cell: strided windows at least a window's span apart on every axis.
+
+    >>> from poolcli.engine.geometry import WindowSpec
+    >>> disjoint(WindowSpec(kernel=2).bind((4, 4))), disjoint(WindowSpec(kernel=3, stride=2).bind((5, 5)))
+    (True, False)
+    """
+    return all(isinstance(a, Axis) and a.stride >= a.span for a in g.axes)
+
+
 def _identity(axis: AnyAxis) -> bool:
     """Whether every window along ``axis`` is one cell, its own: the axis is not pooled."""
     return isinstance(axis, Axis) and axis.kernel == 1 and axis.stride == 1 and axis.pad == (0, 0) \

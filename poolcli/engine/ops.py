@@ -19,7 +19,7 @@ from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highe
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
-from poolcli.engine.kernels import select_backward, select_indices, separable, spread, tiling, window_sum
+from poolcli.engine.kernels import disjoint, select_backward, select_indices, separable, spread, tiling, window_sum
 from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, skips_cells, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
@@ -42,7 +42,9 @@ class Max(Op):
         return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
 
     def widens_half(self, params, backward=False, plan=None):
-        return backward or skips_cells(params)  # float16 forward picks on int16 keys
+        if backward:  # where each cell is in one window at most, float16 gradients are moved as bits
+            return not (params.ties == "first" and not skips_cells(params) and plan is not None and disjoint(plan))
+        return skips_cells(params)  # float16 forward picks on int16 keys
 
     def _half_forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
         """Float16 pooled on int16 keys in the values' order (each key its own inverse): the picked values
@@ -63,7 +65,25 @@ class Max(Op):
             y[valid_count(m, g) == 0] = empty_value(params)
         return y
 
+    def _half_backward(self, x: np.ndarray, g: Geometry, grad: np.ndarray, params: Params) -> np.ndarray:
+        """Float16 backward where windows do not overlap (ties "first"): the cells picked on int16 keys that tie
+        -0 with +0 as the values do, and each picked cell given its window's gradient bits, unchanged (a value
+        that float32 would carry and round back exactly). A block holding NaN is computed in float32."""
+        bits = x.view(np.int16)
+        sign = bits >> 15
+        keys = ((bits & np.int16(0x7FFF)) ^ sign) - sign  # ±magnitude: -0 and +0 are one key
+        if keys.size and max(int(keys.max()), -int(keys.min())) > 0x7C00:  # beyond ±inf's keys: NaN
+            return to_float16(self.backward(to_float32(x), g, to_float32(grad), params))
+        given = grad.view(np.int16)
+        dx = select_backward(keys, lambda: separable(keys, g, self.ufunc, self.fill(keys.dtype)), given, g,
+                             params.ties, self.arg)
+        if (given == np.int16(-0x8000)).any():  # float32 makes a chosen -0 gradient +0 (see select_backward)
+            dx[dx == np.int16(-0x8000)] = 0
+        return dx.view(np.float16)
+
     def backward(self, x, g, grad, params):
+        if x.dtype == np.float16 and grad.dtype == np.float16:  # (widens_half) windows that do not overlap
+            return self._half_backward(x, g, grad, params)
         xs, m = self._filled(x, params)
         if m is None:
             return select_backward(x, lambda: self.forward(x, g, params), grad, g, params.ties, self.arg)
