@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,6 +38,19 @@ def test_widening_keeps_shape_and_memory_order():
     f = to_float32(h)
     assert f.shape == h.shape and f.flags.f_contiguous
     np.testing.assert_array_equal(f, h.astype(np.float32))
+
+
+@pytest.mark.parametrize("layout", ["Fortran", "channels-last", "strided"])
+def test_narrowing_keeps_the_memory_order_of_a_contiguous_array(layout):
+    """A Fortran-ordered or channels-last float32 array narrows in its own order (no transposing copy), to the
+    same bits; one contiguous in no order (a strided view) comes back C-ordered."""
+    wide = EVERY_HALF.astype(np.float32)[: 4 * 6 * 8 * 10].reshape(4, 6, 8, 10)
+    x = {"Fortran": np.asfortranarray(wide), "channels-last": np.moveaxis(np.moveaxis(wide, 1, -1).copy(), -1, 1),
+         "strided": np.repeat(wide, 2, axis=-1)[..., ::2]}[layout]
+    h = to_float16(x)
+    same_halves(h, numpy_half(wide))
+    kept = tuple(s // 2 for s in x.strides) if layout != "strided" else np.ascontiguousarray(h).strides
+    assert h.strides == kept
 
 
 def test_values_at_every_rounding_boundary_narrow_as_numpy():

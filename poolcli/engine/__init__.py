@@ -340,7 +340,8 @@ def run_backward(
     if not pool.backward_reads_input(g, params):  # only its shape: nothing of it is copied
         xe = unread(xe.shape, xe.dtype)
     dx = _run(lambda a, gr, plan: pool.backward(a, plan, gr, params), g,
-              [xe, to_engine(grad, g, output=True)], [True], threads, False, allocate, block_bytes,
+              [xe, to_engine(grad, g, output=True)], [True], threads, pool.backward_reads_strided(g, params),
+              allocate, block_bytes,
               pool.widens_half(params, backward=True, plan=g), pool)
     return dx if dx.dtype == dtype else dx.astype(dtype)
 

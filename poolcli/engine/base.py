@@ -275,6 +275,12 @@ class Op:
         an operator that rounds where it pays itself (avg's backward) takes float16 blocks."""
         return True
 
+    def backward_reads_strided(self, plan: Any, params: Params) -> bool:
+        """Whether its backward of this plan reads its inputs (the gradient, and the input where it reads it) in
+        any memory order in place and gives a result in their memory order: then the block executor hands it
+        views of Fortran-ordered and channels-last arrays, as ``reads_strided`` for the forward."""
+        return False
+
     def reads_strided(self, plan: Any, params: Params) -> bool:
         """Whether its forward of this plan reads the input in any memory order in place at full speed: then the
         block executor hands it views of Fortran-ordered and channels-last inputs (``strided``)."""

@@ -264,6 +264,8 @@ def run_blocks(
         cuttable = [order.index(i) < outside for i in range(first)]
 
         def convert(a: np.ndarray) -> np.ndarray:
+            if _is_unread(a):
+                return unread(a.shape, compute_dtype(a.dtype))
             if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
                 return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)

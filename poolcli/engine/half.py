@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from poolcli.engine.kernels import memory_order
+
 _WIDEN = np.float32(2.0**112)  # a float16's bits, moved to float32's mantissa position, times this: its value
 _HALF_MAX = np.float32(65536.0)  # |widened bits| at least this: the float16 was Inf or NaN (exponent 31)
 _NORMAL = np.uint32(113 << 23)  # float32 bits of 2**-14, the smallest normal float16 (the subnormals' exponent)
@@ -57,6 +59,9 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     >>> to_float16(np.array([1.00048828125, 1.00146484375], dtype=np.float32)).tolist()  # halfway: to even
     [1.0, 1.001953125]
     """
+    order = memory_order(x) if out is None and not x.flags.c_contiguous else None
+    if order is not None:  # contiguous in another axis order (Fortran, channels-last): rounded in that order
+        return to_float16(x.transpose(order)).transpose(np.argsort(order))
     x = np.ascontiguousarray(x)
     magnitude = np.abs(x)
     np.minimum(magnitude, _HALF_MAX, out=magnitude)  # 2**16 and above round to it: Inf below (NaN stays NaN)

@@ -308,7 +308,7 @@ def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     """Adjoint of ``window_sum``: every input cell gets the sum of the values of the windows it is in."""
     first = grad.ndim - g.dims
     if tiling(g):  # each input cell in one window: every tap written once, no zero fill
-        (dx, split), taps = _tiled(grad.shape[:first], g, grad.dtype)
+        (dx, split), taps = _tiled(grad.shape[:first], g, grad.dtype, like=grad)  # in grad's memory order
         for tap in taps:
             split[tap] = grad
         return dx
@@ -449,11 +449,24 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
     return d
 
 
-def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
-    """For windows that tile the plane: a new input-shaped array, its view split into (out, kernel) pairs per
-    axis, and the index of every tap in that view (each a strided view of one cell per window)."""
-    dx = np.empty(lead + tuple(a.size for a in g.axes), dtype=dtype)
-    split = dx.reshape(lead + tuple(n for a in g.axes for n in (a.out, a.kernel)))
+def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
+           like: np.ndarray | None = None) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
+    """For windows that tile the plane: a new input-shaped array (laid out in memory as ``like``, an array of the
+    same number of axes, when that is contiguous in some axis order; else C order), its view split into (out,
+    kernel) pairs per axis, and the index of every tap in that view (each a strided view of one cell per
+    window)."""
+    shape = lead + tuple(a.size for a in g.axes)
+    order = memory_order(like) if like is not None and not like.flags.c_contiguous else None
+    order = order or tuple(range(len(shape)))
+    base = np.empty([shape[i] for i in order], dtype=dtype)  # C order in memory order
+    first, places, parts = len(lead), {}, []
+    for i in order:  # each pooled axis split into (out, kernel) where it lies in memory
+        axis = g.axes[i - first] if i >= first else None
+        pieces = (axis.out, axis.kernel) if axis is not None else (shape[i],)
+        places[i] = tuple(range(len(parts), len(parts) + len(pieces)))
+        parts.extend(pieces)
+    split = base.reshape(parts).transpose([p for i in range(len(shape)) for p in places[i]])
+    dx = base.transpose(np.argsort(order))
     pre = (slice(None),) * len(lead)
     taps = [pre + tuple(t for i in tap for t in (slice(None), i))
             for tap in itertools.product(*(range(a.kernel) for a in g.axes))]

@@ -170,6 +170,10 @@ class Avg(Op):
     def backward_reads_input(self, g, params):
         return isinstance(g, WeightedGeometry) or skips_cells(params)
 
+    def backward_reads_strided(self, plan, params):
+        # where windows tile and only the gradient is read, its shares are spread in its own memory order
+        return not self.backward_reads_input(plan, params) and tiling(plan)
+
     def widens_half(self, params, backward=False, plan=None):
         # backward rounds each window's share once and, where windows tile, spreads the float16 copies
         return not backward or self.backward_reads_input(plan, params)
