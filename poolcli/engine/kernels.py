@@ -431,18 +431,21 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
         top = ufunc(taps[0], taps[1])
         if k > 2:
             picked = picked.view(np.uint8)
-            for t in range(2, k):
-                np.copyto(picked, t, where=better_than(taps[t], top))
+            for t in range(2, k):  # taps in order: a later pick is a larger t
+                better = better_than(taps[t], top).view(np.uint8)
+                np.maximum(picked, np.multiply(better, np.uint8(t), out=better), out=picked)
                 ufunc(top, taps[t], out=top)
-        stages.append((pos, k, shape, picked))
+        stages.append((pos, k, best, picked))
         best = top
     if has_nan(best):
         return None
     d = grad
-    for pos, k, shape, picked in reversed(stages):
+    for pos, k, before, picked in reversed(stages):
         masks = [~picked, picked] if k == 2 else [picked == t for t in range(k)]
-        out = np.empty(shape, dtype=d.dtype)  # written through k strided views (a transposing copy back is slower)
-        split = out.reshape(shape[:pos] + (shape[pos] // k, k) + shape[pos + 1:])
+        # in the memory order of that stage's input (any order: the result comes back in the input's; splitting
+        # one axis is a view in any order), written through k strided views (a transposing copy back is slower)
+        out = np.empty_like(before, dtype=d.dtype)
+        split = out.reshape(before.shape[:pos] + (before.shape[pos] // k, k) + before.shape[pos + 1:])
         for t in range(k):
             np.multiply(d, masks[t], out=split[(slice(None),) * (pos + 1) + (t,)])
         d = out

@@ -41,6 +41,10 @@ class Max(Op):
         m = missing(x, params)
         return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
 
+    def backward_reads_strided(self, plan, params):
+        # ties "first" over tiling windows: each axis's reduction and the routing back follow the input's order
+        return params.ties == "first" and not skips_cells(params) and tiling(plan)
+
     def widens_half(self, params, backward=False, plan=None):
         if backward:  # where each cell is in one window at most, float16 gradients are moved as bits
             return not (params.ties == "first" and not skips_cells(params) and plan is not None and disjoint(plan))
