@@ -320,23 +320,25 @@ def test_nearest_upsampling_of_every_layout_is_replicated_in_its_memory_order(dt
 
 @pytest.mark.parametrize("op", ["max", "min", "avg"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
-@pytest.mark.parametrize("kernel", [2, (3, 2), (1, 4)])
+@pytest.mark.parametrize("options", [dict(kernel=2), dict(kernel=(3, 2)), dict(kernel=(1, 4)),
+                                     dict(kernel=3, stride=2, padding=1), dict(kernel=2, stride=3, dilation=2)])
 @pytest.mark.parametrize("small", [False, True])
-def test_backward_over_tiling_windows_reads_every_layout_in_place(op, dtype, kernel, small):
-    """Max/min (ties first) and avg backward over windows that tile, on 20 planes side by side in memory
-    (Fortran order, channels-last: read in place, in the input's order), whole or in tiny blocks on three
-    threads, with many ties and a gradient laid out as the input: the C-order result."""
+def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, options, small):
+    """Max/min (ties first) and avg backward over windows that tile, overlap or leave gaps, on 20 planes side by
+    side in memory (Fortran order, channels-last: read in place where the operator can, in the input's order),
+    whole or in tiny blocks on three threads, with many ties, a gradient laid out as the input and the default
+    gradient of ones: the C-order result."""
     rng = np.random.default_rng(10)
-    x = rng.integers(0, 4, size=(2, 20, 6, 8)).astype(dtype)  # four values: ties in most windows
-    options = dict(kernel=kernel)
+    x = rng.integers(0, 4, size=(2, 20, 7, 8)).astype(dtype)  # four values: ties in most windows
     grad = rng.normal(size=poolcli.forward(x, op, **options).shape).astype(np.float64 if dtype == "uint8" else dtype)
-    ref = poolcli.backward(x, grad, op, threads=1, **options)
-    for name, (view, extra) in layouts(x, 2).items():
-        g = grad if not extra else np.ascontiguousarray(np.moveaxis(grad, 1, -1))
-        g = np.asfortranarray(g) if name == "Fortran" else g
-        with tiny_blocks(small):
-            got = poolcli.backward(view, g, op, threads=3, **options, **extra)
-        np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
+    for upstream in (grad, None):
+        ref = poolcli.backward(x, upstream, op, threads=1, **options)
+        for name, (view, extra) in layouts(x, 2).items():
+            g = upstream if upstream is None or not extra else np.ascontiguousarray(np.moveaxis(upstream, 1, -1))
+            g = np.asfortranarray(g) if name == "Fortran" and g is not None else g
+            with tiny_blocks(small):
+                got = poolcli.backward(view, g, op, threads=3, **options, **extra)
+            np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
 
 
 UNREAD = {  # backward passes linear in the input: they read only its shape

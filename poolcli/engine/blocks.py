@@ -266,6 +266,8 @@ def run_blocks(
         def convert(a: np.ndarray) -> np.ndarray:
             if _is_unread(a):
                 return unread(a.shape, compute_dtype(a.dtype))
+            if a.size and a.ndim and not any(a.strides):  # one value broadcast (the default gradient): still one
+                return np.broadcast_to(cast(np.array(a[(0,) * a.ndim]).reshape(1), compute_dtype(a.dtype))[0], a.shape)
             if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
                 return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)

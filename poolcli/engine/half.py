@@ -59,9 +59,10 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     >>> to_float16(np.array([1.00048828125, 1.00146484375], dtype=np.float32)).tolist()  # halfway: to even
     [1.0, 1.001953125]
     """
-    order = memory_order(x) if out is None and not x.flags.c_contiguous else None
-    if order is not None:  # contiguous in another axis order (Fortran, channels-last): rounded in that order
-        return to_float16(x.transpose(order)).transpose(np.argsort(order))
+    order = memory_order(x) if not x.flags.c_contiguous else None
+    if order is not None and (out is None or memory_order(out) == order):  # contiguous in another axis order
+        back = np.argsort(order)  # (Fortran, channels-last): rounded in that order
+        return to_float16(x.transpose(order), None if out is None else out.transpose(order)).transpose(back)
     x = np.ascontiguousarray(x)
     magnitude = np.abs(x)
     np.minimum(magnitude, _HALF_MAX, out=magnitude)  # 2**16 and above round to it: Inf below (NaN stays NaN)

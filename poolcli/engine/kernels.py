@@ -131,6 +131,16 @@ def disjoint(g: Geometry) -> bool:
     return all(isinstance(a, Axis) and a.stride >= a.span for a in g.axes)
 
 
+def strided_windows(g: Geometry) -> bool:
+    """Whether every axis has strided windows (not the slices of global and adaptive pooling).
+
+    >>> from poolcli.engine.geometry import WindowSpec
+    >>> strided_windows(WindowSpec(kernel=3, stride=2).bind((8,)))
+    True
+    """
+    return all(isinstance(a, Axis) and bands(a) is None for a in g.axes)
+
+
 def _identity(axis: AnyAxis) -> bool:
     """Whether every window along ``axis`` is one cell, its own: the axis is not pooled."""
     return isinstance(axis, Axis) and axis.kernel == 1 and axis.stride == 1 and axis.pad == (0, 0) \
@@ -266,6 +276,19 @@ def memory_order(x: np.ndarray) -> tuple[int, ...] | None:
     """
     order = tuple(sorted(range(x.ndim), key=lambda i: -x.strides[i]))
     return order if x.transpose(order).flags.c_contiguous else None
+
+
+def empty_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new array of ``shape`` laid out in memory as ``like`` (an array of as many axes), when ``like`` is
+    contiguous in some axis order (Fortran, channels-last); else C-ordered.
+
+    >>> empty_as(np.zeros((2, 3, 4), order="F"), (2, 3, 2), np.dtype(np.float32)).flags.f_contiguous
+    True
+    """
+    order = memory_order(like) if not like.flags.c_contiguous else None
+    if order is None:
+        return np.empty(shape, dtype=dtype)
+    return np.empty([shape[i] for i in order], dtype=dtype).transpose(np.argsort(order))
 
 
 @functools.lru_cache(maxsize=8)
@@ -514,13 +537,13 @@ def _select_picking(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.ufun
         reduced = _reduce_picking(best, pos, axis, ufunc, better_than)
         if reduced is None:
             return None
-        stages.append((pos, axis, best.shape, reduced[1]))
+        stages.append((pos, axis, best, reduced[1]))
         best = reduced[0]
     if has_nan(best):
         return None
     d = grad
-    for pos, axis, shape, picked in reversed(stages):
-        d = _route_picked(d, picked, pos, axis, shape)
+    for pos, axis, before, picked in reversed(stages):
+        d = _route_picked(d, picked, pos, axis, before)
     return d
 
 
@@ -535,8 +558,8 @@ def _reduce_picking(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc,
         return _reduce_phased(x, axis, ufunc, better_than)
     shape = x.shape[:pos] + (axis.out,) + x.shape[pos + 1:]
     pre = (slice(None),) * pos
-    top = np.empty(shape, dtype=x.dtype)
-    picked = np.empty(shape, dtype=np.uint8)
+    top = empty_as(x, shape, x.dtype)  # in the input's memory order
+    picked = empty_as(x, shape, np.dtype(np.uint8))
     lo = hi = 0  # the outputs set so far
     for t in axis.taps():
         a, b = t.out.start, t.out.stop
@@ -652,12 +675,16 @@ def _route_plan(axis: Axis) -> tuple[bool, tuple[tuple[int, slice, slice, bool],
     return zero, tuple(pieces)
 
 
-def _route_picked(d: np.ndarray, picked: np.ndarray, pos: int, axis: Axis, shape: tuple[int, ...]) -> np.ndarray:
-    """Each window's gradient ``d`` back to the cell of the tap it picked along array axis ``pos``."""
+def _route_picked(d: np.ndarray, picked: np.ndarray, pos: int, axis: Axis, before: np.ndarray) -> np.ndarray:
+    """Each window's gradient ``d`` back to the cell of the tap it picked along array axis ``pos``, into an array
+    shaped and laid out as ``before`` (the reduction's input)."""
     zero, pieces = _route_plan(axis)
+    shape = before.shape
     if _phased(d, pos, axis) and axis.kernel <= 255:
         return _route_phased(d, picked, axis, shape)
-    dx = (np.zeros if zero else np.empty)(shape, dtype=d.dtype)
+    dx = empty_as(before, shape, d.dtype)
+    if zero:
+        dx[...] = 0
     pre = (slice(None),) * pos
     for j, o, c, assign in pieces:
         _route_piece(d[pre + (o,)], picked[pre + (o,)] == j, dx[pre + (c,)], assign)

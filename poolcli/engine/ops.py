@@ -19,7 +19,16 @@ from poolcli.engine.base import Op, Option, Params, _accumulator, _finite, highe
 from poolcli.engine.geometry import Geometry
 from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
-from poolcli.engine.kernels import disjoint, select_backward, select_indices, separable, spread, tiling, window_sum
+from poolcli.engine.kernels import (
+    disjoint,
+    select_backward,
+    select_indices,
+    separable,
+    spread,
+    strided_windows,
+    tiling,
+    window_sum,
+)
 from poolcli.engine.nodata import NODATA, SKIP_NAN, data_counts, empty_value, missing, skips_cells, valid_count
 from poolcli.engine.weighted import WeightedGeometry, weighted, weighted_backward, weighted_forward, weights_gradient
 from poolcli.errors import UsageError
@@ -42,8 +51,8 @@ class Max(Op):
         return (x, None) if m is None else (np.where(m, self.fill(x.dtype), x), m)
 
     def backward_reads_strided(self, plan, params):
-        # ties "first" over tiling windows: each axis's reduction and the routing back follow the input's order
-        return params.ties == "first" and not skips_cells(params) and tiling(plan)
+        # ties "first" over strided windows: each axis's reduction and the routing back follow the input's order
+        return params.ties == "first" and not skips_cells(params) and strided_windows(plan)
 
     def widens_half(self, params, backward=False, plan=None):
         if backward:  # where each cell is in one window at most, float16 gradients are moved as bits
