@@ -341,6 +341,37 @@ def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, op
             np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
 
 
+def _default_gradient_options(op: str, x: np.ndarray) -> dict:
+    """What each differentiable operator needs to run on x (4-D, 6×6 planes), in the library's words."""
+    rng = np.random.default_rng(12)
+    if op == "unpool":
+        return dict(indices=poolcli.forward(x, "max", kernel=2, return_indices=True)[1], kernel=2)
+    if op == "deconv":
+        return dict(weights=rng.normal(size=(x.shape[1], 2, 2, 2)), stride=2)
+    return {"upsample": dict(scale=2), "lrn": dict(size=3), "fractional": dict(ratio=0.6, seed=3),
+            "stochastic": dict(seed=3), "kmax": dict(k=2)}.get(op, {})
+
+
+@pytest.mark.parametrize("op", [o.name for o in OPERATORS if o.differentiable])
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+@pytest.mark.parametrize("layout", ["C", "Fortran"])
+@pytest.mark.parametrize("small", [False, True])
+def test_the_default_gradient_of_ones_gives_what_an_array_of_ones_gives(op, dtype, layout, small):
+    """The default gradient is one value broadcast, handed to each block as such (never made whole): every
+    operator's backward gives, bit for bit, what it gives for an array of ones."""
+    x = valid_input(op, np.random.default_rng(13).normal(size=(2, 20, 6, 6))).astype(dtype)
+    x = np.asfortranarray(x) if layout == "Fortran" else x
+    options = _default_gradient_options(op, x)
+    if op == "unpool":  # it takes a max pooling's output
+        x = poolcli.forward(x, "max", kernel=2)
+    ones = np.ones(poolcli.forward(x, op, **options).shape, dtype=x.dtype)
+    with tiny_blocks(small):
+        got = poolcli.backward(x, op=op, threads=3, **options)
+    expected = poolcli.backward(x, ones, op, threads=3, **options)
+    for a, b in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(got, tuple) else (expected,)):
+        np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+
+
 UNREAD = {  # backward passes linear in the input: they read only its shape
     "avg": dict(kernel=3, stride=2, padding=1, count_pad=False),
     "avg-tiles": dict(kernel=2),

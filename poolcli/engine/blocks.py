@@ -98,6 +98,24 @@ def _is_unread(a: np.ndarray) -> bool:
     return a.base is not None and a.base is _nothing(a.dtype)
 
 
+def _is_one_value(a: np.ndarray) -> bool:
+    """Whether ``a`` is one value broadcast over its shape (the default gradient of ones)."""
+    return a.size > 0 and a.ndim > 0 and not any(a.strides)
+
+
+def _one_value(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """An unread stand-in, or one broadcast value, in ``dtype``: converted once and still broadcast, never made
+    whole.
+
+    >>> b = _one_value(np.broadcast_to(np.float16(0.5), (2, 3)), np.dtype(np.float32))
+    >>> b.dtype, b.strides, float(b[1, 2])
+    (dtype('float32'), (0, 0), 0.5)
+    """
+    if _is_unread(a):
+        return unread(a.shape, dtype)
+    return np.broadcast_to(cast(np.array(a[(0,) * a.ndim]).reshape(1), dtype)[0], a.shape)
+
+
 def widened(dtype: np.dtype) -> np.dtype:
     """The dtype kernels run in: float16 in float32 (NumPy's float16 loops are slow and round every step)."""
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
@@ -264,10 +282,8 @@ def run_blocks(
         cuttable = [order.index(i) < outside for i in range(first)]
 
         def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a):
-                return unread(a.shape, compute_dtype(a.dtype))
-            if a.size and a.ndim and not any(a.strides):  # one value broadcast (the default gradient): still one
-                return np.broadcast_to(cast(np.array(a[(0,) * a.ndim]).reshape(1), compute_dtype(a.dtype))[0], a.shape)
+            if _is_unread(a) or _is_one_value(a):
+                return _one_value(a, compute_dtype(a.dtype))
             if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
                 return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)
@@ -279,8 +295,8 @@ def run_blocks(
             inputs = [_from_fortran(a, split, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
 
         def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a):
-                return unread(a.shape, compute_dtype(a.dtype))
+            if _is_unread(a) or _is_one_value(a):
+                return _one_value(a, compute_dtype(a.dtype))
             return cast(a, compute_dtype(a.dtype))
     plane = math.prod(x.shape[first:]) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
