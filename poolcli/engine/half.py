@@ -65,7 +65,6 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return to_float16(x.transpose(order), None if out is None else out.transpose(order)).transpose(back)
     x = np.ascontiguousarray(x)
     magnitude = np.abs(x)
-    np.minimum(magnitude, _HALF_MAX, out=magnitude)  # 2**16 and above round to it: Inf below (NaN stays NaN)
     quantum = magnitude.view(np.uint32) & _INF  # the exponent: 2**e
     np.clip(quantum, _NORMAL, _OVERFLOW, out=quantum)
     quantum += np.uint32(13 << 23)  # 2**(e+13): its last mantissa bit is 2**(e-10)
@@ -74,14 +73,15 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         magnitude -= quantum.view(np.float32)
     magnitude *= _NARROW
     bits = magnitude.view(np.uint32)
-    bits >>= np.uint32(13)  # at most 0x7C00 (Inf), but for NaN
-    if bits.size and bits.max() > 0x7C00:  # NaN keeps the top of its payload and stays NaN (NumPy's rule)
-        nan = bits > 0x7C00
-        payload = (x[nan].view(np.uint32) & np.uint32(0x7FFFFF)) >> np.uint32(13)
-        bits[nan] = np.uint32(0x7C00) + np.maximum(payload, np.uint32(1))
-    sign = np.right_shift(x.view(np.uint32), np.uint32(16), out=quantum)
-    sign &= np.uint32(0x8000)
-    bits |= sign
+    bits >>= np.uint32(13)  # at most 0x7C00 (Inf: from 65520 up to 2**16), but from 2**16 on and for NaN
+    if bits.size and bits.max() > 0x7C00:  # (no float minimum first: against a scalar it is a slow loop)
+        beyond = np.flatnonzero(bits.reshape(-1) > 0x7C00)
+        wide = x.reshape(-1)[beyond]
+        nan = np.isnan(wide)  # NaN keeps the top of its payload and stays NaN (NumPy's rule); the rest is Inf
+        payload = (wide.view(np.uint32) & np.uint32(0x7FFFFF)) >> np.uint32(13)
+        bits.reshape(-1)[beyond] = np.where(nan, np.uint32(0x7C00) + np.maximum(payload, np.uint32(1)), 0x7C00)
     result = np.empty(x.shape, np.float16) if out is None else out
-    np.copyto(result.view(np.uint16), bits, casting="unsafe")
+    half = result.view(np.uint16)
+    np.copyto(half, bits, casting="unsafe")
+    half |= np.multiply(np.signbit(x), np.uint16(0x8000), dtype=np.uint16)  # the sign (of -0 and NaN too)
     return result
