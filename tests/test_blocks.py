@@ -354,16 +354,22 @@ def _default_gradient_options(op: str, x: np.ndarray) -> dict:
 
 @pytest.mark.parametrize("op", [o.name for o in OPERATORS if o.differentiable])
 @pytest.mark.parametrize("dtype", ["float64", "float16"])
-@pytest.mark.parametrize("layout", ["C", "Fortran"])
+@pytest.mark.parametrize("layout", ["C", "Fortran", "channels-last"])
 @pytest.mark.parametrize("small", [False, True])
 def test_the_default_gradient_of_ones_gives_what_an_array_of_ones_gives(op, dtype, layout, small):
-    """The default gradient is one value broadcast, handed to each block as such (never made whole): every
-    operator's backward gives, bit for bit, what it gives for an array of ones."""
+    """The default gradient is one value broadcast, handed to each block as such (never made whole; avg's
+    shares over tiling windows stay one value, which fills the result): every operator's backward gives, bit
+    for bit, what it gives for an array of ones."""
     x = valid_input(op, np.random.default_rng(13).normal(size=(2, 20, 6, 6))).astype(dtype)
-    x = np.asfortranarray(x) if layout == "Fortran" else x
     options = _default_gradient_options(op, x)
     if op == "unpool":  # it takes a max pooling's output
         x = poolcli.forward(x, "max", kernel=2)
+    if layout == "Fortran":
+        x = np.asfortranarray(x)
+    elif layout == "channels-last":
+        x, options = np.ascontiguousarray(np.moveaxis(x, 1, -1)), {**options, "channels_last": True}
+        if "indices" in options:  # unpool's indices move with the input (deconv's weights do not)
+            options["indices"] = np.ascontiguousarray(np.moveaxis(options["indices"], 1, -1))
     ones = np.ones(poolcli.forward(x, op, **options).shape, dtype=x.dtype)
     with tiny_blocks(small):
         got = poolcli.backward(x, op=op, threads=3, **options)

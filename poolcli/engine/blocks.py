@@ -34,7 +34,7 @@ import numpy as np
 
 from poolcli.engine.geometry import Geometry, caller_shape
 from poolcli.engine.half import to_float16, to_float32
-from poolcli.engine.kernels import memory_order, whole
+from poolcli.engine.kernels import memory_order, one_value, whole
 
 BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
 
@@ -96,11 +96,6 @@ def unread(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def _is_unread(a: np.ndarray) -> bool:
     return a.base is not None and a.base is _nothing(a.dtype)
-
-
-def _is_one_value(a: np.ndarray) -> bool:
-    """Whether ``a`` is one value broadcast over its shape (the default gradient of ones)."""
-    return a.size > 0 and a.ndim > 0 and not any(a.strides)
 
 
 def _one_value(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -282,7 +277,7 @@ def run_blocks(
         cuttable = [order.index(i) < outside for i in range(first)]
 
         def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a) or _is_one_value(a):
+            if _is_unread(a) or one_value(a):
                 return _one_value(a, compute_dtype(a.dtype))
             if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
                 return to_float32(a)  # in the input's own memory order
@@ -295,7 +290,7 @@ def run_blocks(
             inputs = [_from_fortran(a, split, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
 
         def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a) or _is_one_value(a):
+            if _is_unread(a) or one_value(a):
                 return _one_value(a, compute_dtype(a.dtype))
             return cast(a, compute_dtype(a.dtype))
     plane = math.prod(x.shape[first:]) * dtype.itemsize
@@ -336,6 +331,7 @@ def run_blocks(
 
     if len(cuts) == 1 and allocate is None:  # one block: its results are the output, in their own memory order
         results = tuple(cast(r, rounded(r.dtype)) if rounded(r.dtype) != r.dtype else r for r in heads)
+        results = tuple(np.array(r) if one_value(r) else r for r in results)  # a broadcast made whole
         results = tuple(np.moveaxis(r, r.ndim - layout.dims - 1, -1) if moves(shaped) else r
                         for r, shaped in zip(results, input_shaped))
         return results if isinstance(head, tuple) else results[0]

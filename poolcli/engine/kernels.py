@@ -330,6 +330,8 @@ def window_sum(x: np.ndarray, g: Geometry) -> np.ndarray:
 def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     """Adjoint of ``window_sum``: every input cell gets the sum of the values of the windows it is in."""
     first = grad.ndim - g.dims
+    if tiling(g) and one_value(grad):  # every cell gets that one value: still one value (the caller fills with it)
+        return np.broadcast_to(grad.reshape(-1)[0], grad.shape[:first] + tuple(a.size for a in g.axes))
     if tiling(g):  # each input cell in one window: every tap written once, no zero fill
         (dx, split), taps = _tiled(grad.shape[:first], g, grad.dtype, like=grad)  # in grad's memory order
         for tap in taps:
@@ -339,6 +341,15 @@ def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     for i in reversed(range(g.dims)):
         dx = scatter_axis(dx, first + i, g.axes[i])
     return dx
+
+
+def one_value(a: np.ndarray) -> bool:
+    """Whether ``a`` is one value broadcast over its shape (the default gradient of ones).
+
+    >>> one_value(np.broadcast_to(1.0, (2, 3))), one_value(np.ones((2, 3)))
+    (True, False)
+    """
+    return a.size > 0 and a.ndim > 0 and not any(a.strides)
 
 
 def has_nan(a: np.ndarray) -> bool:

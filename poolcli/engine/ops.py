@@ -21,6 +21,7 @@ from poolcli.engine.half import to_float16, to_float32
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
 from poolcli.engine.kernels import (
     disjoint,
+    one_value,
     select_backward,
     select_indices,
     separable,
@@ -150,7 +151,10 @@ class Avg(Op):
         divisor = params.divisor if "divisor" in params.given else None
         if divisor is not None:
             return np.asarray(divisor, dtype=dtype)
-        return g.counts(params.count_pad).astype(dtype)  # float32 stays float32: no float64 pass
+        counts = g.counts(params.count_pad)
+        if counts.size and (counts == counts.flat[0]).all():  # every window the same: one number (a broadcast
+            return np.asarray(counts.flat[0], dtype=dtype)  # gradient divided by it stays one value)
+        return counts.astype(dtype)  # float32 stays float32: no float64 pass
 
     def box_filter(self, params: Params) -> bool:
         return not {"divisor", "nodata", "skip_nan"} & set(params.given)
@@ -200,12 +204,17 @@ class Avg(Op):
             with np.errstate(invalid="ignore", divide="ignore"):
                 per = np.where(none, 0, grad / by)
             return np.where(m, 0, spread(per.astype(grad.dtype, copy=False), g))
+        divisor = self._divisor(g, params, np.dtype(np.float32) if grad.dtype == np.float16 else grad.dtype)
+        if one_value(grad) and divisor.ndim == 0 and tiling(g):  # the default gradient: one share, every cell's
+            one = grad.reshape(-1)[:1]
+            share = to_float16(to_float32(one) / divisor) if grad.dtype == np.float16 else one / divisor
+            return spread(np.broadcast_to(share[0], grad.shape), g)  # (spread leaves it one value)
         if grad.dtype == np.float16:  # (widens_half) each share computed in float32 and rounded once
-            share = to_float32(grad) / self._divisor(g, params, np.dtype(np.float32))
+            share = to_float32(grad) / divisor
             if tiling(g):  # every cell gets one share: copying rounded shares is the same
                 return spread(to_float16(share), g)
             return to_float16(spread(share, g))
-        return spread(grad / self._divisor(g, params, grad.dtype), g)
+        return spread(grad / divisor, g)
 
 
 def _exact_in_float32(dtype: np.dtype, g: Geometry) -> bool:
