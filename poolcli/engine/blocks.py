@@ -34,7 +34,7 @@ import numpy as np
 
 from poolcli.engine.geometry import Geometry, caller_shape
 from poolcli.engine.half import to_float16, to_float32
-from poolcli.engine.kernels import memory_order, one_value, whole
+from poolcli.engine.kernels import memory_order, one_value, results_into, same_array, whole
 
 BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
 
@@ -306,11 +306,15 @@ def run_blocks(
 
     def one(index: tuple[slice, ...]) -> Any:
         parts = [convert(a[index]) for a in inputs]
-        return fn(*parts, layout.sub(parts[0].shape[:first], index))  # the block's plan knows where it starts
+        target = views[0][index] if len(views) == 1 else None  # (a kernel may write its result there)
+        with results_into(target):
+            return fn(*parts, layout.sub(parts[0].shape[:first], index))  # the block's plan knows where it starts
 
     def put(index: tuple[slice, ...], results: Any) -> None:
         for view, r in zip(views, results if isinstance(results, tuple) else (results,)):
-            _store(view[index], r)
+            target = view[index]
+            if not same_array(target, r):
+                _store(target, r)
 
     parallel = threads > 1 and len(cuts) - 1 >= 2 * threads
     # while the first block shows the results' shapes and dtypes, the other threads start on the next blocks

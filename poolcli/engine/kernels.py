@@ -21,10 +21,12 @@ array([ 3,  7, 11])
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -343,6 +345,43 @@ def spread(grad: np.ndarray, g: Geometry) -> np.ndarray:
     return dx
 
 
+_block = threading.local()  # the caller's own array for the result of the block being computed, if free
+
+
+@contextlib.contextmanager
+def results_into(target: np.ndarray | None) -> Iterator[None]:
+    """While a block is computed on this thread, ``result_array`` may hand out ``target`` (the caller's part of
+    the output) for the result, which then needs no copying.
+
+    >>> out = np.zeros((2, 3))
+    >>> with results_into(out[:1]):
+    ...     r = result_array((1, 3), np.dtype(np.float64))
+    >>> np.shares_memory(r, out)
+    True
+    """
+    _block.target = target
+    try:
+        yield
+    finally:
+        _block.target = None
+
+
+def result_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A new C-ordered array for a kernel's result: the block's target (once) where it has this shape and dtype
+    and is C-ordered, else fresh memory. Only for a result written whole and returned as it is."""
+    target = getattr(_block, "target", None)
+    if target is not None and target.shape == shape and target.dtype == dtype and target.flags.c_contiguous:
+        _block.target = None
+        return target
+    return np.empty(shape, dtype=dtype)
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are the same memory seen the same way (the result was written into the target)."""
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 def one_value(a: np.ndarray) -> bool:
     """Whether ``a`` is one value broadcast over its shape (the default gradient of ones).
 
@@ -478,7 +517,7 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
         masks = [~picked, picked] if k == 2 else [picked == t for t in range(k)]
         # in the memory order of that stage's input (any order: the result comes back in the input's; splitting
         # one axis is a view in any order), written through k strided views (a transposing copy back is slower)
-        out = np.empty_like(before, dtype=d.dtype)
+        out = result_array(before.shape, d.dtype) if before.flags.c_contiguous else np.empty_like(before, d.dtype)
         split = out.reshape(before.shape[:pos] + (before.shape[pos] // k, k) + before.shape[pos + 1:])
         for t in range(k):
             np.multiply(d, masks[t], out=split[(slice(None),) * (pos + 1) + (t,)])
@@ -494,8 +533,8 @@ def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
     window)."""
     shape = lead + tuple(a.size for a in g.axes)
     order = memory_order(like) if like is not None and not like.flags.c_contiguous else None
-    order = order or tuple(range(len(shape)))
-    base = np.empty([shape[i] for i in order], dtype=dtype)  # C order in memory order
+    base = result_array(shape, dtype) if order is None else np.empty([shape[i] for i in order], dtype=dtype)
+    order = order or tuple(range(len(shape)))  # (base: C order in that memory order)
     first, places, parts = len(lead), {}, []
     for i in order:  # each pooled axis split into (out, kernel) where it lies in memory
         axis = g.axes[i - first] if i >= first else None
@@ -723,7 +762,7 @@ def _route_phased(d: np.ndarray, picked: np.ndarray, axis: Axis, shape: tuple[in
             phases[r][: lo + q] = 0
             phases[r][hi + q:] = 0
             written[r] = True
-    dx = np.empty(shape, dtype=d.dtype)
+    dx = result_array(shape, d.dtype)
     split = dx.reshape(-1, s)
     for r in range(s):
         split[:, r] = phases[r] if written[r] else 0
