@@ -318,14 +318,14 @@ def test_nearest_upsampling_of_every_layout_is_replicated_in_its_memory_order(dt
             assert got.flags.f_contiguous
 
 
-@pytest.mark.parametrize("op", ["max", "min", "avg"])
+@pytest.mark.parametrize("op", ["max", "min", "avg", "lp", "gem", "mixed"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
 @pytest.mark.parametrize("options", [dict(kernel=2), dict(kernel=(3, 2)), dict(kernel=(1, 4)),
                                      dict(kernel=3, stride=2, padding=1), dict(kernel=2, stride=3, dilation=2)])
 @pytest.mark.parametrize("small", [False, True])
 def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, options, small):
-    """Max/min (ties first) and avg backward over windows that tile, overlap or leave gaps, on 20 planes side by
-    side in memory (Fortran order, channels-last: read in place where the operator can, in the input's order),
+    """Max/min (ties first), avg, lp, gem and mixed backward over windows that tile, overlap or leave gaps, on 20
+    planes side by side in memory (Fortran order, channels-last: read in place where the operator can, in the input's order),
     whole or in tiny blocks on three threads, with many ties, a gradient laid out as the input and the default
     gradient of ones: the C-order result."""
     rng = np.random.default_rng(10)

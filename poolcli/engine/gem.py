@@ -16,7 +16,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, _accumulator, _finite
 from poolcli.engine.kernels import spread, window_sum
-from poolcli.engine.ops import COUNT_PAD
+from poolcli.engine.ops import COUNT_PAD, tiling_in_place
 
 __all__ = ["GeM", "Params"]
 
@@ -41,6 +41,9 @@ class GeM(Op):
     def forward(self, x, g, params):
         _, _, mean, p = self._parts(x, g, params)
         return (mean ** (1 / p)).astype(self.out_dtype(x.dtype), copy=False)
+
+    def backward_reads_strided(self, plan, params):
+        return tiling_in_place(plan, params)
 
     def backward(self, x, g, grad, params):
         c, power, mean, p = self._parts(x, g, params)

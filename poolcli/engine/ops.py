@@ -40,6 +40,13 @@ COUNT_PAD = Option("count_pad", bool, True, "count the padding",
                    flag="--count-pad/--no-count-pad")
 
 
+def tiling_in_place(plan: Geometry, params: Params) -> bool:
+    """Whether a separable operator's backward reads Fortran-ordered and channels-last blocks in place: over
+    tiling windows without --nodata/--skip-nan its passes are elementwise, separable or a spread that keeps the
+    gradient's memory order."""
+    return tiling(plan) and not skips_cells(params)
+
+
 class Max(Op):
     name, summary, keeps_int = "max", "largest value per window; NaN propagates", True
     options = (INDEX_LAYOUT, STORAGE_ORDER, NODATA, SKIP_NAN)
@@ -237,6 +244,9 @@ class Lp(Op):
                       need="the norm's exponent must be a finite number above 0"),
                Option("mean", bool, False, "root of the mean"), COUNT_PAD, NODATA, SKIP_NAN)
 
+    def backward_reads_strided(self, plan, params):
+        return tiling_in_place(plan, params)
+
     @staticmethod
     def _power(x: np.ndarray, p: float) -> np.ndarray:
         a = np.abs(x.astype(_accumulator(x.dtype), copy=False))
@@ -285,6 +295,9 @@ class Mixed(Op):
                       check=lambda v: 0 <= v <= 1, need="the max share must be between 0 and 1"), COUNT_PAD)
     ties, marks, strided = True, "arg-max (the max part)", True
     hi, mean = Max(), Avg()
+
+    def backward_reads_strided(self, plan, params):
+        return tiling_in_place(plan, params)
 
     def forward(self, x, g, params):
         hi = self.hi.forward(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
