@@ -318,16 +318,16 @@ def test_nearest_upsampling_of_every_layout_is_replicated_in_its_memory_order(dt
             assert got.flags.f_contiguous
 
 
-@pytest.mark.parametrize("op", ["max", "min", "avg", "lp", "gem", "mixed"])
+@pytest.mark.parametrize("op", ["max", "min", "avg", "lp", "gem", "mixed", "avgmax"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
 @pytest.mark.parametrize("options", [dict(kernel=2), dict(kernel=(3, 2)), dict(kernel=(1, 4)),
                                      dict(kernel=3, stride=2, padding=1), dict(kernel=2, stride=3, dilation=2)])
 @pytest.mark.parametrize("small", [False, True])
 def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, options, small):
-    """Max/min (ties first), avg, lp, gem and mixed backward over windows that tile, overlap or leave gaps, on 20
-    planes side by side in memory (Fortran order, channels-last: read in place where the operator can, in the input's order),
-    whole or in tiny blocks on three threads, with many ties, a gradient laid out as the input and the default
-    gradient of ones: the C-order result."""
+    """Max/min (ties first), avg, lp, gem, mixed and avgmax backward over windows that tile, overlap or leave
+    gaps, on 20 planes side by side in memory (Fortran order, channels-last: read in place where the operator
+    can, in the input's order), whole or in tiny blocks on three threads, with many ties, a gradient laid out as
+    the input and the default gradient of ones: the C-order result."""
     rng = np.random.default_rng(10)
     x = rng.integers(0, 4, size=(2, 20, 7, 8)).astype(dtype)  # four values: ties in most windows
     grad = rng.normal(size=poolcli.forward(x, op, **options).shape).astype(np.float64 if dtype == "uint8" else dtype)

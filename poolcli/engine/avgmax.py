@@ -24,6 +24,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, describe
+from poolcli.engine.kernels import tiling
 from poolcli.engine.ops import COUNT_PAD, Avg, Max
 
 __all__ = ["AvgMax", "AvgMaxPlan", "Params"]
@@ -81,6 +82,10 @@ class AvgMax(Op):
         if not plan.channels:
             hi, mean = hi[None], mean[None]
         return np.concatenate([hi, mean], axis=axis)
+
+    def backward_reads_strided(self, plan, params):
+        # max's and avg's backward passes keep the input's order where the windows tile (not --concat's halves)
+        return not plan.concat and self.hi.backward_reads_strided(plan.windows, params) and tiling(plan.windows)
 
     def backward(self, x, plan, grad, params):
         g = plan.windows
