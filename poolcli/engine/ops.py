@@ -64,8 +64,12 @@ class Max(Op):
 
     def widens_half(self, params, backward=False, plan=None):
         if backward:  # where each cell is in one window at most, float16 gradients are moved as bits
-            return not (params.ties == "first" and not skips_cells(params) and plan is not None and disjoint(plan))
+            return plan is None or not self._moves_half(plan, params)
         return skips_cells(params)  # float16 forward picks on int16 keys
+
+    @staticmethod
+    def _moves_half(g: Geometry, params: Params) -> bool:
+        return params.ties == "first" and not skips_cells(params) and disjoint(g)
 
     def _half_forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
         """Float16 pooled on int16 keys in the values' order (each key its own inverse): the picked values
@@ -104,7 +108,9 @@ class Max(Op):
 
     def backward(self, x, g, grad, params):
         if x.dtype == np.float16 and grad.dtype == np.float16:  # (widens_half) windows that do not overlap
-            return self._half_backward(x, g, grad, params)
+            if self._moves_half(g, params):
+                return self._half_backward(x, g, grad, params)
+            return to_float16(self.backward(to_float32(x), g, to_float32(grad), params))
         xs, m = self._filled(x, params)
         if m is None:
             return select_backward(x, lambda: self.forward(x, g, params), grad, g, params.ties, self.arg)
