@@ -312,7 +312,10 @@ class Mixed(Op):
 
     def backward(self, x, g, grad, params):
         a = self.value(params, "alpha")
-        return a * self.hi.backward(x, g, grad, params) + (1 - a) * self.mean.backward(x, g, grad, params)
+        hi, mean = self.hi.backward(x, g, grad, params), self.mean.backward(x, g, grad, params)
+        if one_value(mean):  # avg's share of the default gradient: one number, added in the max part's order
+            return a * hi + (1 - a) * mean.reshape(-1)[0]
+        return a * hi + (1 - a) * mean
 
     def selected(self, x, g, params):
         return self.hi.selected(x, g, params)
