@@ -376,6 +376,12 @@ def result_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
+def result_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``result_array`` where ``like`` is C-ordered, else ``empty_as``: a kernel's result in its input's memory
+    order, written straight into the caller's output when that fits."""
+    return result_array(shape, dtype) if like.flags.c_contiguous else empty_as(like, shape, dtype)
+
+
 def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``a`` and ``b`` are the same memory seen the same way (the result was written into the target)."""
     return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
@@ -517,7 +523,7 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
         masks = [~picked, picked] if k == 2 else [picked == t for t in range(k)]
         # in the memory order of that stage's input (any order: the result comes back in the input's; splitting
         # one axis is a view in any order), written through k strided views (a transposing copy back is slower)
-        out = result_array(before.shape, d.dtype) if before.flags.c_contiguous else np.empty_like(before, d.dtype)
+        out = result_as(before, before.shape, d.dtype)
         split = out.reshape(before.shape[:pos] + (before.shape[pos] // k, k) + before.shape[pos + 1:])
         for t in range(k):
             np.multiply(d, masks[t], out=split[(slice(None),) * (pos + 1) + (t,)])
@@ -532,9 +538,9 @@ def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
     kernel) pairs per axis, and the index of every tap in that view (each a strided view of one cell per
     window)."""
     shape = lead + tuple(a.size for a in g.axes)
-    order = memory_order(like) if like is not None and not like.flags.c_contiguous else None
-    base = result_array(shape, dtype) if order is None else np.empty([shape[i] for i in order], dtype=dtype)
-    order = order or tuple(range(len(shape)))  # (base: C order in that memory order)
+    dx = result_array(shape, dtype) if like is None else result_as(like, shape, dtype)
+    order = memory_order(dx)  # contiguous in that axis order by construction
+    base = dx.transpose(order)  # C order in memory order
     first, places, parts = len(lead), {}, []
     for i in order:  # each pooled axis split into (out, kernel) where it lies in memory
         axis = g.axes[i - first] if i >= first else None
@@ -542,7 +548,6 @@ def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
         places[i] = tuple(range(len(parts), len(parts) + len(pieces)))
         parts.extend(pieces)
     split = base.reshape(parts).transpose([p for i in range(len(shape)) for p in places[i]])
-    dx = base.transpose(np.argsort(order))
     pre = (slice(None),) * len(lead)
     taps = [pre + tuple(t for i in tap for t in (slice(None), i))
             for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
@@ -577,7 +582,7 @@ def _select_picking(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.ufun
     taps of an axis do not suit (``_select_by_axes`` handles those)."""
     first = x.ndim - g.dims
     better_than = np.greater if ufunc is np.maximum else np.less
-    stages = []  # (array position, axis, shape before, the tap each window picked)
+    stages = []  # (array position, axis, the array it reduced, the tap each window picked)
     best = x
     for i in reversed(range(g.dims)):
         axis = g.axes[i]
@@ -728,11 +733,10 @@ def _route_plan(axis: Axis) -> tuple[bool, tuple[tuple[int, slice, slice, bool],
 def _route_picked(d: np.ndarray, picked: np.ndarray, pos: int, axis: Axis, before: np.ndarray) -> np.ndarray:
     """Each window's gradient ``d`` back to the cell of the tap it picked along array axis ``pos``, into an array
     shaped and laid out as ``before`` (the reduction's input)."""
+    if _phased(d, pos, axis):
+        return _route_phased(d, picked, axis, before.shape)
     zero, pieces = _route_plan(axis)
-    shape = before.shape
-    if _phased(d, pos, axis) and axis.kernel <= 255:
-        return _route_phased(d, picked, axis, shape)
-    dx = empty_as(before, shape, d.dtype)
+    dx = result_as(before, before.shape, d.dtype)
     if zero:
         dx[...] = 0
     pre = (slice(None),) * pos
