@@ -276,9 +276,7 @@ def run_blocks(
         outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
         cuttable = [order.index(i) < outside for i in range(first)]
 
-        def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a) or one_value(a):
-                return _one_value(a, compute_dtype(a.dtype))
+        def read(a: np.ndarray) -> np.ndarray:
             if a.dtype == np.float16 and compute_dtype(a.dtype) == np.float32:
                 return to_float32(a)  # in the input's own memory order
             return a.astype(compute_dtype(a.dtype), copy=False)
@@ -289,10 +287,13 @@ def run_blocks(
             split = x.ndim - layout.dims if 0 < x.ndim - layout.dims < x.ndim else first
             inputs = [_from_fortran(a, split, compute_dtype(a.dtype)) if a.flags.f_contiguous else a for a in inputs]
 
-        def convert(a: np.ndarray) -> np.ndarray:
-            if _is_unread(a) or one_value(a):
-                return _one_value(a, compute_dtype(a.dtype))
+        def read(a: np.ndarray) -> np.ndarray:
             return cast(a, compute_dtype(a.dtype))
+
+    def convert(a: np.ndarray) -> np.ndarray:
+        if _is_unread(a) or one_value(a):  # a stand-in, or one value: still one value
+            return _one_value(a, compute_dtype(a.dtype))
+        return read(a)
     plane = math.prod(x.shape[first:]) * dtype.itemsize
     budget = BLOCK_BYTES if block_bytes is None else block_bytes
     if block_bytes is None and layout.big and allocate is None:  # larger blocks, fewer calls (in memory only)
