@@ -24,7 +24,6 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, describe
-from poolcli.engine.kernels import tiling
 from poolcli.engine.ops import COUNT_PAD, Avg, Max
 
 __all__ = ["AvgMax", "AvgMaxPlan", "Params"]
@@ -83,9 +82,9 @@ class AvgMax(Op):
             hi, mean = hi[None], mean[None]
         return np.concatenate([hi, mean], axis=axis)
 
-    def backward_reads_strided(self, plan, params):
-        # max's and avg's backward passes keep the input's order where the windows tile (not --concat's halves)
-        return not plan.concat and self.hi.backward_reads_strided(plan.windows, params) and tiling(plan.windows)
+    def backward_reads_strided(self, plan, params):  # where both its parts do (not --concat's halves)
+        w = plan.windows
+        return not plan.concat and all(part.backward_reads_strided(w, params) for part in (self.hi, self.mean))
 
     def backward(self, x, plan, grad, params):
         g = plan.windows

@@ -302,8 +302,8 @@ class Mixed(Op):
     ties, marks, strided = True, "arg-max (the max part)", True
     hi, mean = Max(), Avg()
 
-    def backward_reads_strided(self, plan, params):
-        return tiling_in_place(plan, params)
+    def backward_reads_strided(self, plan, params):  # where both its parts do
+        return all(part.backward_reads_strided(plan, params) for part in (self.hi, self.mean))
 
     def forward(self, x, g, params):
         hi = self.hi.forward(x, g, params).astype(self.out_dtype(x.dtype), copy=False)
