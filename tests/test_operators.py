@@ -250,21 +250,27 @@ def test_unpool_channels_last_uses_the_channels_last_indices():
 
 @settings(max_examples=150, deadline=None)
 @given(dims=st.integers(1, 3), data=st.data(),
-       dtype=st.sampled_from(["float32", "float64", "float16", "int16", "uint8"]), channels_last=st.booleans())
-def test_nearest_by_whole_factors_repeats_every_cell(dims, data, dtype, channels_last):
-    """Nearest upsampling by whole factors (each cell written once into its block of repeats) is np.repeat."""
+       dtype=st.sampled_from(["float32", "float64", "float16", "int16", "uint8"]), channels_last=st.booleans(),
+       runs=st.booleans())
+def test_nearest_by_whole_factors_repeats_every_cell(dims, data, dtype, channels_last, runs):
+    """Nearest upsampling by whole factors (each cell written once into its block of repeats, in runs of rows
+    or all at once) is np.repeat, bit for bit (-0.0, infinities and NaN moved as they are)."""
     sizes = data.draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims))
     factors = data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims))
     x = (np.random.default_rng(len(sizes)).normal(size=(2, 3, *sizes)) * 50).astype(dtype)
+    if x.dtype.kind == "f":
+        x.flat[:4] = [-0.0, np.inf, -np.inf, np.nan][:x.size]
     expected = x.astype(np.float64) if x.dtype.kind in "iu" else x  # integers upsample to float64
     for axis, f in enumerate(factors):
         expected = np.repeat(expected, f, axis=2 + axis)
     if channels_last:
         x, expected = np.moveaxis(x, 1, -1), np.moveaxis(expected, 1, -1)
-    y = poolcli.forward(x, "upsample", scale=tuple(float(f) for f in factors), dims=dims,
-                        channels_last=channels_last)
+    with mock.patch("poolcli.engine.upsample._RUN_BYTES", 1 if runs else 1 << 19):
+        y = poolcli.forward(x, "upsample", scale=tuple(float(f) for f in factors), dims=dims,
+                            channels_last=channels_last)
     assert y.dtype == expected.dtype
-    np.testing.assert_array_equal(y, expected)
+    bits = f"u{y.dtype.itemsize}"
+    np.testing.assert_array_equal(y.view(bits), np.ascontiguousarray(expected).view(bits))
 
 
 @settings(max_examples=100, deadline=None)

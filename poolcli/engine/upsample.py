@@ -27,6 +27,7 @@ array([[1. , 1.5, 2. ],
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -262,33 +263,46 @@ def repeats(ip: Interp | Taps) -> int | None:
     return by_phase[0]
 
 
-def replicate(x: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
-    """Every cell of the axes from ``first`` on repeated ``factors`` times along each: one pass per repeat of the
-    last axis, each writing its copy of every cell into all the leading axes' repeats at once (the input read by
-    broadcasting; the inner loop runs along whole rows). A float32 cell repeated twice along the last axis is one
-    uint64 product, both copies at once.
+def replicate(x: np.ndarray, first: int, factors: Sequence[int], dtype: np.dtype | None = None) -> np.ndarray:
+    """Every cell of the axes from ``first`` on repeated ``factors`` times along each, as ``dtype`` (default
+    ``x``'s; the cast made while copying). One pass per repeat of the last axis, each writing its copy of every
+    cell into all the leading axes' repeats at once (the input read by broadcasting; the inner loop runs along
+    whole rows), over runs of rows whose output stays in cache between the passes. A cell of 1, 2 or 4 bytes
+    repeated twice along the last axis is one product in the integer twice as wide, both copies at once.
 
     >>> replicate(np.array([[1.0, 2.0], [3.0, 4.0]]), 0, (2, 3))[:2].tolist()
     [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
     """
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
     order = memory_order(x) if not x.flags.c_contiguous else None
     if order is not None and order != tuple(range(x.ndim)):  # in x's own memory order, and so the result
         every = (1,) * first + tuple(factors)
-        y = replicate(x.transpose(order), 0, [every[i] for i in order])
+        y = replicate(x.transpose(order), 0, [every[i] for i in order], dtype)
         return y.transpose(np.argsort(order))
     lead, cells = x.shape[:first], x.shape[first:]
-    y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=x.dtype)
-    split = y.reshape(lead + tuple(v for n, f in zip(cells, factors) for v in (n, f)))
-    src = x.reshape(lead + tuple(v for n in cells[:-1] for v in (n, 1)) + cells[-1:])  # broadcast over repeats
+    y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=dtype)
+    if y.size == 0:
+        return y
+    rows = math.prod(lead) * cells[0]  # the runs cut along the first cell axis and all before it
+    split = y.reshape((rows,) + tuple(v for n, f in zip(cells, factors) for v in (n, f))[1:])
+    src = x.reshape((rows,) + tuple(v for n in cells[1:] for v in (1, n)))  # broadcast over the repeats
     f = factors[-1]
-    if f == 2 and x.dtype.itemsize == 4 and x.flags.c_contiguous:
-        pairs = split.reshape(split.shape[:-2] + (2 * cells[-1],))
-        if np.may_share_memory(pairs, y):  # a view: both copies of a cell are one uint64
-            np.multiply(src.view(np.uint32), np.uint64(0x100000001), out=pairs.view(np.uint64), dtype=np.uint64)
-            return y
-    for r in range(f):
-        split[..., r] = src
+    if f == 2 and dtype == x.dtype and dtype.itemsize in _WIDER and x.flags.c_contiguous:
+        narrow, wide = _WIDER[dtype.itemsize]  # both copies of a cell are one integer twice as wide
+        pairs = split.reshape(split.shape[:-2] + (-1,)).view(wide)
+        np.multiply(src.view(narrow), wide.type((1 << 8 * dtype.itemsize) + 1), out=pairs, dtype=wide)
+        return y
+    run = max(1, _RUN_BYTES // (y.nbytes // rows))
+    for start in range(0, rows, run):
+        part, cut = split[start:start + run], src[start:start + run]
+        for r in range(f):
+            part[..., r] = cut
     return y
+
+
+_WIDER = {1: (np.dtype(np.uint8), np.dtype(np.uint16)), 2: (np.dtype(np.uint16), np.dtype(np.uint32)),
+          4: (np.dtype(np.uint32), np.dtype(np.uint64))}
+_RUN_BYTES = 1 << 19  # the output of a run of rows: in cache while its repeats are written one pass each
 
 
 def unreplicate(g: np.ndarray, first: int, factors: Sequence[int]) -> np.ndarray:
@@ -615,11 +629,11 @@ class Upsample(Op):
 
     def forward(self, x, plan, params):
         self._arrays_only(params)
-        y = x.astype(float_type(x.dtype), copy=False)
-        first = y.ndim - plan.dims
+        first = x.ndim - plan.dims
         factors = [repeats(ip) for ip in plan.axes]
-        if all(factors):  # nearest by whole factors: every cell repeated, written once
-            return replicate(y, first, factors)
+        if all(factors):  # nearest by whole factors: every cell repeated, written once (cast as it is copied)
+            return replicate(x, first, factors, float_type(x.dtype))
+        y = x.astype(float_type(x.dtype), copy=False)
         for i, ip in enumerate(plan.axes):
             y = apply_axis(y, first + i, ip)
         return y if y is not x else y.copy()
