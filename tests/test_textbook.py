@@ -3,6 +3,8 @@ deconvolution, no-data cells, index layouts and resize modes."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -113,9 +115,11 @@ def test_deconv_matches_the_oracle(data, dims, groups):
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), dims=st.integers(1, 3), bias=st.booleans(), dtype=st.sampled_from(["float64", "float32"]))
-def test_deconv_whose_kernel_tiles_the_output_matches_the_oracle(data, dims, bias, dtype):
-    """stride = kernel: each tap a product written into its strided view of the output (two batch axes here)."""
+@given(data=st.data(), dims=st.integers(1, 3), bias=st.booleans(), dtype=st.sampled_from(["float64", "float32"]),
+       runs=st.booleans())
+def test_deconv_whose_kernel_tiles_the_output_matches_the_oracle(data, dims, bias, dtype, runs):
+    """stride = kernel: the taps' product written into their strided views of the output (two batch axes here),
+    for all samples at once or one sample at a time."""
     kernel = tuple(data.draw(st.lists(st.integers(1, 3), min_size=dims, max_size=dims)))
     sides = tuple(data.draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims)))
     c_in, c_out = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
@@ -123,14 +127,15 @@ def test_deconv_whose_kernel_tiles_the_output_matches_the_oracle(data, dims, bia
     x = rng.normal(size=(2, 3, c_in, *sides)).astype(dtype)
     w = rng.normal(size=(c_in, c_out, *kernel))
     b = rng.normal(size=c_out) if bias else None
-    y = poolcli.forward(x, "deconv", weights=w, bias=b, stride=kernel, dims=dims)
-    grad = rng.normal(size=y.shape).astype(dtype)
+    with mock.patch("poolcli.engine.deconv._PRODUCT_BYTES", 1 if runs else 1 << 21):
+        y = poolcli.forward(x, "deconv", weights=w, bias=b, stride=kernel, dims=dims)
+        grad = rng.normal(size=y.shape).astype(dtype)
+        got = poolcli.backward(x, grad, "deconv", weights=w, bias=b, stride=kernel, dims=dims)
     want, dx, _, _ = reference.deconv(x.reshape(6, c_in, *sides), w, b, kernel, (0,) * dims, (0,) * dims,
                                       (1,) * dims, grad=grad.reshape(6, *y.shape[2:]))
     tol = 1e-5 if dtype == "float32" else 1e-12
     assert y.dtype == np.dtype(dtype)
     np.testing.assert_allclose(y, want.reshape(2, 3, *want.shape[1:]), rtol=tol, atol=tol)
-    got = poolcli.backward(x, grad, "deconv", weights=w, bias=b, stride=kernel, dims=dims)
     np.testing.assert_allclose(got, dx.reshape(x.shape), rtol=tol, atol=tol)
 
 

@@ -42,6 +42,19 @@ class DeconvPlan(Plan):
     batched: bool = True  # the input has a batch axis before the channels (else one is added and taken away)
 
 
+_PRODUCT_BYTES = 1 << 21  # the weights' product with a run of samples: written out tap by tap while in cache
+
+
+def _by_tap(w: np.ndarray) -> np.ndarray:
+    """The weights (C_in, C_out/groups, *kernel) as (*kernel, C_in, C_out/groups): each tap's matrix (and its
+    rows of a group) contiguous, so its products are BLAS calls, not NumPy's strided fallback loop.
+
+    >>> _by_tap(np.zeros((3, 2, 4, 5)))[1, 2].flags.c_contiguous
+    True
+    """
+    return np.ascontiguousarray(np.moveaxis(w, (0, 1), (-2, -1)))
+
+
 def _ints(v: tuple[float, ...]) -> bool:
     return bool(v) and all(float(n).is_integer() and n >= 0 for n in v)
 
@@ -154,17 +167,23 @@ class Deconv(Op):
         return (0, d + 1, *(i for a in range(d) for i in (1 + a, d + 2 + a)))
 
     def _tile_forward(self, x: np.ndarray, w: np.ndarray, plan: DeconvPlan) -> np.ndarray:
-        """Kernels that tile the output: per kernel tap, one batched product of the tap's (C_out, C_in) weights
-        with the (C_in, cells) planes, written into that tap's strided view of the output (the input is read in
-        its own layout; no transposition of the whole)."""
+        """Kernels that tile the output: every tap's (C_out, C_in) weights stacked into one matrix, its product
+        with the (C_in, cells) planes of a few samples at a time made in one cache-sized buffer, and each tap's
+        rows written from there into its strided view of the output (the input read in its own layout)."""
         d, kernel = plan.dims, w.shape[2:]
         lead, channels, sizes = x.shape[: x.ndim - d - 1], x.shape[x.ndim - d - 1], x.shape[x.ndim - d:]
         planes = x.reshape((int(np.prod(lead, dtype=np.int64)), channels, int(np.prod(sizes, dtype=np.int64))))
+        stacked = np.ascontiguousarray(np.moveaxis(w, 0, -1)).reshape(-1, channels)  # (C_out·taps, C_in)
         y = np.empty((len(planes), w.shape[1], *(v for n, k in zip(sizes, kernel) for v in (n, k))), dtype=x.dtype)
-        for tap in product(*(range(k) for k in kernel)):
-            part = np.matmul(w[(slice(None), slice(None), *tap)].T, planes)  # (B, C_out, cells)
-            y[(slice(None), slice(None), *(v for t in tap for v in (slice(None), t)))] = \
-                part.reshape((len(planes), w.shape[1], *sizes))
+        run = max(1, _PRODUCT_BYTES // max(1, stacked.shape[0] * planes.shape[-1] * x.dtype.itemsize))
+        buffer = np.empty((min(run, len(planes)), stacked.shape[0], planes.shape[-1]), dtype=x.dtype)
+        for start in range(0, len(planes), run):
+            part = buffer[: min(run, len(planes) - start)]
+            np.matmul(stacked, planes[start:start + len(part)], out=part)
+            taps = part.reshape((len(part), w.shape[1], *kernel, *sizes))
+            for tap in product(*(range(k) for k in kernel)):
+                y[(slice(start, start + len(part)), slice(None), *(v for t in tap for v in (slice(None), t)))] = \
+                    taps[(slice(None), slice(None), *tap)]
         if plan.bias is not None:
             y += plan.bias.astype(x.dtype).reshape((-1,) + (1,) * (2 * d))
         return y.reshape(lead + (w.shape[1],) + tuple(n * k for n, k in zip(sizes, kernel)))
@@ -177,10 +196,11 @@ class Deconv(Op):
         xl = self._last(x.astype(dtype, copy=False), plan.dims)
         g, cg = plan.groups, w.shape[0] // plan.groups
         og = w.shape[1]
+        by_tap = _by_tap(w)
         full = np.zeros((len(xl), *self._full(plan), og * g), dtype=dtype)
         for tap, where in self._taps(plan):
             for k in range(g):
-                part = xl[..., k * cg:(k + 1) * cg] @ w[(slice(k * cg, (k + 1) * cg), slice(None), *tap)]
+                part = xl[..., k * cg:(k + 1) * cg] @ by_tap[tap][k * cg:(k + 1) * cg]
                 view = full[(slice(None), *where, slice(k * og, (k + 1) * og))]
                 view += part
         y = full[(slice(None), *self._crop(plan), slice(None))]
@@ -209,28 +229,34 @@ class Deconv(Op):
         return False
 
     def backward(self, x, plan, grad, params):
-        if self._tiles(plan):  # the adjoint of _tile_forward: per tap, its strided view of grad times its weights
+        if self._tiles(plan):  # the adjoint of _tile_forward: every tap's strided view of grad gathered for a
+            # few samples at a time into one cache-sized buffer, times the (C_in, C_out·taps) weights
             w = plan.weights.astype(grad.dtype, copy=False)
             d, kernel = plan.dims, w.shape[2:]
             sizes = x.shape[x.ndim - d:]
             b = int(np.prod(grad.shape[: grad.ndim - d - 1], dtype=np.int64))
             split = grad.reshape((b, w.shape[1], *(v for n, k in zip(sizes, kernel) for v in (n, k))))
-            dx = None
-            for tap in product(*(range(k) for k in kernel)):
-                picked = np.ascontiguousarray(split[(slice(None), slice(None),
-                                                     *(v for t in tap for v in (slice(None), t)))])
-                part = np.matmul(w[(slice(None), slice(None), *tap)], picked.reshape(b, w.shape[1], -1))
-                dx = part if dx is None else np.add(dx, part, out=dx)
+            flat = w.reshape(w.shape[0], -1)  # (C_in, C_out·taps), as the gathered rows
+            cells = int(np.prod(sizes, dtype=np.int64))
+            dx = np.empty((b, w.shape[0], cells), dtype=grad.dtype)
+            run = max(1, _PRODUCT_BYTES // max(1, flat.shape[1] * cells * grad.dtype.itemsize))
+            buffer = np.empty((min(run, b), w.shape[1], *kernel, *sizes), dtype=grad.dtype)
+            for start in range(0, b, run):
+                part = buffer[: min(run, b - start)]
+                for tap in product(*(range(k) for k in kernel)):
+                    part[(slice(None), slice(None), *tap)] = split[(slice(start, start + len(part)), slice(None),
+                                                                   *(v for t in tap for v in (slice(None), t)))]
+                np.matmul(flat, part.reshape(len(part), flat.shape[1], cells), out=dx[start:start + len(part)])
             return dx.reshape(x.shape)
         gf = self._grad_full(plan, grad)
         w = plan.weights.astype(gf.dtype, copy=False)
         g, cg, og = plan.groups, w.shape[0] // plan.groups, w.shape[1]
+        by_tap = _by_tap(w)
         dx = np.zeros((len(gf), *plan.in_shape[-plan.dims:], w.shape[0]), dtype=gf.dtype)
         for tap, where in self._taps(plan):
             picked = gf[(slice(None), *where, slice(None))]
             for k in range(g):
-                dx[..., k * cg:(k + 1) * cg] += picked[..., k * og:(k + 1) * og] @ \
-                    w[(slice(k * cg, (k + 1) * cg), slice(None), *tap)].T
+                dx[..., k * cg:(k + 1) * cg] += picked[..., k * og:(k + 1) * og] @ by_tap[tap][k * cg:(k + 1) * cg].T
         return np.ascontiguousarray(np.moveaxis(dx, -1, 1)).reshape(x.shape).astype(grad.dtype, copy=False)
 
     def more_gradients(self, x, plan, grad, params):
