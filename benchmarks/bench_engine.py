@@ -16,7 +16,7 @@ import os
 import tracemalloc
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch, table_header, torch_best
+from benchlib import bandwidth, best_of, machine, one_core, optional_torch, table_header, torch_best
 
 import poolcli
 from poolcli.engine.blocks import default_threads
@@ -96,7 +96,9 @@ def main() -> None:
         g = poolcli.geometry(x.shape, **{k: w[k] for k in ("kernel", "stride", "padding")}, dims=w.get("dims", 2))
         grad = rng.standard_normal(g.out_shape, dtype=np.float32) if w.get("backward") else None
         one, every = (run_poolcli(w, x, grad, n) for n in (1, cores))
-        mine1, mine = best_of(one, args.repeat), best_of(every, args.repeat)
+        with one_core():
+            mine1 = best_of(one, args.repeat)
+        mine = best_of(every, args.repeat)
         peak = peak_extra(every) / x.nbytes
         t1 = t_all = float("nan")
         if torch is not None:

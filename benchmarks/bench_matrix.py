@@ -15,7 +15,7 @@ import argparse
 import os
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, optional_torch, table_header, torch_best
+from benchlib import bandwidth, best_of, machine, one_core, optional_torch, table_header, torch_best
 
 import poolcli
 from poolcli.engine import OPERATORS
@@ -118,7 +118,8 @@ def main() -> None:
                     continue
                 if fn is None:
                     continue
-                ours = best_of(fn, args.repeat)
+                with one_core():
+                    ours = best_of(fn, args.repeat)
                 every = best_of(run(op, direction, x, options, None), args.repeat)
                 base = ours if (dtype, layout) == ("float32", "C") else base
                 per = f"{ours / base:.2f}" if base else ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from benchlib import best_of, machine, optional_torch
+from benchlib import best_of, machine, one_core, optional_torch
 
 import poolcli
 
@@ -186,11 +186,12 @@ def main() -> None:
         for which in ("forward", "backward"):
             if which not in theirs and theirs:
                 continue
-            mine = best_of(ours[which], args.repeat)
+            with one_core():
+                mine = best_of(ours[which], args.repeat)
+                # torch's backward row is forward + backward (autograd needs the forward); so is ours
+                if which == "backward" and theirs:
+                    mine += best_of(ours["forward"], args.repeat) if op in ("unpool", "upsample") else 0.0
             other = best_of(theirs[which], args.repeat) if theirs else float("nan")
-            # torch's backward row is forward + backward (autograd needs the forward); so is ours
-            if which == "backward" and theirs:
-                mine += best_of(ours["forward"], args.repeat) if op in ("unpool", "upsample") else 0.0
             print(f"{name:26} {which:8} {mine * 1e3:8.1f}ms {other * 1e3:8.1f}ms {mine / other:6.2f}")
 
 

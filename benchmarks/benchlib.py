@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,30 @@ def optional_torch() -> Any:
 def machine(torch: Any, note: str = "") -> str:
     """One line naming the machine and the library versions the figures come from."""
     versions = f", torch {torch.__version__}{note}" if torch is not None else ", torch not installed"
-    return f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}{versions}"
+    blas = ("BLAS held to 1 thread for poolcli's 1-thread times" if _limits() is not None else
+            "BLAS NOT held to 1 thread (pip install threadpoolctl): poolcli's 1-thread products may use every core")
+    return f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}{versions}; {blas}"
+
+
+def _limits() -> Any:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """numpy's BLAS (OpenBLAS) on one thread while poolcli is timed on one: its products (bilinear pooling,
+    global sums) otherwise run on every core whatever poolcli's own ``threads``. Needs threadpoolctl; without
+    it nothing is limited (and ``machine`` says so)."""
+    limits = _limits()
+    if limits is None:
+        yield
+        return
+    with limits(limits=1, user_api="blas"):
+        yield
 
 
 def bandwidth() -> float:
