@@ -450,3 +450,26 @@ def test_channels_last_moves_the_input_and_its_like_not_the_weights(case):
     for name in want:
         back = np.moveaxis(got[name], -1, 1) if name in ("x", "with") else got[name]
         np.testing.assert_allclose(back, want[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["bilinear", "deconv"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("small", [False, True])
+def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, dtype, small):
+    """Bilinear pooling and deconv read a channels-last sample as it lies (each block one contiguous slab, its
+    products BLAS calls on transposed operands), whole or in tiny blocks on three threads: the C-order values
+    (to BLAS's rounding), and the same in Fortran order and reversed strides (copied)."""
+    x = (np.random.default_rng(10).normal(size=(5, 6, 4, 3)) * 20 + 50).astype(dtype)
+    options = {"deconv": dict(weights=np.random.default_rng(2).normal(size=(6, 4, 2, 2)), stride=2)}.get(op, {})
+    ref = poolcli.forward(x, op, threads=1, **options)
+    tol = {"float16": 2e-3, "float32": 2e-6}.get(dtype, 1e-12)
+    pool = poolcli.OPS[op]
+    for name, (view, extra) in layouts(x, 2).items():
+        with tiny_blocks(small), mock.patch.object(type(pool), "forward", autospec=True,
+                                                   side_effect=type(pool).forward) as forward:
+            got = poolcli.forward(view, op, threads=3, **options, **extra)
+        got = np.moveaxis(got, -1, 1) if extra and op != "bilinear" else got
+        assert got.dtype == ref.dtype
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=name)
+        if name == "channels-last" and dtype in ("float32", "float64"):  # every block a view of the input
+            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)

@@ -79,6 +79,11 @@ class BilinearPool(Op):
     def independent_axes(self, plan):
         return tuple(range(plan.channel_axis))
 
+    def reads_strided(self, plan, params):
+        # a sample's (channels, locations) view is one BLAS operand in either order: channels-last samples are
+        # read in place (and their product is BLAS's faster transposed form)
+        return plan.other is None
+
     def picture(self, x, y, dx, plan, params, dims):
         text = f"(1/L)·Σ x yᵀ over L = {self._flat(x, plan).shape[-1]} locations · input shown as channels × locations"
         return Picture(self._flat(x, plan), y.reshape((-1, *y.shape[-2:])),

@@ -216,6 +216,16 @@ def _inner_planes(x: np.ndarray, first: int, order: tuple[int, ...]) -> int:
 STRIDED_RUN = 16  # planes side by side from which an operator reading strided views beats a C-ordered copy
 
 
+def _slabs(first: int, order: tuple[int, ...]) -> bool:
+    """Whether the leading axes are the outermost in memory, in order: every block is then one contiguous slab
+    (a channels-last input to an operator pooling whole samples), read in place at no cost.
+
+    >>> _slabs(1, (0, 2, 3, 1)), _slabs(1, (3, 2, 1, 0))
+    (True, False)
+    """
+    return first > 0 and order[:first] == tuple(range(first))
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """What the executor needs of a plan: the leading axes it may cut (engine layout) and the rest of the
@@ -272,7 +282,7 @@ def run_blocks(
     dtype = compute_dtype(x.dtype)
     order = memory_order(shown) if not shown.flags.c_contiguous else None
     cuttable = [True] * first
-    if strided and order is not None and _inner_planes(shown, first, order) >= STRIDED_RUN:
+    if strided and order is not None and (_inner_planes(shown, first, order) >= STRIDED_RUN or _slabs(first, order)):
         outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
         cuttable = [order.index(i) < outside for i in range(first)]
 

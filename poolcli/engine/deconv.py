@@ -128,6 +128,11 @@ class Deconv(Op):
     def independent_axes(self, plan):
         return tuple(range(len(plan.in_shape) - plan.dims - 1))  # the samples; every channel feeds every output
 
+    def reads_strided(self, plan, params):
+        # the (C_in, cells) planes of a channels-last sample are one BLAS operand as they lie, and the other
+        # path moves the channels last anyway
+        return True
+
     # ---- the arithmetic, channels last inside: (batch, *spatial, C), each tap one matrix product -------------
 
     def _full(self, plan: DeconvPlan) -> tuple[int, ...]:
