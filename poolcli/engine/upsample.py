@@ -279,6 +279,10 @@ def replicate(x: np.ndarray, first: int, factors: Sequence[int], dtype: np.dtype
         every = (1,) * first + tuple(factors)
         y = replicate(x.transpose(order), 0, [every[i] for i in order], dtype)
         return y.transpose(np.argsort(order))
+    if dtype.itemsize > x.dtype.itemsize and factors[-1] > 1:  # the last axis repeated in the narrower dtype,
+        # the cast then one contiguous pass over whole rows
+        narrow = replicate(x, first, (1,) * (len(factors) - 1) + (factors[-1],))
+        return replicate(narrow, first, tuple(factors[:-1]) + (1,), dtype)
     lead, cells = x.shape[:first], x.shape[first:]
     y = np.empty(lead + tuple(n * f for n, f in zip(cells, factors)), dtype=dtype)
     if y.size == 0:
