@@ -168,6 +168,20 @@ def test_global_keeps_the_pooled_axes():
     assert poolcli.forward(x, global_pool=True, dims=1)[1, 2, 0] == 23
 
 
+@settings(max_examples=60, deadline=None)
+@given(cells=st.integers(1, 5000), planes=st.integers(1, 4), dtype=st.sampled_from(["float32", "float64"]),
+       order=st.sampled_from(["C", "F"]))
+def test_global_sums_of_long_and_short_planes_are_the_exact_sums_rounded(cells, planes, dtype, order):
+    """Global avg (a BLAS product for short planes; vectorised runs of cells, a shorter last run, then the
+    runs' sums for long ones): within a few roundings of the exact mean, in any memory order."""
+    x = (np.random.default_rng(cells).random((planes, 2, cells)) + 0.5).astype(dtype)
+    exact = x.astype(np.float64 if dtype == "float32" else np.longdouble).mean(axis=-1, keepdims=True)
+    got = poolcli.forward(np.asarray(x, order=order), "avg", global_pool=True, dims=1)
+    assert got.dtype == x.dtype
+    tol = 8 * np.finfo(dtype).eps * np.log2(cells + 1)
+    np.testing.assert_allclose(got.astype(np.float64), exact.astype(np.float64), rtol=tol)
+
+
 def test_float32_and_float16_keep_their_dtype():
     for dtype in (np.float32, np.float16):
         x = np.ones((4, 4), dtype=dtype)
