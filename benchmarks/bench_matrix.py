@@ -12,10 +12,9 @@ must read and write, at one core's copy speed). Layouts: C order, Fortran order,
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
-from benchlib import bandwidth, best_of, machine, one_core, optional_torch, table_header, torch_best
+from benchlib import bandwidth, every_core, interleaved, machine, one_core, optional_torch, table_header
 
 import poolcli
 from poolcli.engine import OPERATORS
@@ -95,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split(","))
     torch = optional_torch()
-    print(machine(torch, f", {os.cpu_count()} cores"))
+    print(machine(torch, f", {every_core()} cores"))
     speed = bandwidth()
     print(f"shape {shape}; copy speed {speed / 1e9:.1f} GB/s\n")
     table_header("op", "pass", "dtype", "layout", "poolcli 1 thread ms", "poolcli all ms",
@@ -106,9 +105,9 @@ def main() -> None:
         if args.only and op not in args.only.split(","):
             continue
         for direction in ("forward", "backward"):
-            base = None
             cells = [(d, lay) for d in DTYPES for lay in LAYOUTS]
             cells.sort(key=lambda cell: cell != ("float32", "C"))  # the reference cell first
+            rows = []
             for dtype, layout in cells:
                 x, options = make(shape, dtype, layout, rng)
                 try:
@@ -118,22 +117,33 @@ def main() -> None:
                     continue
                 if fn is None:
                     continue
-                with one_core():
-                    ours = best_of(fn, args.repeat)
-                every = best_of(run(op, direction, x, options, None), args.repeat)
-                base = ours if (dtype, layout) == ("float32", "C") else base
-                per = f"{ours / base:.2f}" if base else ""
-                t1 = t_all = ratio = ratio_all = bound = ""
                 tfn = torch_run(torch, op, direction, x) if torch is not None and layout == "C" else None
+                rows.append((dtype, layout, x, fn, run(op, direction, x, options, None), tfn))
+            if not rows:
+                continue
+            # every cell of this operator and pass timed in turns: the per-element ratios share their moments
+            if torch is not None:
+                torch.set_num_threads(1)
+            with one_core():
+                one = interleaved([r[3] for r in rows] + [r[5] for r in rows], args.repeat)
+            if torch is not None:
+                torch.set_num_threads(every_core())
+            every = interleaved([r[4] for r in rows] + [r[5] for r in rows], args.repeat)
+            n = len(rows)
+            base = one[0] if rows[0][:2] == ("float32", "C") else None
+            for i, (dtype, layout, x, *_fns, tfn) in enumerate(rows):
+                ours, all_ours, t1, t_all = one[i], every[i], one[n + i], every[n + i]
+                per = f"{ours / base:.2f}" if base else ""
+                torch_cells = [""] * 4
                 if tfn is not None:
-                    one, theirs = torch_best(torch, tfn, args.repeat)
-                    t1, t_all = f"{one * 1e3:.2f}", f"{theirs * 1e3:.2f}"
-                    ratio, ratio_all = f"{ours / one:.2f}", f"{every / theirs:.2f}"
+                    torch_cells = [f"{t1 * 1e3:.2f}", f"{t_all * 1e3:.2f}", f"{ours / t1:.2f}",
+                                   f"{all_ours / t_all:.2f}"]
+                bound = ""
                 if op in ("max", "avg") and layout == "C":
                     moved = x.nbytes * (2 if direction == "forward" else 3)  # read x (and g), write y or dx
                     bound = f"{ours / (moved / speed):.1f}"
-                print(f"| {op} | {direction} | {dtype} | {layout} | {ours * 1e3:.2f} | {every * 1e3:.2f} | {per} "
-                      f"| {t1} | {t_all} | {ratio} | {ratio_all} | {bound} |")
+                print(f"| {op} | {direction} | {dtype} | {layout} | {ours * 1e3:.2f} | {all_ours * 1e3:.2f} | {per} "
+                      f"| {' | '.join(torch_cells)} | {bound} |")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,32 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def interleaved(fns: list[Callable[[], object] | None], repeat: int) -> list[float]:
+    """The shortest of ``repeat`` timed calls of each callable (None: nan), called in turns, one timed call of
+    each per round, so that all of them meet the same moments of a machine whose speed drifts: their ratios
+    are then steadier than those of one best-of run after another. Each timed call follows an untimed one of
+    the same callable, so it finds its data in cache as a best-of run does."""
+    best = [float("inf") if fn is not None else float("nan") for fn in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            if fn is not None:
+                fn()
+                t = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
+def every_core() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def torch_best(torch: Any, fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     """torch's best time for ``fn`` on 1 thread and on every core (its default), in seconds."""
     torch.set_num_threads(1)
     one = best_of(fn, repeat)
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    torch.set_num_threads(every_core())
     return one, best_of(fn, repeat)
 
 
