@@ -67,15 +67,52 @@ def _tap_weights(g: WeightedGeometry, tap, dtype: np.dtype) -> np.ndarray:
     return w.reshape((-1,) + (1,) * g.dims) if g.lead else w.reshape(())
 
 
+def _phases(x: np.ndarray, taps: list) -> tuple[list[np.ndarray], int] | None:
+    """The last axis split into its ``s`` phases (``x[..., p::s]``, each contiguous), where every tap reads it
+    as a slice of step ``s`` > 1: each tap is then a contiguous run of one phase, not a strided view."""
+    steps = {t[-1].inp.step if isinstance(t[-1].inp, slice) else None for t in taps}
+    if len(steps) != 1 or None in steps or (step := steps.pop()) is None or step < 2:
+        return None
+    return [np.ascontiguousarray(x[..., p::step]) for p in range(step)], step
+
+
+def _last_read(x: np.ndarray, tap, phases: tuple[list[np.ndarray], int] | None) -> np.ndarray:
+    """The input cells one tap reads: a view of ``x``, or the same cells as a run of one phase."""
+    if phases is None:
+        return region(x, inps(tap))
+    parts, step = phases
+    last = tap[-1].inp
+    start = last.start or 0
+    count = len(range(*last.indices(x.shape[-1])))
+    return region(parts[start % step], inps(tap[:-1]) + [slice(start // step, start // step + count)])
+
+
 def _sums(x: np.ndarray, g: WeightedGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted sum of every window and the sum of its real cells' weights: one multiply into a scratch
+    array and one add per tap, every tap reading a contiguous run of one phase of the last axis."""
     xf = x.astype(float_type(x.dtype), copy=False)
     num = np.zeros(x.shape[: x.ndim - g.dims] + g.out_spatial, dtype=xf.dtype)
-    den = np.zeros(((g.lead[-1],) if g.lead else ()) + g.out_spatial, dtype=xf.dtype)
-    for tap in g.taps():
+    taps = list(g.taps())
+    phases = _phases(xf, taps) if all(isinstance(t.inp, slice) for tap in taps for t in tap) else None
+    scratch = np.empty_like(num)
+    for tap in taps:
         w = _tap_weights(g, tap, xf.dtype)
-        add_region(num, outs(tap), region(xf, inps(tap)) * w)
+        if all(isinstance(t.out, slice) for t in tap):
+            part = region(scratch, outs(tap))
+            np.multiply(_last_read(xf, tap, phases), w, out=part)
+        else:
+            part = region(xf, inps(tap)) * w
+        add_region(num, outs(tap), part)
+    return num, _weight_sums(g, xf.dtype)
+
+
+def _weight_sums(g: WeightedGeometry, dtype: np.dtype) -> np.ndarray:
+    """The sum of the weights of every window's real cells, per channel: (C, *out) (or (*out))."""
+    den = np.zeros(((g.lead[-1],) if g.lead else ()) + g.out_spatial, dtype=dtype)
+    for tap in g.taps():
+        w = _tap_weights(g, tap, dtype)
         add_region(den, outs(tap), np.broadcast_to(w, region(den, outs(tap)).shape))
-    return num, den
+    return den
 
 
 def weighted_forward(x: np.ndarray, g: WeightedGeometry) -> np.ndarray:
@@ -85,7 +122,7 @@ def weighted_forward(x: np.ndarray, g: WeightedGeometry) -> np.ndarray:
 
 
 def weighted_backward(x: np.ndarray, g: WeightedGeometry, grad: np.ndarray) -> np.ndarray:
-    _, den = _sums(x, g)
+    den = _weight_sums(g, np.dtype(float_type(x.dtype)))
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = grad / den
     dx = np.zeros(x.shape, dtype=grad.dtype)
