@@ -67,23 +67,20 @@ def _tap_weights(g: WeightedGeometry, tap, dtype: np.dtype) -> np.ndarray:
     return w.reshape((-1,) + (1,) * g.dims) if g.lead else w.reshape(())
 
 
-def _phases(x: np.ndarray, taps: list) -> tuple[list[np.ndarray], int] | None:
-    """The last axis split into its ``s`` phases (``x[..., p::s]``, each contiguous), where every tap reads it
-    as a slice of step ``s`` > 1: each tap is then a contiguous run of one phase, not a strided view."""
-    steps = {t[-1].inp.step if isinstance(t[-1].inp, slice) else None for t in taps}
-    if len(steps) != 1 or None in steps or (step := steps.pop()) is None or step < 2:
+def _phase_step(taps: list) -> int | None:
+    """The step ``s`` > 1 with which every tap reads the last axis, when each reads slices of it (and of every
+    axis, reaching slices of the output): the axis is then worked on as its ``s`` phases (``x[..., p::s]``,
+    each contiguous), each tap a contiguous run of one phase rather than a strided view."""
+    if not all(isinstance(t.inp, slice) and isinstance(t.out, slice) for tap in taps for t in tap):
         return None
-    return [np.ascontiguousarray(x[..., p::step]) for p in range(step)], step
+    steps = {tap[-1].inp.step or 1 for tap in taps}
+    return steps.pop() if len(steps) == 1 and min(steps) > 1 else None
 
 
-def _last_read(x: np.ndarray, tap, phases: tuple[list[np.ndarray], int] | None) -> np.ndarray:
-    """The input cells one tap reads: a view of ``x``, or the same cells as a run of one phase."""
-    if phases is None:
-        return region(x, inps(tap))
-    parts, step = phases
-    last = tap[-1].inp
-    start = last.start or 0
-    count = len(range(*last.indices(x.shape[-1])))
+def _in_phase(parts: list[np.ndarray], tap, size: int) -> np.ndarray:
+    """The cells one tap reads, as a run of the phase of the last axis (of ``size`` cells) they lie in."""
+    step, last = len(parts), tap[-1].inp
+    start, count = last.indices(size)[0], len(range(*last.indices(size)))
     return region(parts[start % step], inps(tap[:-1]) + [slice(start // step, start // step + count)])
 
 
@@ -93,13 +90,14 @@ def _sums(x: np.ndarray, g: WeightedGeometry) -> tuple[np.ndarray, np.ndarray]:
     xf = x.astype(float_type(x.dtype), copy=False)
     num = np.zeros(x.shape[: x.ndim - g.dims] + g.out_spatial, dtype=xf.dtype)
     taps = list(g.taps())
-    phases = _phases(xf, taps) if all(isinstance(t.inp, slice) for tap in taps for t in tap) else None
+    step = _phase_step(taps)
+    parts = [np.ascontiguousarray(xf[..., p::step]) for p in range(step)] if step else None
     scratch = np.empty_like(num)
     for tap in taps:
         w = _tap_weights(g, tap, xf.dtype)
         if all(isinstance(t.out, slice) for t in tap):
             part = region(scratch, outs(tap))
-            np.multiply(_last_read(xf, tap, phases), w, out=part)
+            np.multiply(_in_phase(parts, tap, x.shape[-1]) if parts else region(xf, inps(tap)), w, out=part)
         else:
             part = region(xf, inps(tap)) * w
         add_region(num, outs(tap), part)
@@ -125,10 +123,25 @@ def weighted_backward(x: np.ndarray, g: WeightedGeometry, grad: np.ndarray) -> n
     den = _weight_sums(g, np.dtype(float_type(x.dtype)))
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = grad / den
-    dx = np.zeros(x.shape, dtype=grad.dtype)
-    for tap in g.taps():
-        add_region(dx, inps(tap), region(scale, outs(tap)) * _tap_weights(g, tap, grad.dtype),
-                   all(t.unique for t in tap))
+    taps = list(g.taps())
+    step = _phase_step(taps)
+    if step is None:
+        dx = np.zeros(x.shape, dtype=grad.dtype)
+        for tap in taps:
+            add_region(dx, inps(tap), region(scale, outs(tap)) * _tap_weights(g, tap, grad.dtype),
+                       all(t.unique for t in tap))
+        return dx
+    # gathered in the phases of the last axis (contiguous adds), interleaved once at the end
+    parts = [np.zeros(x.shape[:-1] + (len(range(p, x.shape[-1], step)),), dtype=grad.dtype) for p in range(step)]
+    scratch = np.empty_like(scale)
+    for tap in taps:
+        part = region(scratch, outs(tap))
+        np.multiply(region(scale, outs(tap)), _tap_weights(g, tap, grad.dtype), out=part)
+        view = _in_phase(parts, tap, x.shape[-1])
+        np.add(view, part, out=view)
+    dx = np.empty(x.shape, dtype=grad.dtype)
+    for p, part in enumerate(parts):
+        dx[..., p::step] = part
     return dx
 
 
