@@ -70,6 +70,11 @@ class Taps:
         """``phases(self)``, found once per axis (every block of a plan shares it)."""
         return phases(self)
 
+    @cached_property
+    def banded(self) -> tuple[int, int, int, list[tuple[int, int, float]]] | None:
+        """``band(self)``, found once per axis."""
+        return band(self)
+
 
 @dataclass(frozen=True)
 class UpsamplePlan(Plan):
@@ -217,6 +222,74 @@ def phases(ip: Interp | Taps) -> tuple[int, list[list[tuple[int, float]]]] | Non
     return (f, found) if np.allclose(mine, theirs, rtol=1e-12, atol=1e-12) else None
 
 
+def band(ip: Taps) -> tuple[int, int, int, list[tuple[int, int, float]]] | None:
+    """For an axis shrunk by a whole factor ``d`` (antialiased, bicubic or area downscaling by 2, 3, …): the
+    outputs ``a`` to ``b`` whose taps are the middle output's shifted by ``d`` cells per output, and those
+    taps as (row, offset, weight): output ``o`` there is the sum over rows of ``x[d·o + offset] · weight``,
+    each row a strided view of the input. None for any other axis.
+
+    >>> band(antialiased_axis(8, 4, None, False, "bilinear"))[:3]
+    (2, 1, 3)
+    """
+    idx, w = ip.idx, ip.w
+    out, n = idx.shape[1], ip.size
+    if out < 3 or n % out or n // out < 2:
+        return None
+    d, mid = n // out, out // 2
+    rows = [(t, int(idx[t, mid]) - d * mid, float(w[t, mid])) for t in range(len(idx))]
+    o = np.arange(out)
+    same = np.ones(out, dtype=bool)
+    for t, offset, weight in rows:
+        same &= w[t] == weight
+        if weight != 0:
+            same &= idx[t] == d * o + offset
+    a = mid - int(np.argmin(same[mid::-1])) + 1 if not same[: mid + 1].all() else 0
+    b = mid + int(np.argmin(same[mid:])) if not same[mid:].all() else out
+    taps = [(t, offset, weight) for t, offset, weight in rows if weight != 0]
+    return (d, a, b, taps) if taps and b - a >= 2 else None
+
+
+def _gather(x: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ_t ``x`` at ``idx[t]`` along ``axis`` times ``w[t]`` (rows of all-zero weights skipped)."""
+    y = None
+    for i, wt in zip(idx, w):
+        if not wt.any():
+            continue
+        part = np.take(x, i, axis=axis) * wt.astype(x.dtype).reshape(_shape(x, axis))
+        y = part if y is None else y + part
+    if y is None:
+        out = list(x.shape)
+        out[axis] = idx.shape[1]
+        return np.zeros(out, dtype=x.dtype)
+    return y
+
+
+def _apply_band(x: np.ndarray, axis: int, ip: Taps) -> np.ndarray:
+    """``apply_axis`` for a banded axis: the outputs inside the band as a few weighted strided views of the
+    input (no gathers; along the last axis, runs of its phases), the few at the edges gathered as any
+    axis's."""
+    d, a, b, taps = ip.banded
+    shape = list(x.shape)
+    shape[axis] = ip.idx.shape[1]
+    y = np.empty(shape, dtype=x.dtype)
+    inner = _along(y, axis, slice(a, b))
+    scratch = np.empty_like(inner)
+    last = axis == x.ndim - 1  # the last axis read as its d phases, each tap a contiguous run of one
+    parts = [np.ascontiguousarray(x[..., p::d]) for p in range(d)] if last else None
+    for k, (_, offset, weight) in enumerate(taps):
+        if parts is not None:
+            src = parts[offset % d][..., a + offset // d: b + offset // d]
+        else:
+            src = _along(x, axis, slice(d * a + offset, d * (b - 1) + offset + 1, d))
+        np.multiply(src, x.dtype.type(weight), out=inner if k == 0 else scratch)
+        if k:
+            inner += scratch
+    for lo, hi in ((0, a), (b, shape[axis])):
+        if hi > lo:
+            _along(y, axis, slice(lo, hi))[...] = _gather(x, axis, ip.idx[:, lo:hi], ip.w[:, lo:hi])
+    return y
+
+
 def _along(a: np.ndarray, axis: int, index: slice) -> np.ndarray:
     return a[(slice(None),) * axis + (index,)]
 
@@ -356,17 +429,9 @@ def apply_axis(x: np.ndarray, axis: int, ip: Interp | Taps) -> np.ndarray:
     if by_phase is not None:
         return _apply_phases(x, axis, *by_phase)
     if isinstance(ip, Taps):
-        y = None
-        for idx, w in zip(ip.idx, ip.w):
-            if not w.any():
-                continue
-            part = np.take(x, idx, axis=axis) * w.astype(x.dtype).reshape(_shape(x, axis))
-            y = part if y is None else y + part
-        if y is None:
-            out = list(x.shape)
-            out[axis] = ip.idx.shape[1]
-            return np.zeros(out, dtype=x.dtype)
-        return y
+        if ip.banded is not None:
+            return _apply_band(x, axis, ip)
+        return _gather(x, axis, ip.idx, ip.w)
     lo = np.take(x, ip.i0, axis=axis)
     if not ip.w1.any():
         return lo
