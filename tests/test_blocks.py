@@ -41,8 +41,11 @@ def tiny_blocks(on: bool = True):
 
 
 def layouts(x: np.ndarray, dims: int) -> dict[str, tuple[np.ndarray, dict]]:
-    """The same array in C order, Fortran order, channels-last and with negative strides, with their options."""
+    """The same array in C order, Fortran order, channels-last, with its last two axes swapped in memory and with
+    negative strides, with their options."""
     out = {"C": (x, {}), "Fortran": (np.asfortranarray(x), {}), "reversed": (x[..., ::-1].copy()[..., ::-1], {})}
+    if dims >= 2 and x.ndim >= 2:  # the last two axes swapped in memory (the planes still outermost)
+        out["transposed"] = (np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2), {})
     if x.ndim > dims:
         out["channels-last"] = (np.ascontiguousarray(np.moveaxis(x, x.ndim - dims - 1, -1)), {"channels_last": True})
     return out
