@@ -60,7 +60,7 @@ class Max(Op):
 
     def backward_reads_strided(self, plan, params):
         # ties "first" over strided windows: each axis's reduction and the routing back follow the input's order
-        return params.ties == "first" and not skips_cells(params) and strided_windows(plan)
+        return self._first_picks(params) and strided_windows(plan)
 
     def widens_half(self, params, backward=False, plan=None):
         if backward:  # where each cell is in one window at most, float16 gradients are moved as bits
@@ -68,8 +68,13 @@ class Max(Op):
         return skips_cells(params)  # float16 forward picks on int16 keys
 
     @staticmethod
-    def _moves_half(g: Geometry, params: Params) -> bool:
-        return params.ties == "first" and not skips_cells(params) and disjoint(g)
+    def _first_picks(params: Params) -> bool:
+        """Ties "first" with every cell read (no --nodata/--skip-nan): each window's gradient goes to the one
+        cell it picked first, which the faster routings (in place, float16 as bits) rely on."""
+        return params.ties == "first" and not skips_cells(params)
+
+    def _moves_half(self, g: Geometry, params: Params) -> bool:
+        return self._first_picks(params) and disjoint(g)
 
     def _half_forward(self, x: np.ndarray, g: Geometry, params: Params) -> np.ndarray:
         """Float16 pooled on int16 keys in the values' order (each key its own inverse): the picked values
