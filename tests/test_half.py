@@ -71,6 +71,23 @@ def test_any_float32_bits_narrow_as_numpy(bits):
     same_halves(to_float16(x), numpy_half(x))
 
 
+@pytest.mark.parametrize("target", ["new", "contiguous", "strided"])
+def test_large_arrays_narrow_in_runs_as_numpy(target, monkeypatch):
+    """An array over two runs is rounded run by run (a last run shorter), into a new array or a given one;
+    a strided target is rounded whole: NumPy's bits every way, boundary values and NaN included."""
+    import poolcli.engine.half as half
+
+    monkeypatch.setattr(half, "NARROW_RUN", 1000)
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(7, 13, 71)) * rng.choice([1e-6, 1.0, 3e4, 1e5], size=(7, 13, 71))).astype(np.float32)
+    x.flat[::997] = np.nan
+    out = {"new": None, "contiguous": np.full(x.shape, 7, np.float16),
+           "strided": np.full(x.shape[::-1], 7, np.float16).T}[target]
+    got = to_float16(x, out=out)
+    assert out is None or got is out
+    same_halves(got, numpy_half(x))
+
+
 def test_narrowing_into_a_strided_target():
     x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6)
     out = np.zeros((6, 4), dtype=np.float16).T

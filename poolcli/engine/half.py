@@ -64,6 +64,22 @@ def to_float16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         back = np.argsort(order)  # (Fortran, channels-last): rounded in that order
         return to_float16(x.transpose(order), None if out is None else out.transpose(order)).transpose(back)
     x = np.ascontiguousarray(x)
+    if x.size > 2 * NARROW_RUN:  # in runs whose dozen passes stay in cache (2 Mi elements: 3.7 → 3.0 ms)
+        result = np.empty(x.shape, np.float16) if out is None else out
+        flat, into = x.reshape(-1), result.reshape(-1)
+        if not np.shares_memory(into, result):  # a target that is no one flat view is rounded whole
+            return _narrow(x, out)
+        for start in range(0, flat.size, NARROW_RUN):
+            _narrow(flat[start:start + NARROW_RUN], into[start:start + NARROW_RUN])
+        return result
+    return _narrow(x, out)
+
+
+NARROW_RUN = 1 << 18  # float32 values rounded at a time by to_float16 (1 MiB of them)
+
+
+def _narrow(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``to_float16`` of a C-contiguous float32 array, all of it at once."""
     magnitude = np.abs(x)
     quantum = magnitude.view(np.uint32) & _INF  # the exponent: 2**e
     np.clip(quantum, _NORMAL, _OVERFLOW, out=quantum)
