@@ -675,6 +675,27 @@ def _phased(x: np.ndarray, pos: int, axis: Axis) -> bool:
     return pos == x.ndim - 1 and s > 1 and axis.size == s * axis.out and x.flags.c_contiguous
 
 
+def last_phases(x: np.ndarray, s: int) -> list[np.ndarray]:
+    """The last axis of ``x`` as its ``s`` phases ``x[..., p::s]``, each contiguous: a pass that reads cells
+    ``s`` apart is then a contiguous run of one phase (``phase_run``), not a strided view.
+
+    >>> [p.tolist() for p in last_phases(np.arange(6), 2)]
+    [[0, 2, 4], [1, 3, 5]]
+    """
+    return [np.ascontiguousarray(x[..., p::s]) for p in range(s)]
+
+
+def phase_run(phases: list[np.ndarray], start: int, count: int) -> np.ndarray:
+    """Cells ``start``, ``start + s``, … (``count`` of them) of the last axis split by ``last_phases`` into ``s``
+    phases: the run of the phase they lie in.
+
+    >>> phase_run(last_phases(np.arange(10), 3), 4, 2).tolist()
+    [4, 7]
+    """
+    s = len(phases)
+    return phases[start % s][..., start // s: start // s + count]
+
+
 def _phase_of(t: Tap, s: int) -> tuple[int, int]:
     """The phase a tap reads and its shift: output o reads cell s·(o + shift) + phase."""
     return divmod(t.inp.start - t.out.start * s, s)[::-1]

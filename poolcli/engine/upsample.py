@@ -37,7 +37,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, _finite, float_type
 from poolcli.engine.geometry import axis_names
-from poolcli.engine.kernels import memory_order
+from poolcli.engine.kernels import last_phases, memory_order, phase_run
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -274,11 +274,10 @@ def _apply_band(x: np.ndarray, axis: int, ip: Taps) -> np.ndarray:
     y = np.empty(shape, dtype=x.dtype)
     inner = _along(y, axis, slice(a, b))
     scratch = np.empty_like(inner)
-    last = axis == x.ndim - 1  # the last axis read as its d phases, each tap a contiguous run of one
-    parts = [np.ascontiguousarray(x[..., p::d]) for p in range(d)] if last else None
+    parts = last_phases(x, d) if axis == x.ndim - 1 else None  # each tap then a contiguous run of one phase
     for k, (_, offset, weight) in enumerate(taps):
         if parts is not None:
-            src = parts[offset % d][..., a + offset // d: b + offset // d]
+            src = phase_run(parts, d * a + offset, b - a)
         else:
             src = _along(x, axis, slice(d * a + offset, d * (b - 1) + offset + 1, d))
         np.multiply(src, x.dtype.type(weight), out=inner if k == 0 else scratch)

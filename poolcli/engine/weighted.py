@@ -21,7 +21,7 @@ import numpy as np
 
 from poolcli.engine.base import float_type
 from poolcli.engine.geometry import AdaptiveAxis, Geometry
-from poolcli.engine.kernels import add_region, inps, outs, region
+from poolcli.engine.kernels import add_region, inps, last_phases, outs, phase_run, region
 from poolcli.errors import UsageError
 
 __all__ = ["WeightedGeometry", "weighted", "weighted_backward", "weighted_forward", "weights_gradient"]
@@ -67,21 +67,11 @@ def _tap_weights(g: WeightedGeometry, tap, dtype: np.dtype) -> np.ndarray:
     return w.reshape((-1,) + (1,) * g.dims) if g.lead else w.reshape(())
 
 
-def _phase_step(taps: list) -> int | None:
-    """The step ``s`` > 1 with which every tap reads the last axis, when each reads slices of it (and of every
-    axis, reaching slices of the output): the axis is then worked on as its ``s`` phases (``x[..., p::s]``,
-    each contiguous), each tap a contiguous run of one phase rather than a strided view."""
-    if not all(isinstance(t.inp, slice) and isinstance(t.out, slice) for tap in taps for t in tap):
-        return None
-    steps = {tap[-1].inp.step or 1 for tap in taps}
-    return steps.pop() if len(steps) == 1 and min(steps) > 1 else None
-
-
 def _in_phase(parts: list[np.ndarray], tap, size: int) -> np.ndarray:
     """The cells one tap reads, as a run of the phase of the last axis (of ``size`` cells) they lie in."""
-    step, last = len(parts), tap[-1].inp
-    start, count = last.indices(size)[0], len(range(*last.indices(size)))
-    return region(parts[start % step], inps(tap[:-1]) + [slice(start // step, start // step + count)])
+    last = tap[-1].inp
+    run = phase_run(parts, last.start, len(range(*last.indices(size))))
+    return region(run, inps(tap[:-1]) + [slice(None)])
 
 
 def _sums(x: np.ndarray, g: WeightedGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -89,17 +79,13 @@ def _sums(x: np.ndarray, g: WeightedGeometry) -> tuple[np.ndarray, np.ndarray]:
     array and one add per tap, every tap reading a contiguous run of one phase of the last axis."""
     xf = x.astype(float_type(x.dtype), copy=False)
     num = np.zeros(x.shape[: x.ndim - g.dims] + g.out_spatial, dtype=xf.dtype)
-    taps = list(g.taps())
-    step = _phase_step(taps)
-    parts = [np.ascontiguousarray(xf[..., p::step]) for p in range(step)] if step else None
+    step = g.axes[-1].stride  # every tap reads the last axis with it: a stride over 1 is read as its phases
+    parts = last_phases(xf, step) if step > 1 else None
     scratch = np.empty_like(num)
-    for tap in taps:
-        w = _tap_weights(g, tap, xf.dtype)
-        if all(isinstance(t.out, slice) for t in tap):
-            part = region(scratch, outs(tap))
-            np.multiply(_in_phase(parts, tap, x.shape[-1]) if parts else region(xf, inps(tap)), w, out=part)
-        else:
-            part = region(xf, inps(tap)) * w
+    for tap in g.taps():
+        part = region(scratch, outs(tap))
+        src = _in_phase(parts, tap, x.shape[-1]) if parts else region(xf, inps(tap))
+        np.multiply(src, _tap_weights(g, tap, xf.dtype), out=part)
         add_region(num, outs(tap), part)
     return num, _weight_sums(g, xf.dtype)
 
@@ -123,18 +109,17 @@ def weighted_backward(x: np.ndarray, g: WeightedGeometry, grad: np.ndarray) -> n
     den = _weight_sums(g, np.dtype(float_type(x.dtype)))
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = grad / den
-    taps = list(g.taps())
-    step = _phase_step(taps)
-    if step is None:
+    step = g.axes[-1].stride
+    if step == 1:
         dx = np.zeros(x.shape, dtype=grad.dtype)
-        for tap in taps:
+        for tap in g.taps():
             add_region(dx, inps(tap), region(scale, outs(tap)) * _tap_weights(g, tap, grad.dtype),
                        all(t.unique for t in tap))
         return dx
     # gathered in the phases of the last axis (contiguous adds), interleaved once at the end
     parts = [np.zeros(x.shape[:-1] + (len(range(p, x.shape[-1], step)),), dtype=grad.dtype) for p in range(step)]
     scratch = np.empty_like(scale)
-    for tap in taps:
+    for tap in g.taps():
         part = region(scratch, outs(tap))
         np.multiply(region(scale, outs(tap)), _tap_weights(g, tap, grad.dtype), out=part)
         view = _in_phase(parts, tap, x.shape[-1])
