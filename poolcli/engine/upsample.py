@@ -71,7 +71,7 @@ class Taps:
         return phases(self)
 
     @cached_property
-    def banded(self) -> tuple[int, int, int, list[tuple[int, int, float]]] | None:
+    def banded(self) -> tuple[int, int, int, list[tuple[int, float]]] | None:
         """``band(self)``, found once per axis."""
         return band(self)
 
@@ -222,11 +222,11 @@ def phases(ip: Interp | Taps) -> tuple[int, list[list[tuple[int, float]]]] | Non
     return (f, found) if np.allclose(mine, theirs, rtol=1e-12, atol=1e-12) else None
 
 
-def band(ip: Taps) -> tuple[int, int, int, list[tuple[int, int, float]]] | None:
+def band(ip: Taps) -> tuple[int, int, int, list[tuple[int, float]]] | None:
     """For an axis shrunk by a whole factor ``d`` (antialiased, bicubic or area downscaling by 2, 3, …): the
     outputs ``a`` to ``b`` whose taps are the middle output's shifted by ``d`` cells per output, and those
-    taps as (row, offset, weight): output ``o`` there is the sum over rows of ``x[d·o + offset] · weight``,
-    each row a strided view of the input. None for any other axis.
+    taps as (offset, weight): output ``o`` there is the sum over taps of ``x[d·o + offset] · weight``, each
+    tap a strided view of the input. None for any other axis.
 
     >>> band(antialiased_axis(8, 4, None, False, "bilinear"))[:3]
     (2, 1, 3)
@@ -245,7 +245,7 @@ def band(ip: Taps) -> tuple[int, int, int, list[tuple[int, int, float]]] | None:
             same &= idx[t] == d * o + offset
     a = mid - int(np.argmin(same[mid::-1])) + 1 if not same[: mid + 1].all() else 0
     b = mid + int(np.argmin(same[mid:])) if not same[mid:].all() else out
-    taps = [(t, offset, weight) for t, offset, weight in rows if weight != 0]
+    taps = [(offset, weight) for _, offset, weight in rows if weight != 0]
     return (d, a, b, taps) if taps and b - a >= 2 else None
 
 
@@ -275,7 +275,7 @@ def _apply_band(x: np.ndarray, axis: int, ip: Taps) -> np.ndarray:
     inner = _along(y, axis, slice(a, b))
     scratch = np.empty_like(inner)
     parts = last_phases(x, d) if axis == x.ndim - 1 else None  # each tap then a contiguous run of one phase
-    for k, (_, offset, weight) in enumerate(taps):
+    for k, (offset, weight) in enumerate(taps):
         if parts is not None:
             src = phase_run(parts, d * a + offset, b - a)
         else:
