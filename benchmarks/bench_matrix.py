@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from benchlib import bandwidth, every_core, interleaved, machine, one_core, optional_torch, table_header
+from benchlib import bandwidth, interleaved, machine, one_core, optional_torch, table_header
 
 import poolcli
 from poolcli.engine import OPERATORS
+from poolcli.engine.blocks import default_threads
 
 OPTIONS = {"upsample": {"scale": 2}, "lrn": {"size": 5}, "kmax": {"k": 2}, "unpool": {"kernel": 2},
            "fractional": {"ratio": 0.7}, "deconv": {"stride": 2}}
@@ -94,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split(","))
     torch = optional_torch()
-    print(machine(torch, f", {every_core()} cores"))
+    print(machine(torch, f", {default_threads()} cores"))
     speed = bandwidth()
     print(f"shape {shape}; copy speed {speed / 1e9:.1f} GB/s\n")
     table_header("op", "pass", "dtype", "layout", "poolcli 1 thread ms", "poolcli all ms",
@@ -127,7 +128,7 @@ def main() -> None:
             with one_core():
                 one = interleaved([r[3] for r in rows] + [r[5] for r in rows], args.repeat)
             if torch is not None:
-                torch.set_num_threads(every_core())
+                torch.set_num_threads(default_threads())
             every = interleaved([r[4] for r in rows] + [r[5] for r in rows], args.repeat)
             n = len(rows)
             base = one[0] if rows[0][:2] == ("float32", "C") else None

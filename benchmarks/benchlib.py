@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from poolcli.engine.blocks import default_threads
+
 # As on a user's machine, Python may cache compiled modules (some sandboxes switch that off).
 USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -41,16 +43,11 @@ def interleaved(fns: list[Callable[[], object] | None], repeat: int) -> list[flo
     return best
 
 
-def every_core() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def torch_best(torch: Any, fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     """torch's best time for ``fn`` on 1 thread and on every core (its default), in seconds."""
     torch.set_num_threads(1)
     one = best_of(fn, repeat)
-    torch.set_num_threads(every_core())
+    torch.set_num_threads(default_threads())
     return one, best_of(fn, repeat)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from poolcli.engine import Recipe
+from poolcli.engine.blocks import default_threads
 from poolcli.errors import Interrupted, PoolcliError, UsageError, signal_exit_code
 from poolcli.io.arrays import ARRAY_SUFFIXES, DEFAULT_MAX_BYTES
 from poolcli.io.atomic import (
@@ -315,8 +316,5 @@ def _run_parallel(todo: list[tuple[Path, Path]], task: Task, jobs: int, record: 
 
 
 def default_jobs() -> int:
-    """All cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """All cores this process may use (as many as the engine's threads)."""
+    return default_threads()
