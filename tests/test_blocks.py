@@ -461,7 +461,7 @@ def test_channels_last_moves_the_input_and_its_like_not_the_weights(case):
 def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, dtype, small):
     """Bilinear pooling and deconv read a channels-last sample as it lies (each block one contiguous slab, its
     products BLAS calls on transposed operands), whole or in tiny blocks on three threads: the C-order values
-    (to BLAS's rounding), and the same in Fortran order and reversed strides (copied)."""
+    (to BLAS's rounding), and the same in every other layout."""
     x = (np.random.default_rng(10).normal(size=(5, 6, 4, 3)) * 20 + 50).astype(dtype)
     options = {"deconv": dict(weights=np.random.default_rng(2).normal(size=(6, 4, 2, 2)), stride=2)}.get(op, {})
     ref = poolcli.forward(x, op, threads=1, **options)
