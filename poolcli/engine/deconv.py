@@ -24,6 +24,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, float_type
 from poolcli.engine.geometry import axis_names
+from poolcli.engine.kernels import tap_cells
 from poolcli.engine.ops import WEIGHTS
 from poolcli.errors import GeometryError, UsageError
 
@@ -187,7 +188,7 @@ class Deconv(Op):
             np.matmul(stacked, planes[start:start + len(part)], out=part)
             taps = part.reshape((len(part), w.shape[1], *kernel, *sizes))
             for tap in product(*(range(k) for k in kernel)):
-                y[(slice(start, start + len(part)), slice(None), *(v for t in tap for v in (slice(None), t)))] = \
+                y[(slice(start, start + len(part)), slice(None), *tap_cells(tap))] = \
                     taps[(slice(None), slice(None), *tap)]
         if plan.bias is not None:
             y += plan.bias.astype(x.dtype).reshape((-1,) + (1,) * (2 * d))
@@ -250,7 +251,7 @@ class Deconv(Op):
                 part = buffer[: min(run, b - start)]
                 for tap in product(*(range(k) for k in kernel)):
                     part[(slice(None), slice(None), *tap)] = split[(slice(start, start + len(part)), slice(None),
-                                                                   *(v for t in tap for v in (slice(None), t)))]
+                                                                   *tap_cells(tap))]
                 np.matmul(flat, part.reshape(len(part), flat.shape[1], cells), out=dx[start:start + len(part)])
             return dx.reshape(x.shape)
         gf = self._grad_full(plan, grad)

@@ -555,6 +555,16 @@ def _select_tiles_first(x: np.ndarray, grad: np.ndarray, g: Geometry, ufunc: np.
     return d
 
 
+def tap_cells(tap: tuple[int, ...]) -> tuple:
+    """The index, over spatial axes split into (windows, kernel) pairs, of the cells one kernel tap covers in
+    windows that tile.
+
+    >>> np.arange(8).reshape(2, 2, 2)[(slice(None), *tap_cells((1,)))].tolist()  # (2 windows, kernel 2) a row
+    [[1, 3], [5, 7]]
+    """
+    return tuple(v for t in tap for v in (slice(None), t))
+
+
 def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
            like: np.ndarray | None = None) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple]]:
     """For windows that tile the plane: a new input-shaped array (laid out in memory as ``like``, an array of the
@@ -573,8 +583,7 @@ def _tiled(lead: tuple[int, ...], g: Geometry, dtype: np.dtype,
         parts.extend(pieces)
     split = base.reshape(parts).transpose([p for i in range(len(shape)) for p in places[i]])
     pre = (slice(None),) * len(lead)
-    taps = [pre + tuple(t for i in tap for t in (slice(None), i))
-            for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
+    taps = [pre + tap_cells(tap) for tap in itertools.product(*(range(a.kernel) for a in g.axes))]
     return (dx, split), taps
 
 
