@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import poolcli
-from poolcli.engine import OPERATORS, blocks
+from poolcli.engine import OPERATORS, blocks, kernels
 from tests.conftest import run_poolcli
 from tests.strategies import pooling_case, valid_input
 
@@ -99,7 +99,7 @@ def test_fortran_order_comes_out_as_the_same_array_in_c_order(shape, data, dtype
     x = np.asfortranarray((np.random.default_rng(len(shape)).normal(size=shape) * 40 + 100).astype(dtype))
     split = data.draw(st.integers(0, x.ndim))
     to = data.draw(st.sampled_from([np.dtype(dtype), blocks.widened(np.dtype(dtype))]))
-    with mock.patch.object(blocks, "FORTRAN_TILE", tile):
+    with mock.patch.object(kernels, "FORTRAN_TILE", tile):
         c = blocks._from_fortran(x, split, to)
     assert c.flags.c_contiguous and c.dtype == to
     np.testing.assert_array_equal(c, x.astype(to))

@@ -182,6 +182,33 @@ def test_global_sums_of_long_and_short_planes_are_the_exact_sums_rounded(cells, 
     np.testing.assert_allclose(got.astype(np.float64), exact.astype(np.float64), rtol=tol)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), op=st.sampled_from(["max", "min"]), dtype=st.sampled_from(["float32", "float64", "float16",
+                                                                                 "uint8", "int16"]))
+def test_global_max_and_min_read_every_layout_in_place_and_agree_with_a_plain_reduction(data, op, dtype):
+    """Global max/min of a Fortran-ordered, channels-last or plane-swapped input reduce it as it lies in memory,
+    rows folded into runs of FOLD_RUN values (a shorter last group of rows, NaN among them): each plane's
+    plain max/min, bit for bit."""
+    from unittest import mock
+
+    from poolcli.engine import kernels
+
+    shape = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9)))
+    x = np.random.default_rng(sum(shape)).normal(size=shape) * 50
+    if dtype.startswith("float") and data.draw(st.booleans()):
+        x.flat[data.draw(st.integers(0, x.size - 1))] = np.nan
+    x = x.astype(dtype)
+    expected = getattr(np, "fmax" if op == "max" else "fmin").reduce(x.reshape(shape[:2] + (-1,)), axis=-1)
+    expected = np.where(np.isnan(x).any(axis=(-2, -1)), np.nan, expected) if dtype.startswith("float") else expected
+    layout = data.draw(st.sampled_from(["F", "channels-last", "swapped"]))
+    view = {"F": np.asfortranarray(x), "channels-last": np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+            "swapped": np.ascontiguousarray(x.swapaxes(-1, -2)).swapaxes(-1, -2)}[layout]
+    with mock.patch.object(kernels, "FOLD_RUN", data.draw(st.sampled_from([1, 7, 64, 1024]))):
+        got = poolcli.forward(view, op, global_pool=True, channels_last=layout == "channels-last")
+    got = got[:, 0, 0, :] if layout == "channels-last" else got[..., 0, 0]
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_float32_and_float16_keep_their_dtype():
     for dtype in (np.float32, np.float16):
         x = np.ones((4, 4), dtype=dtype)

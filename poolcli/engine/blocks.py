@@ -34,7 +34,7 @@ import numpy as np
 
 from poolcli.engine.geometry import Geometry, caller_shape
 from poolcli.engine.half import to_float16, to_float32
-from poolcli.engine.kernels import memory_order, one_value, results_into, same_array, whole
+from poolcli.engine.kernels import fortran_planes, memory_order, one_value, results_into, same_array, whole
 
 BLOCK_BYTES = 1 << 21  # compute bytes of one input per block: its kernels' intermediates stay in cache
 
@@ -177,30 +177,17 @@ def _store(target: np.ndarray, values: np.ndarray) -> None:
 
 
 def _from_fortran(a: np.ndarray, first: int, dtype: np.dtype) -> np.ndarray:
-    """A Fortran-ordered array in C order, as two cheap transpositions: planes from cells (a 2-D transpose done
-    in tiles of about 32 KiB, which stay in cache), then each group's axes reversed in cache; the cast to
-    ``dtype`` comes last, on the narrower data. NumPy's direct copy walks the last axis at the largest stride:
-    2-5 times slower on 2 MiB to 128 MiB inputs.
+    """A Fortran-ordered array in C order and ``dtype``: ``kernels.fortran_planes`` (each plane's cells brought
+    together in tiles that stay in cache), then each group's axes reversed in cache and cast in one pass, on
+    the narrower data. NumPy's direct copy walks the last axis at the largest stride: 2-5 times slower on 2 MiB
+    to 128 MiB inputs.
 
     >>> a = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
     >>> b = _from_fortran(a, 1, a.dtype)
     >>> b.flags.c_contiguous, np.array_equal(a, b)
     (True, True)
     """
-    if first == 0 or a.ndim - first == 0:
-        return cast(a, dtype)
-    lead, space = a.shape[:first], a.shape[first:]
-    planes = int(np.prod(lead))
-    cells = a.T.reshape(-1, planes)  # C order: one row of planes per cell, the cells in reversed axis order
-    rows = np.empty((planes, len(cells)), dtype=a.dtype)
-    tile = max(16, FORTRAN_TILE // (planes * a.itemsize))
-    for start in range(0, len(cells), tile):
-        rows[:, start:start + tile] = cells[start:start + tile].T
-    back = tuple(range(first - 1, -1, -1)) + tuple(range(a.ndim - 1, first - 1, -1))
-    return cast(rows.reshape(lead[::-1] + space[::-1]).transpose(back), dtype)
-
-
-FORTRAN_TILE = 32 << 10  # bytes of one tile of the planes-from-cells transpose
+    return cast(fortran_planes(a, first), dtype)
 
 
 def _inner_planes(x: np.ndarray, first: int, order: tuple[int, ...]) -> int:

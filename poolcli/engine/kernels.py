@@ -280,6 +280,32 @@ def memory_order(x: np.ndarray) -> tuple[int, ...] | None:
     return order if x.transpose(order).flags.c_contiguous else None
 
 
+FORTRAN_TILE = 32 << 10  # bytes of one tile of the planes-from-cells transpose
+
+
+def fortran_planes(a: np.ndarray, first: int) -> np.ndarray:
+    """A Fortran-ordered array as a view of a new array in which the cells of each plane (the axes from
+    ``first`` on) lie together: the planes-from-cells 2-D transpose, done in tiles of about 32 KiB that stay in
+    cache. What is left for C order (each group's axes reversed, a copy of the view) then also runs in cache.
+
+    >>> a = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
+    >>> b = fortran_planes(a, 1)
+    >>> np.array_equal(a, b), b.transpose(0, 2, 1).flags.c_contiguous
+    (True, True)
+    """
+    if first == 0 or a.ndim - first == 0:
+        return a
+    lead, space = a.shape[:first], a.shape[first:]
+    planes = math.prod(lead)
+    cells = a.T.reshape(-1, planes)  # C order: one row of planes per cell, the cells in reversed axis order
+    rows = np.empty((planes, len(cells)), dtype=a.dtype)
+    tile = max(16, FORTRAN_TILE // (planes * a.itemsize))
+    for start in range(0, len(cells), tile):
+        rows[:, start:start + tile] = cells[start:start + tile].T
+    back = tuple(range(first - 1, -1, -1)) + tuple(range(a.ndim - 1, first - 1, -1))
+    return rows.reshape(lead[::-1] + space[::-1]).transpose(back)
+
+
 def empty_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A new array of ``shape`` laid out in memory as ``like`` (an array of as many axes), when ``like`` is
     contiguous in some axis order (Fortran, channels-last); else C-ordered.
@@ -324,6 +350,54 @@ def plane_sums(planes: np.ndarray) -> np.ndarray:
     return sums.reshape(planes.shape[:-1])
 
 
+FOLD_RUN = 1024  # values in each row of an order-free reduction across rows (fewer, longer inner loops)
+
+
+def _whole(x: np.ndarray, first: int, ufunc: np.ufunc) -> np.ndarray:
+    """Each plane's cells (the axes from ``first`` on) reduced to one value, shape ``x.shape[:first]``. Sums are
+    taken over C-ordered planes (a Fortran-ordered input transposed in cached tiles first), so every layout
+    gives the C order's bits; max and min, which no order changes, reduce the input as it lies in memory
+    (Fortran order, channels-last: ``fold``), copying nothing.
+
+    >>> _whole(np.asfortranarray(np.arange(12.0).reshape(3, 4)), 1, np.maximum).tolist()
+    [3.0, 7.0, 11.0]
+    """
+    order = None if x.flags.c_contiguous else memory_order(x)
+    if ufunc is not np.add and order is not None:
+        at = sorted(order.index(i) for i in range(first, x.ndim))
+        if at == list(range(at[0], at[0] + len(at))):  # the cells together in memory, between planes
+            kept = order[:at[0]] + order[at[-1] + 1:]  # the plane axes, in memory order
+            t = x.transpose(order).reshape(math.prod(x.shape[a] for a in order[:at[0]]), -1,
+                                           math.prod(x.shape[a] for a in order[at[-1] + 1:]))
+            return fold(t, ufunc).reshape([x.shape[a] for a in kept]).transpose(np.argsort(kept))
+    if order is not None and x.flags.f_contiguous:
+        x = fortran_planes(x, first)
+    planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
+    if ufunc is np.add and planes.dtype in (np.float32, np.float64):
+        return plane_sums(planes)
+    return ufunc.reduce(planes, axis=-1)
+
+
+def fold(t: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
+    """``ufunc.reduce(t, axis=1)`` of a C-ordered (outer, rows, inner) array for a ufunc whose result no order
+    changes (max, min): rows taken ``FOLD_RUN // inner`` at a time as one longer row, then those folded, so
+    NumPy's inner loop runs over about ``FOLD_RUN`` values, not ``inner`` (32 channels: 7× faster).
+
+    >>> fold(np.arange(24).reshape(2, 6, 2), np.maximum).tolist()
+    [[10, 11], [22, 23]]
+    """
+    outer, rows, inner = t.shape
+    if inner == 1:  # each row one value: the rows are one contiguous run
+        return ufunc.reduce(t.reshape(outer, rows), axis=1).reshape(outer, 1)
+    k = max(1, min(rows, FOLD_RUN // inner))
+    whole_rows = rows // k * k
+    r = ufunc.reduce(t[:, :whole_rows].reshape(outer, whole_rows // k, k * inner), axis=1)
+    r = ufunc.reduce(r.reshape(outer, k, inner), axis=1)
+    if whole_rows < rows:
+        ufunc(r, ufunc.reduce(t[:, whole_rows:], axis=1), out=r)
+    return r
+
+
 def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.ndarray:
     """Reduce the windows of every spatial axis in turn (max, min and sums are separable).
 
@@ -335,10 +409,7 @@ def separable(x: np.ndarray, g: Geometry, ufunc: np.ufunc, fill: object) -> np.n
     if x.size == 0:  # no planes (a zero-size batch or channel axis): nothing to reduce
         return np.empty(x.shape[:first] + g.out_spatial, dtype=x.dtype)
     if whole(g):  # global pooling: one reduction over each plane's cells
-        planes = np.ascontiguousarray(x).reshape(x.shape[:first] + (-1,))
-        if ufunc is np.add and planes.dtype in (np.float32, np.float64):
-            return plane_sums(planes).reshape(x.shape[:first] + g.out_spatial)
-        return ufunc.reduce(planes, axis=-1).reshape(x.shape[:first] + g.out_spatial)
+        return _whole(x, first, ufunc).reshape(x.shape[:first] + g.out_spatial)
     order = memory_order(x)
     if order is None:
         x, order = np.ascontiguousarray(x), tuple(range(x.ndim))
