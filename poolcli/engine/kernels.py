@@ -975,6 +975,58 @@ def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, t
     return dx
 
 
+def band_picks(planes: np.ndarray, spans: list[list[slice]], arg: Callable[..., np.ndarray] | None,
+               best: np.ndarray | None = None) -> np.ndarray:
+    """For planes ``(P, spatial…)`` and windows that are slices (``spans``: each axis's windows), the flat plane
+    index of each window's first selected cell, ``(P, windows)`` in row-major window order: ``arg``'s pick
+    (np.argmax, np.argmin), or the first cell equal to the window's value in ``best`` ``(P, windows)``.
+
+    >>> band_picks(np.array([[[1, 5], [5, 2]]]), [[slice(0, 2)], [slice(0, 1), slice(0, 2)]], np.argmax).tolist()
+    [[2, 1]]
+    """
+    sizes = [b[0].stop - b[0].start for b in spans]
+    if best is None and all(w == slice(i * n, (i + 1) * n) and w.stop <= size for b, n, size in
+                            zip(spans, sizes, planes.shape[1:]) for i, w in enumerate(b)):
+        return _tile_picks(planes, [len(b) for b in spans], sizes, arg)  # windows one after another, all alike
+    windows = list(itertools.product(*(range(len(b)) for b in spans)))
+    nan = best is not None and has_nan(best)
+    where = np.empty((len(planes), len(windows)), dtype=np.intp)
+    for k, o in enumerate(windows):
+        window = [b[i] for b, i in zip(spans, o)]
+        cells = planes[(slice(None), *window)]
+        flat = cells.reshape(len(planes), -1)
+        at = arg(flat, axis=-1) if best is None else same(flat, best[:, k : k + 1], nan).argmax(axis=-1)
+        cell = np.unravel_index(at, cells.shape[1:])
+        where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), planes.shape[1:])
+    return where
+
+
+def _tile_picks(planes: np.ndarray, counts: list[int], sizes: list[int], arg: Callable[..., np.ndarray]
+                ) -> np.ndarray:
+    """``band_picks`` where each axis's windows tile it (``counts`` windows of ``sizes`` cells from its first
+    cell): the cells copied once into window-major order (each window's cells in a row), then ``arg`` of rows."""
+    dims = len(counts)
+    split = planes[(slice(None), *(slice(0, c * n) for c, n in zip(counts, sizes)))].reshape(
+        (len(planes), *itertools.chain.from_iterable(zip(counts, sizes))))
+    rows = np.ascontiguousarray(split.transpose(0, *range(1, 2 * dims, 2), *range(2, 2 * dims + 1, 2)))
+    at = arg(rows.reshape(len(planes), math.prod(counts), math.prod(sizes)), axis=-1)
+    cell = np.unravel_index(at, sizes)
+    corner = np.unravel_index(np.arange(math.prod(counts)), counts)
+    return np.ravel_multi_index(tuple(c + k * n for c, k, n in zip(cell, corner, sizes)), planes.shape[1:])
+
+
+def gradient_at(where: np.ndarray, grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros of ``shape`` ``(P, spatial…)`` with ``grad[p, k]`` added at flat plane index ``where[p, k]``, each
+    plane's values added in the order of ``k``.
+
+    >>> gradient_at(np.array([[3, 3, 0]]), np.array([[1.0, 2.0, 4.0]]), (1, 2, 2)).tolist()
+    [[[4.0, 0.0], [0.0, 3.0]]]
+    """
+    dx = np.zeros((shape[0], math.prod(shape[1:])), dtype=grad.dtype)
+    np.add.at(dx, (np.arange(shape[0])[:, None], where), grad)
+    return dx.reshape(shape)
+
+
 def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[slice]], ties: str,
                      arg: Callable[..., np.ndarray] | None = None, exact: bool = False) -> np.ndarray:
     """select_backward for windows that are slices (global, adaptive): each window's cells flattened, the
@@ -986,18 +1038,8 @@ def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[s
     if ties == "first":  # each window's first selected cell takes its gradient
         planes = x.reshape((-1, *x.shape[x.ndim - dims :]))
         best = None if arg is not None else _forward(y).reshape((len(planes), len(windows)))
-        nan = best is not None and has_nan(best)
-        where = np.empty((len(planes), len(windows)), dtype=np.intp)  # flat plane index of each selected cell
-        for k, o in enumerate(windows):
-            window = [b[i] for b, i in zip(spans, o)]
-            cells = planes[(slice(None), *window)]
-            flat = cells.reshape(len(planes), -1)
-            at = arg(flat, axis=-1) if best is None else same(flat, best[:, k : k + 1], nan).argmax(axis=-1)
-            cell = np.unravel_index(at, cells.shape[1:])
-            where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), planes.shape[1:])
-        dx = np.zeros((len(planes), int(np.prod(planes.shape[1:]))), dtype=grad.dtype)
-        np.add.at(dx, (np.arange(len(planes))[:, None], where), grad.reshape(len(planes), len(windows)))
-        return dx.reshape(x.shape)
+        where = band_picks(planes, spans, arg, best)
+        return gradient_at(where, grad.reshape(len(planes), len(windows)), planes.shape).reshape(x.shape)
     y = _forward(y)
     nan = has_nan(y)
     dx = np.zeros(x.shape, dtype=grad.dtype)
