@@ -476,3 +476,28 @@ def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, d
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=name)
         if name == "channels-last" and dtype in ("float32", "float64"):  # every block a view of the input
             assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)
+
+
+@pytest.mark.parametrize("reduce", ["max", "avg"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("small", [False, True])
+def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_place(reduce, dtype, small):
+    """Spatial pyramid pooling of every layout, whole or in tiny blocks on three threads: the C-order result bit
+    for bit. With max, a Fortran-ordered input (samples and channels side by side innermost) and a channels-last
+    one are read in place: every block the operator gets is a view of the input."""
+    x = (np.random.default_rng(11).normal(size=(3, 8, 8, 12)) * 20 + 50).astype(dtype)
+    options = dict(levels=(1, 2, 4), reduce=reduce)
+    ref = poolcli.forward(x, "spp", threads=1, **options)
+    grad = np.random.default_rng(3).normal(size=ref.shape).astype(ref.dtype)
+    dx = poolcli.backward(x, grad, "spp", threads=1, **options)
+    pool = poolcli.OPS["spp"]
+    for name, (view, extra) in layouts(x, 2).items():
+        with tiny_blocks(small), mock.patch.object(type(pool), "forward", autospec=True,
+                                                   side_effect=type(pool).forward) as forward:
+            got = poolcli.forward(view, "spp", threads=3, **options, **extra)
+        np.testing.assert_array_equal(got, ref, err_msg=name)
+        if reduce == "max" and name in ("Fortran", "channels-last") and dtype != "float16":
+            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list), name
+        with tiny_blocks(small):
+            back = poolcli.backward(view, grad, "spp", threads=3, **options, **extra)
+        np.testing.assert_array_equal(np.moveaxis(back, -1, 1) if extra else back, dx, err_msg=name)

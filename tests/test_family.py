@@ -15,11 +15,18 @@ CASES = settings(max_examples=80, deadline=None)
 
 
 @CASES
-@given(data=st.data(), dims=st.integers(1, 3), reduce=st.sampled_from(["max", "avg"]))
-def test_spp_concatenates_the_levels_adaptive_pools(data, dims, reduce):
-    sides = [data.draw(st.integers(1, 5 if dims == 3 else 8)) for _ in range(dims)]
-    levels = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
-    x = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).normal(size=(2, 3, *sides))
+@given(data=st.data(), dims=st.integers(1, 3), reduce=st.sampled_from(["max", "avg"]),
+       values=st.sampled_from(["normal", "ties", "nan"]))
+def test_spp_concatenates_the_levels_adaptive_pools(data, dims, reduce, values):
+    """Each level as its own adaptive pool; a max level whose windows are unions of a finer level's (1 and 2 of
+    1,2,4 on 8 cells) is taken from that level's values and picks: the same values and the same first picks,
+    on ties (few distinct values) and NaN too."""
+    sides = [data.draw(st.integers(1, 5 if dims == 3 else 16)) for _ in range(dims)]
+    levels = tuple(data.draw(st.lists(st.sampled_from([1, 2, 3, 4, 8]), min_size=1, max_size=3)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.normal(size=(2, 3, *sides)) if values == "normal" else rng.integers(0, 3, (2, 3, *sides)) * 1.0
+    if values == "nan":
+        x.flat[rng.integers(0, x.size, 3)] = np.nan
     y = poolcli.forward(x, "spp", levels=levels, reduce=reduce, dims=dims)
     grad = np.random.default_rng(1).normal(size=y.shape)
     want, dx_want = reference.spp(x, levels, reduce, dims, grad)

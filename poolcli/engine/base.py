@@ -290,6 +290,13 @@ class Op:
         """Axes of the engine's layout that can be cut into blocks and each pooled on its own."""
         return tuple(range(len(plan.in_shape) - plan.dims))
 
+    def plane_axes(self, plan: Any) -> int | None:
+        """How many leading axes hold values pooled each on its own where the block executor cannot cut them
+        (spp's channels: its output joins them per sample), or None for just the independent ones. For an
+        operator that ``reads_strided``, values lying side by side innermost along these axes are read in
+        place (a Fortran-ordered input to spp)."""
+        return None
+
     def picture(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray | None, plan: Any, params: Params,
                 dims: int) -> Picture:
         """For visualize of an operator without windows: the arrays to draw as planes (engine layout), and a

@@ -227,6 +227,7 @@ class Layout:
     big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; unpooling grows)
     share: float = 1.0  # the block budget times this for an input over 4 budgets (an operator whose intermediates
     # are larger than its input); a smaller input is one block
+    planes: int | None = None  # leading axes of planes pooled each on its own, if more than ``lead`` (spp's channels)
 
     @classmethod
     def of(cls, g: Geometry) -> Layout:
@@ -269,7 +270,8 @@ def run_blocks(
     dtype = compute_dtype(x.dtype)
     order = memory_order(shown) if not shown.flags.c_contiguous else None
     cuttable = [True] * first
-    if strided and order is not None and (_inner_planes(shown, first, order) >= STRIDED_RUN or _slabs(first, order)):
+    planes = first if layout.planes is None else layout.planes
+    if strided and order is not None and (_inner_planes(shown, planes, order) >= STRIDED_RUN or _slabs(first, order)):
         outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
         cuttable = [order.index(i) < outside for i in range(first)]
 

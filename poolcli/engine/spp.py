@@ -16,12 +16,15 @@ no channel axis gives a vector of Σ l^d.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, WindowSpec
+from poolcli.engine.kernels import MAX_BANDS, band_picks, gradient_at, same
 from poolcli.engine.ops import Avg, Max
 from poolcli.errors import UsageError
 
@@ -38,6 +41,105 @@ class PyramidPlan(Plan):
 
 def _levels(v: tuple[float, ...]) -> bool:
     return bool(v) and all(float(n).is_integer() and 1 <= n <= 4096 for n in v)
+
+
+@functools.lru_cache(maxsize=64)
+def unions(fine: Geometry, coarse: Geometry) -> list[list[tuple[int, int]]] | None:
+    """Along each spatial axis, the run ``(first, end)`` of ``fine``'s windows whose union is each window of
+    ``coarse``; None where some coarse window is no such union.
+
+    >>> g = lambda n: WindowSpec(output_size=n).bind((1, 8, 8))
+    >>> unions(g(4), g(2))
+    [[(0, 2), (2, 4)], [(0, 2), (2, 4)]]
+    >>> unions(g(3), g(2)) is None
+    True
+    """
+    runs: list[list[tuple[int, int]]] = []
+    for f, c in zip(fine.axes, coarse.axes):
+        fb, cb = _windows(f), _windows(c)
+        if fb is None or cb is None:
+            return None
+        axis = []
+        for w in cb:
+            inside = [j for j, b in enumerate(fb) if w.start <= b.start and b.stop <= w.stop]
+            reached = w.start
+            for j in inside:  # the windows in order of their starts: no gap between them
+                if fb[j].start > reached:
+                    return None
+                reached = max(reached, fb[j].stop)
+            if not inside or reached != w.stop:
+                return None
+            axis.append((inside[0], inside[-1] + 1))
+        runs.append(axis)
+    return runs
+
+
+def _windows(axis) -> list[slice] | None:
+    """Each window of an unpadded, undilated axis (adaptive, or a kernel that divides it) as a slice of cells."""
+    if getattr(axis, "adaptive", False):
+        start, end = axis.bounds()
+    elif axis.pad == (0, 0) and axis.dilation == 1:
+        start = axis.starts()
+        end = np.minimum(start + axis.kernel, axis.size)
+    else:
+        return None
+    return [slice(int(a), int(b)) for a, b in zip(start, end)]
+
+
+def gathered(y: np.ndarray, runs: list[list[tuple[int, int]]], ufunc: np.ufunc) -> np.ndarray:
+    """The pooled values ``y`` (spatial axes last) reduced with ``ufunc`` over the runs of windows ``unions``
+    gives, one axis at a time.
+
+    >>> gathered(np.arange(16).reshape(4, 4), [[(0, 2), (2, 4)], [(0, 4)]], np.maximum).tolist()
+    [[7], [15]]
+    """
+    for d, axis in enumerate(runs):
+        at = y.ndim - len(runs) + d
+        starts = [a for a, _ in axis]
+        if all(b == c for (_, b), c in zip(axis, starts[1:] + [y.shape[at]])):  # one after another: one call
+            y = ufunc.reduceat(y, starts, axis=at)
+        else:
+            y = np.stack([ufunc.reduce(y[(slice(None),) * at + (slice(a, b),)], axis=at) for a, b in axis], axis=at)
+    return y
+
+
+def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.ndarray:
+    """Max pyramid backward: each level's window picks its first largest cell, a level nested in a finer one
+    from that level's picks (of the finer windows holding its value, the first pick); every level's gradient
+    then added at once, level after level as the sum of the levels' own backward would."""
+    spatial = full.shape[full.ndim - plan.dims:]
+    planes = full.reshape((-1, *spatial))
+    flat = planes.reshape(len(planes), -1)
+    picks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # level: (values, flat cell) per plane and window
+    for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
+        g = plan.levels[i]
+        finer = [(j, runs) for j in picks if (runs := unions(plan.levels[j], g)) is not None]
+        if finer:
+            j, runs = min(finer, key=lambda f: picks[f[0]][0].size)
+            picks[i] = _first_of(*picks[j], plan.levels[j].out_spatial, runs)
+        else:
+            where = band_picks(planes, [_windows(a) for a in g.axes], np.argmax)
+            picks[i] = np.take_along_axis(flat, where, axis=1), where
+    where = np.concatenate([picks[i][1] for i in range(len(plan.levels))], axis=1)
+    ends = np.cumsum([0] + [int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:])) for g in plan.levels])
+    shares = np.concatenate([grad[..., a:b].reshape(len(planes), -1) for a, b in itertools.pairwise(ends)], axis=1)
+    return gradient_at(where, shares, planes.shape).reshape(full.shape)
+
+
+def _first_of(values: np.ndarray, where: np.ndarray, fine: tuple[int, ...],
+              runs: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """A coarser level's picks from a finer one's ``(values, where)`` (per plane, its windows ``fine`` in
+    row-major order): each coarse window's largest value (NaN first) and, of the fine windows holding it,
+    the first cell picked."""
+    values, where = values.reshape((len(values), *fine)), where.reshape((len(where), *fine))
+    top, first = [], []
+    for spans in itertools.product(*runs):
+        inside = (slice(None), *(slice(a, b) for a, b in spans))
+        v, w = values[inside].reshape(len(values), -1), where[inside].reshape(len(where), -1)
+        best = np.maximum.reduce(v, axis=1)
+        top.append(best)
+        first.append(np.where(same(v, best[:, None]), w, np.iinfo(w.dtype).max).min(axis=1))
+    return np.stack(top, axis=1), np.stack(first, axis=1)
 
 
 class SPP(Op):
@@ -68,6 +170,12 @@ class SPP(Op):
     def independent_axes(self, plan):
         return tuple(range(len(plan.in_shape) - plan.dims - 1))
 
+    def plane_axes(self, plan):
+        return len(plan.in_shape) - plan.dims  # the samples and channels
+
+    def reads_strided(self, plan, params):  # max: its finest level reads the input once, in any memory order
+        return isinstance(self._pool(params), Max)  # (avg pools every level from the input: slower in place)
+
     def block_plan(self, plan, lead, index):
         k = len(lead)
         levels = tuple(replace(g, lead=lead + g.lead[k:]) for g in plan.levels)
@@ -81,13 +189,28 @@ class SPP(Op):
         full = x if plan.channels else x[None]
         pool = self._pool(params)
         lead, c = full.shape[: full.ndim - plan.dims - 1], full.shape[full.ndim - plan.dims - 1]
-        parts = [pool.forward(full, g, params).reshape(lead + (c * int(np.prod(g.out_spatial)),))
-                 for g in plan.levels]
+        pooled: dict[int, np.ndarray] = {}
+        # finest first: with max, a level whose every window is a union of a finer level's windows is pooled
+        # from that level's few values (1 and 2 from 4 of 1,2,4), not from the input again
+        for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
+            g = plan.levels[i]
+            finer = [(j, runs) for j in pooled if isinstance(pool, Max)
+                     and (runs := unions(plan.levels[j], g)) is not None]
+            if finer:
+                j, runs = min(finer, key=lambda f: pooled[f[0]].size)
+                pooled[i] = gathered(pooled[j], runs, pool.ufunc)
+            else:
+                pooled[i] = pool.forward(full, g, params)
+        parts = [pooled[i].reshape(lead + (c * int(np.prod(g.out_spatial)),)) for i, g in enumerate(plan.levels)]
         return np.concatenate(parts, axis=-1).astype(pool.out_dtype(x.dtype), copy=False)
 
     def backward(self, x, plan, grad, params):
         full = x if plan.channels else x[None]
         pool, dx, at = self._pool(params), None, 0
+        if isinstance(pool, Max) and all(_windows(a) is not None for g in plan.levels for a in g.axes) and \
+                max(int(np.prod(g.out_spatial)) for g in plan.levels) <= MAX_BANDS:
+            dx = _max_backward(full, plan, grad)
+            return dx if plan.channels else dx[0]
         for g in plan.levels:
             n = int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:]))
             part = grad[..., at: at + n].reshape(g.out_shape)
