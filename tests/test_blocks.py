@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from unittest import mock
 
 import numpy as np
@@ -461,7 +462,8 @@ def test_channels_last_moves_the_input_and_its_like_not_the_weights(case):
 def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, dtype, small):
     """Bilinear pooling and deconv read a channels-last sample as it lies (each block one contiguous slab, its
     products BLAS calls on transposed operands), whole or in tiny blocks on three threads: the C-order values
-    (to BLAS's rounding), and the same in every other layout."""
+    (to BLAS's rounding), and the same in every other layout. Bilinear pooling also reads a Fortran-ordered
+    input in place (its samples' channels side by side innermost), copied once into lying operands."""
     x = (np.random.default_rng(10).normal(size=(5, 6, 4, 3)) * 20 + 50).astype(dtype)
     options = {"deconv": dict(weights=np.random.default_rng(2).normal(size=(6, 4, 2, 2)), stride=2)}.get(op, {})
     ref = poolcli.forward(x, op, threads=1, **options)
@@ -474,8 +476,8 @@ def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, d
         got = np.moveaxis(got, -1, 1) if extra and op != "bilinear" else got
         assert got.dtype == ref.dtype
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=name)
-        if name == "channels-last" and dtype in ("float32", "float64"):  # every block a view of the input
-            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)
+        if (name == "channels-last" or (name == "Fortran" and op == "bilinear")) and dtype in ("float32", "float64"):
+            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list), name
 
 
 @pytest.mark.parametrize("reduce", ["max", "avg"])
@@ -501,3 +503,19 @@ def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_plac
         with tiny_blocks(small):
             back = poolcli.backward(view, grad, "spp", threads=3, **options, **extra)
         np.testing.assert_array_equal(np.moveaxis(back, -1, 1) if extra else back, dx, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (3, 5, 7), (2, 2, 3, 2, 3, 4), (6, 4, 9)])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_bilinear_pooling_of_a_fortran_ordered_input_equals_the_c_order_products(shape, dims):
+    """Several sample axes, one or two location axes: each sample's lying operand copied from a Fortran-ordered
+    input gives the C-order input's Gram matrices (to BLAS's rounding), and each block is a view of the input."""
+    x = np.random.default_rng(12).normal(size=shape)
+    ref = poolcli.forward(x, "bilinear", dims=dims)
+    pool = poolcli.OPS["bilinear"]
+    f = np.asfortranarray(x)
+    with mock.patch.object(type(pool), "forward", autospec=True, side_effect=type(pool).forward) as forward:
+        got = poolcli.forward(f, "bilinear", dims=dims, threads=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    if math.prod(shape[: len(shape) - dims]) >= blocks.STRIDED_RUN:  # samples and channels side by side
+        assert all(np.shares_memory(call.args[1], f) for call in forward.call_args_list)

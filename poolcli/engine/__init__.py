@@ -229,7 +229,7 @@ def _layout(pool: Op, plan: Any) -> Layout:
     grows = grows and pool.block_share == 1.0  # an operator that asks for smaller blocks gets them
     return Layout(tuple(plan.in_shape[:k]), tuple(plan.in_shape[k:]), plan.dims, moves,
                   moves and plan.moves_output, lambda lead, index: pool.block_plan(plan, lead, index), big=grows,
-                  share=pool.block_share, planes=pool.plane_axes(plan))
+                  share=pool.block_share, side_by_side=pool.side_by_side(plan))
 
 
 def smallest_block(op: str, plan: Any, dtype: np.dtype) -> tuple[int, str]:

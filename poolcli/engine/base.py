@@ -290,11 +290,11 @@ class Op:
         """Axes of the engine's layout that can be cut into blocks and each pooled on its own."""
         return tuple(range(len(plan.in_shape) - plan.dims))
 
-    def plane_axes(self, plan: Any) -> int | None:
-        """How many leading axes hold values pooled each on its own where the block executor cannot cut them
-        (spp's channels: its output joins them per sample), or None for just the independent ones. For an
-        operator that ``reads_strided``, values lying side by side innermost along these axes are read in
-        place (a Fortran-ordered input to spp)."""
+    def side_by_side(self, plan: Any) -> int | None:
+        """For an operator that ``reads_strided``: how many leading axes (engine layout) count towards the run of
+        values lying side by side innermost in memory from which it reads the input in place, where that is
+        more than the axes it is cut along (None): spp's and bilinear pooling's channels too, so that a
+        Fortran-ordered input (samples and channels innermost) is read as it lies."""
         return None
 
     def picture(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray | None, plan: Any, params: Params,

@@ -22,6 +22,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, float_type
 from poolcli.engine.geometry import channel_axis
+from poolcli.engine.kernels import memory_order
 from poolcli.errors import UsageError
 
 
@@ -79,6 +80,9 @@ class BilinearPool(Op):
     def independent_axes(self, plan):
         return tuple(range(plan.channel_axis))
 
+    def side_by_side(self, plan):  # samples and channels: a Fortran-ordered input's lie innermost
+        return plan.channel_axis + 1
+
     def reads_strided(self, plan, params):
         # a sample's (channels, locations) view is one BLAS operand in either order: channels-last samples are
         # read in place (and their product is BLAS's faster transposed form)
@@ -96,9 +100,15 @@ class BilinearPool(Op):
             return a, a, True
         return a, self._flat(plan.other, plan).astype(dtype, copy=False), False
 
-    def _chain(self, x: np.ndarray, plan: BilinearPlan, params: Params):
-        a, b, same = self._operands(x, plan)
-        z = a @ np.swapaxes(b, 1, 2) / a.shape[-1]
+    def _chain(self, x: np.ndarray, plan: BilinearPlan, params: Params, forward: bool = False):
+        lying = _lying(x, plan) if forward and plan.other is None else None
+        if lying is not None:  # a Fortran-ordered input: the product in BLAS's transposed form, from a cheap copy
+            a = b = lying
+            same = True
+            z = np.swapaxes(a, 1, 2) @ a / a.shape[1]
+        else:
+            a, b, same = self._operands(x, plan)
+            z = a @ np.swapaxes(b, 1, 2) / a.shape[-1]
         s = np.sign(z) * np.sqrt(np.abs(z)) if params.signed_sqrt else z
         norm = None
         if params.l2_normalize:
@@ -110,7 +120,7 @@ class BilinearPool(Op):
         return a, b, same, z, s, norm, out
 
     def forward(self, x, plan, params):
-        out = self._chain(x, plan, params)[-1]
+        out = self._chain(x, plan, params, forward=True)[-1]
         return out.reshape(plan.out_shape)
 
     def _dz(self, x, plan, grad, params):
@@ -140,6 +150,27 @@ class BilinearPool(Op):
         a, _, _, dz = self._dz(x, plan, grad, params)
         db = np.swapaxes(dz, 1, 2) @ a
         return {"with": self._unflat(db, plan, plan.other.shape).astype(grad.dtype, copy=False)}
+
+
+def _lying(x: np.ndarray, plan: BilinearPlan) -> np.ndarray | None:
+    """Where the locations are the outermost axes in memory (a Fortran-ordered input): each sample's
+    (locations, channels) matrix, C-ordered, in float, copied in one pass that reads the samples' and channels'
+    values side by side (the locations in memory order: a sum over them does not care); else None.
+
+    >>> x = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
+    >>> _lying(x, BilinearPlan((2, 3, 4), (2, 3, 3), (), dims=1, channel_axis=1))[1, :2].tolist()
+    [[12.0, 16.0, 20.0], [13.0, 17.0, 21.0]]
+    """
+    k = plan.channel_axis
+    order = None if x.flags.c_contiguous else memory_order(x)
+    spatial = x.ndim - k - 1
+    if order is None or not spatial or set(order[:spatial]) != set(range(k + 1, x.ndim)):
+        return None
+    rest = order[spatial:]  # the samples' axes and the channels, in memory order
+    t = x.transpose(order).reshape((-1, *(x.shape[a] for a in rest)))
+    back = [1 + rest.index(a) for a in range(k + 1)]  # samples…, channels, after the locations
+    lying = np.ascontiguousarray(t.transpose(*back[:-1], 0, back[-1]), dtype=float_type(x.dtype))
+    return lying.reshape(-1, *lying.shape[-2:])
 
 
 __all__ = ["BilinearPlan", "BilinearPool"]

@@ -227,7 +227,8 @@ class Layout:
     big: bool = False  # blocks 16 times larger (global pooling keeps no intermediates; unpooling grows)
     share: float = 1.0  # the block budget times this for an input over 4 budgets (an operator whose intermediates
     # are larger than its input); a smaller input is one block
-    planes: int | None = None  # leading axes of planes pooled each on its own, if more than ``lead`` (spp's channels)
+    side_by_side: int | None = None  # leading axes whose values side by side innermost may be read in place, if
+    # more than ``lead`` (see Op.side_by_side)
 
     @classmethod
     def of(cls, g: Geometry) -> Layout:
@@ -270,7 +271,7 @@ def run_blocks(
     dtype = compute_dtype(x.dtype)
     order = memory_order(shown) if not shown.flags.c_contiguous else None
     cuttable = [True] * first
-    planes = first if layout.planes is None else layout.planes
+    planes = first if layout.side_by_side is None else layout.side_by_side
     if strided and order is not None and (_inner_planes(shown, planes, order) >= STRIDED_RUN or _slabs(first, order)):
         outside = min(order.index(i) for i in range(first, x.ndim))  # the outermost spatial axis in memory
         cuttable = [order.index(i) < outside for i in range(first)]

@@ -170,7 +170,7 @@ class SPP(Op):
     def independent_axes(self, plan):
         return tuple(range(len(plan.in_shape) - plan.dims - 1))
 
-    def plane_axes(self, plan):
+    def side_by_side(self, plan):
         return len(plan.in_shape) - plan.dims  # the samples and channels
 
     def reads_strided(self, plan, params):  # max: its finest level reads the input once, in any memory order
