@@ -507,15 +507,24 @@ def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_plac
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (3, 5, 7), (2, 2, 3, 2, 3, 4), (6, 4, 9)])
 @pytest.mark.parametrize("dims", [1, 2])
-def test_bilinear_pooling_of_a_fortran_ordered_input_equals_the_c_order_products(shape, dims):
-    """Several sample axes, one or two location axes: each sample's lying operand copied from a Fortran-ordered
-    input gives the C-order input's Gram matrices (to BLAS's rounding), and each block is a view of the input."""
+@pytest.mark.parametrize("layout", ["Fortran", "channels-last"])
+def test_bilinear_pooling_reads_fortran_and_channels_last_inputs_in_place_both_ways(shape, dims, layout):
+    """Several sample axes, one or two location axes, a Fortran-ordered input (each sample's lying operand copied
+    once) or a channels-last one (read as it lies): the C-order input's Gram matrices and gradient (to BLAS's
+    rounding), each block handed over as a view of the input, forward and backward."""
     x = np.random.default_rng(12).normal(size=shape)
-    ref = poolcli.forward(x, "bilinear", dims=dims)
-    pool = poolcli.OPS["bilinear"]
-    f = np.asfortranarray(x)
-    with mock.patch.object(type(pool), "forward", autospec=True, side_effect=type(pool).forward) as forward:
-        got = poolcli.forward(f, "bilinear", dims=dims, threads=1)
+    grad = np.random.default_rng(13).normal(size=poolcli.forward(x, "bilinear", dims=dims).shape)
+    ref, dref = poolcli.forward(x, "bilinear", dims=dims), poolcli.backward(x, grad, "bilinear", dims=dims)
+    k = len(shape) - dims - 1  # the channel axis
+    view = np.asfortranarray(x) if layout == "Fortran" else np.moveaxis(np.ascontiguousarray(np.moveaxis(x, k, -1)),
+                                                                         -1, k)
+    pool = type(poolcli.OPS["bilinear"])
+    with mock.patch.object(pool, "forward", autospec=True, side_effect=pool.forward) as forward, \
+            mock.patch.object(pool, "backward", autospec=True, side_effect=pool.backward) as backward:
+        got = poolcli.forward(view, "bilinear", dims=dims, threads=1)
+        dx = poolcli.backward(view, grad, "bilinear", dims=dims, threads=1)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
-    if math.prod(shape[: len(shape) - dims]) >= blocks.STRIDED_RUN:  # samples and channels side by side
-        assert all(np.shares_memory(call.args[1], f) for call in forward.call_args_list)
+    np.testing.assert_allclose(dx, dref, rtol=1e-12, atol=1e-12)
+    side_by_side = math.prod(shape[: len(shape) - dims]) if layout == "Fortran" else shape[k]
+    if side_by_side >= blocks.STRIDED_RUN or (layout == "channels-last" and k > 0):
+        assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list + backward.call_args_list)

@@ -16,6 +16,7 @@ array([[5., 1.],
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -85,7 +86,10 @@ class BilinearPool(Op):
 
     def reads_strided(self, plan, params):
         # a sample's (channels, locations) view is one BLAS operand in either order: channels-last samples are
-        # read in place (and their product is BLAS's faster transposed form)
+        # read in place (and their product is BLAS's faster transposed form); Fortran order: see _lying
+        return plan.other is None
+
+    def backward_reads_strided(self, plan, params):  # the same operands; the gradient comes out C-ordered
         return plan.other is None
 
     def picture(self, x, y, dx, plan, params, dims):
@@ -100,12 +104,12 @@ class BilinearPool(Op):
             return a, a, True
         return a, self._flat(plan.other, plan).astype(dtype, copy=False), False
 
-    def _chain(self, x: np.ndarray, plan: BilinearPlan, params: Params, forward: bool = False):
-        lying = _lying(x, plan) if forward and plan.other is None else None
+    def _chain(self, x: np.ndarray, plan: BilinearPlan, params: Params):
+        lying = _lying(x, plan) if plan.other is None else None
         if lying is not None:  # a Fortran-ordered input: the product in BLAS's transposed form, from a cheap copy
-            a = b = lying
+            a = b = np.swapaxes(lying, 1, 2)  # (samples, channels, locations), each sample's a BLAS operand
             same = True
-            z = np.swapaxes(a, 1, 2) @ a / a.shape[1]
+            z = a @ lying / a.shape[-1]
         else:
             a, b, same = self._operands(x, plan)
             z = a @ np.swapaxes(b, 1, 2) / a.shape[-1]
@@ -120,7 +124,7 @@ class BilinearPool(Op):
         return a, b, same, z, s, norm, out
 
     def forward(self, x, plan, params):
-        out = self._chain(x, plan, params, forward=True)[-1]
+        out = self._chain(x, plan, params)[-1]
         return out.reshape(plan.out_shape)
 
     def _dz(self, x, plan, grad, params):
@@ -138,9 +142,7 @@ class BilinearPool(Op):
 
     def backward(self, x, plan, grad, params):
         a, b, same, dz = self._dz(x, plan, grad, params)
-        da = dz @ b
-        if same:
-            da = da + np.swapaxes(dz, 1, 2) @ a
+        da = (dz + np.swapaxes(dz, 1, 2)) @ a if same else dz @ b  # x's own Gram: one product, (dz + dzᵀ) a
         return self._unflat(da, plan, x.shape).astype(grad.dtype, copy=False)
 
     def more_gradients(self, x, plan, grad, params):
@@ -154,8 +156,8 @@ class BilinearPool(Op):
 
 def _lying(x: np.ndarray, plan: BilinearPlan) -> np.ndarray | None:
     """Where the locations are the outermost axes in memory (a Fortran-ordered input): each sample's
-    (locations, channels) matrix, C-ordered, in float, copied in one pass that reads the samples' and channels'
-    values side by side (the locations in memory order: a sum over them does not care); else None.
+    (locations, channels) matrix, C-ordered, in float: the channels moved last, copied in one pass that reads
+    the samples' and channels' values side by side; else None.
 
     >>> x = np.asfortranarray(np.arange(24.0).reshape(2, 3, 4))
     >>> _lying(x, BilinearPlan((2, 3, 4), (2, 3, 3), (), dims=1, channel_axis=1))[1, :2].tolist()
@@ -166,11 +168,8 @@ def _lying(x: np.ndarray, plan: BilinearPlan) -> np.ndarray | None:
     spatial = x.ndim - k - 1
     if order is None or not spatial or set(order[:spatial]) != set(range(k + 1, x.ndim)):
         return None
-    rest = order[spatial:]  # the samples' axes and the channels, in memory order
-    t = x.transpose(order).reshape((-1, *(x.shape[a] for a in rest)))
-    back = [1 + rest.index(a) for a in range(k + 1)]  # samples…, channels, after the locations
-    lying = np.ascontiguousarray(t.transpose(*back[:-1], 0, back[-1]), dtype=float_type(x.dtype))
-    return lying.reshape(-1, *lying.shape[-2:])
+    lying = np.ascontiguousarray(np.moveaxis(x, k, -1), dtype=float_type(x.dtype))
+    return lying.reshape(-1, math.prod(x.shape[k + 1:]), x.shape[k])
 
 
 __all__ = ["BilinearPlan", "BilinearPool"]
