@@ -23,14 +23,21 @@ __all__ = ["Params", "SoftPool"]
 
 class SoftPool(Op):
     name, summary = "softpool", "softmax-weighted sum Σ softmax(x)·x per window (SoftPool)"
+    strided = True  # its passes are elementwise over each tap's view, in any memory order
 
-    def _sums(self, x: np.ndarray, g) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The input as floats, each window's max and Σ exp(x - max)."""
+    def _sums(self, x: np.ndarray, g) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The input as floats, each window's max, Σ exp(x - max) and Σ exp(x - max)·x, each exponential taken
+        once."""
         xf = x.astype(float_type(x.dtype), copy=False)
         top = separable(xf, g, np.maximum, -np.inf)
-        den = np.zeros_like(top)
-        self._walk(xf, g, top, lambda tap, e, xi: add_region(den, outs(tap), e))
-        return xf, top, den
+        den, num = np.zeros_like(top), np.zeros_like(top)
+
+        def both(tap, e, xi):
+            add_region(den, outs(tap), e)
+            add_region(num, outs(tap), np.multiply(e, xi, out=e))
+
+        self._walk(xf, g, top, both)
+        return xf, top, den, num
 
     @staticmethod
     def _walk(xf: np.ndarray, g, top: np.ndarray, visit) -> None:
@@ -41,15 +48,11 @@ class SoftPool(Op):
                 visit(tap, np.exp(xi - region(top, outs(tap))), xi)
 
     def forward(self, x, g, params):
-        xf, top, den = self._sums(x, g)
-        num = np.zeros_like(top)
-        self._walk(xf, g, top, lambda tap, e, xi: add_region(num, outs(tap), e * xi))
+        _, _, den, num = self._sums(x, g)
         return num / den
 
     def backward(self, x, g, grad, params):
-        xf, top, den = self._sums(x, g)
-        num = np.zeros_like(top)
-        self._walk(xf, g, top, lambda tap, e, xi: add_region(num, outs(tap), e * xi))
+        xf, top, den, num = self._sums(x, g)
         y = num / den
         scale = grad / den
         dx = np.zeros(xf.shape, dtype=scale.dtype)
