@@ -528,3 +528,28 @@ def test_bilinear_pooling_reads_fortran_and_channels_last_inputs_in_place_both_w
     side_by_side = math.prod(shape[: len(shape) - dims]) if layout == "Fortran" else shape[k]
     if side_by_side >= blocks.STRIDED_RUN or (layout == "channels-last" and k > 0):
         assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list + backward.call_args_list)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("small", [False, True])
+def test_weighted_average_gives_the_c_order_result_in_every_layout_and_block(dtype, small):
+    """The weighted average's phase planes (each tap one run of a zero-padded phase of the input): every layout,
+    whole or in tiny blocks on three threads, gives the C-order one-thread result bit for bit, forward, backward
+    and the weights' gradient, over strides 1-3 with padding and dilation."""
+    rng = np.random.default_rng(14)
+    x = (rng.normal(size=(2, 5, 11, 9)) * 20 + 50).astype(dtype)
+    for options in (dict(kernel=3, stride=2, padding=1), dict(kernel=2, stride=3), dict(kernel=3, dilation=2, ceil=True,
+                                                                                        stride=2, padding=1)):
+        w = rng.random((5, *[options["kernel"]] * 2)) + 0.1
+        ref = poolcli.forward(x, "avg", threads=1, weights=w, **options)
+        grad = rng.normal(size=ref.shape)
+        want = poolcli.gradients(x, grad, "avg", threads=1, weights=w, **options)
+        for name, (view, extra) in layouts(x, 2).items():
+            back = (lambda a: np.moveaxis(a, -1, 1)) if extra else (lambda a: a)
+            with tiny_blocks(small):
+                got = poolcli.forward(view, "avg", threads=3, weights=w, **options, **extra)
+                grads = poolcli.gradients(view, np.moveaxis(grad, 1, -1) if extra else grad, "avg", threads=3,
+                                          weights=w, **options, **extra)
+            np.testing.assert_array_equal(back(got), ref, err_msg=name)
+            np.testing.assert_array_equal(back(grads["x"]), want["x"], err_msg=name)
+            np.testing.assert_allclose(grads["weights"], want["weights"], rtol=1e-12, err_msg=name)
