@@ -188,7 +188,12 @@ def _weight_sums(g: WeightedGeometry, dtype: np.dtype) -> np.ndarray:
     """The sum of the weights of every window's real cells, per channel: (C, *out) (or (*out)); read-only, made
     once for the blocks that share their channels' weights (each block of planes asked for it again)."""
     w = np.ascontiguousarray(g.weights)
-    return _weight_sums_of(g.axes, bool(g.lead), np.dtype(dtype), w.tobytes(), w.shape)
+    small = w.shape[0] * math.prod(g.out_spatial) * np.dtype(dtype).itemsize <= KEPT_BYTES
+    make = _weight_sums_of if small else _weight_sums_of.__wrapped__  # a large one is not kept after the call
+    return make(g.axes, bool(g.lead), np.dtype(dtype), w.tobytes(), w.shape)
+
+
+KEPT_BYTES = 8 << 20  # weight sums up to this size are kept for the next blocks (and calls)
 
 
 @functools.lru_cache(maxsize=16)
