@@ -44,17 +44,17 @@ def _levels(v: tuple[float, ...]) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def unions(fine: Geometry, coarse: Geometry) -> list[list[tuple[int, int]]] | None:
+def unions(fine: Geometry, coarse: Geometry) -> tuple[tuple[tuple[int, int], ...], ...] | None:
     """Along each spatial axis, the run ``(first, end)`` of ``fine``'s windows whose union is each window of
     ``coarse``; None where some coarse window is no such union.
 
     >>> g = lambda n: WindowSpec(output_size=n).bind((1, 8, 8))
     >>> unions(g(4), g(2))
-    [[(0, 2), (2, 4)], [(0, 2), (2, 4)]]
+    (((0, 2), (2, 4)), ((0, 2), (2, 4)))
     >>> unions(g(3), g(2)) is None
     True
     """
-    runs: list[list[tuple[int, int]]] = []
+    runs = []
     for f, c in zip(fine.axes, coarse.axes):
         fb, cb = _windows(f), _windows(c)
         if fb is None or cb is None:
@@ -70,8 +70,8 @@ def unions(fine: Geometry, coarse: Geometry) -> list[list[tuple[int, int]]] | No
             if not inside or reached != w.stop:
                 return None
             axis.append((inside[0], inside[-1] + 1))
-        runs.append(axis)
-    return runs
+        runs.append(tuple(axis))
+    return tuple(runs)  # (kept by the cache: not to be changed)
 
 
 def _windows(axis) -> list[slice] | None:
@@ -86,17 +86,17 @@ def _windows(axis) -> list[slice] | None:
     return [slice(int(a), int(b)) for a, b in zip(start, end)]
 
 
-def gathered(y: np.ndarray, runs: list[list[tuple[int, int]]], ufunc: np.ufunc) -> np.ndarray:
+def gathered(y: np.ndarray, runs: tuple[tuple[tuple[int, int], ...], ...], ufunc: np.ufunc) -> np.ndarray:
     """The pooled values ``y`` (spatial axes last) reduced with ``ufunc`` over the runs of windows ``unions``
     gives, one axis at a time.
 
-    >>> gathered(np.arange(16).reshape(4, 4), [[(0, 2), (2, 4)], [(0, 4)]], np.maximum).tolist()
+    >>> gathered(np.arange(16).reshape(4, 4), (((0, 2), (2, 4)), ((0, 4),)), np.maximum).tolist()
     [[7], [15]]
     """
     for d, axis in enumerate(runs):
         at = y.ndim - len(runs) + d
         starts = [a for a, _ in axis]
-        if all(b == c for (_, b), c in zip(axis, starts[1:] + [y.shape[at]])):  # one after another: one call
+        if all(b == c for (_, b), c in zip(axis, [*starts[1:], y.shape[at]])):  # one after another: one call
             y = ufunc.reduceat(y, starts, axis=at)
         else:
             y = np.stack([ufunc.reduce(y[(slice(None),) * at + (slice(a, b),)], axis=at) for a, b in axis], axis=at)
@@ -127,7 +127,7 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
 
 
 def _first_of(values: np.ndarray, where: np.ndarray, fine: tuple[int, ...],
-              runs: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+              runs: tuple[tuple[tuple[int, int], ...], ...]) -> tuple[np.ndarray, np.ndarray]:
     """A coarser level's picks from a finer one's ``(values, where)`` (per plane, its windows ``fine`` in
     row-major order): each coarse window's largest value (NaN first) and, of the fine windows holding it,
     the first cell picked."""
