@@ -72,7 +72,7 @@ def _tap_weights(g: WeightedGeometry, tap, dtype: np.dtype) -> np.ndarray:
 
 def _sums(x: np.ndarray, g: WeightedGeometry) -> tuple[np.ndarray, np.ndarray]:
     """The weighted sum of every window and the sum of its real cells' weights: one multiply and one add per
-    tap, every tap reading one long contiguous run of the input's phase planes (``_phase_planes``)."""
+    tap, every tap reading one long contiguous run of the input's phase planes (``_Phases``)."""
     xf = x.astype(float_type(x.dtype), copy=False)
     if xf.size == 0:
         num = np.zeros(x.shape[: x.ndim - g.dims] + g.out_spatial, dtype=xf.dtype)
@@ -106,11 +106,12 @@ class _Phases:
     def of(cls, g: Geometry) -> _Phases:
         per_axis = [[divmod(j * a.dilation - a.pad[0], a.stride)[::-1] for j in range(a.kernel)] for a in g.axes]
         low = tuple(min(q for _, q in t) for t in per_axis)
-        ext = tuple(a.out + max(q for _, q in t) - lo + (d == 0) for d, (a, t, lo) in enumerate(zip(g.axes, per_axis,
-                                                                                                    low)))
+        spare = [1] + [0] * (len(g.axes) - 1)
+        ext = tuple(a.out + max(q for _, q in t) - lo + n for a, t, lo, n in zip(g.axes, per_axis, low, spare))
         return cls(g.axes, tuple(itertools.product(*per_axis)), low, ext, g.axes[0].out * math.prod(ext[1:]))
 
     def phases(self) -> list[tuple[int, ...]]:
+        """The phases some tap reads (one per axis)."""
         return sorted({tuple(p for p, _ in tap) for tap in self.taps})
 
     def start(self, tap: tuple) -> int:
