@@ -554,3 +554,15 @@ def test_weighted_average_gives_the_c_order_result_in_every_layout_and_block(dty
             np.testing.assert_array_equal(back(got), ref, err_msg=name)
             np.testing.assert_array_equal(back(grads["x"]), want["x"], err_msg=name)
             np.testing.assert_allclose(grads["weights"], want["weights"], rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["max", "min", "avg"])
+def test_windows_tiling_the_last_axis_are_reduced_straight_into_the_output(op):
+    """1-D windows that tile a contiguous last axis (W6's k4s4): each block's reduction of its transposed rows is
+    written into the caller's output, so only the first block (before the output exists) is copied there."""
+    x = np.random.default_rng(15).normal(size=(6, 8, 64)).astype(np.float32)
+    ref = poolcli.forward(x, op, kernel=4, stride=4, dims=1, threads=1)
+    with tiny_blocks(), mock.patch.object(blocks, "_store", autospec=True, side_effect=blocks._store) as store:
+        got = poolcli.forward(x, op, kernel=4, stride=4, dims=1, threads=1)
+    np.testing.assert_array_equal(got, ref)
+    assert store.call_count == 1

@@ -79,7 +79,9 @@ def reduce_axis(x: np.ndarray, pos: int, axis: AnyAxis, ufunc: np.ufunc, fill: o
         # Strided ufunc loops over the last axis are slow; a transposing copy puts each
         # tap in a contiguous row, and one reduction over rows runs vectorised.
         rows = x.reshape(-1, axis.kernel).T.copy()
-        return ufunc.reduce(rows, axis=0).reshape(x.shape[:-1] + (axis.out,))
+        out = result_array(x.shape[:-1] + (axis.out,), x.dtype)  # (the caller's output, when this is the last pass)
+        ufunc.reduce(rows, axis=0, out=out.reshape(-1))
+        return out
     pre = (slice(None),) * pos
     taps = axis.taps()
     full = [t for t in taps if t.full]
