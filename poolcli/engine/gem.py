@@ -49,7 +49,8 @@ class GeM(Op):
         c, power, mean, p = self._parts(x, g, params)
         scale = grad * mean ** (1 / p - 1) / g.counts(params.count_pad)
         passes = x >= self.value(params, "eps")  # clamp's gradient: where the input was kept
-        return (spread(scale.astype(c.dtype, copy=False), g) * (power / c) * passes).astype(grad.dtype, copy=False)
+        slope = c * c if p == 3 else c if p == 2 else power / c  # c^(p-1): products where p allows
+        return (spread(scale.astype(c.dtype, copy=False), g) * slope * passes).astype(grad.dtype, copy=False)
 
     def more_gradients(self, x, g, grad, params):
         """d/dp of ``sum(y * grad)``: y = m^(1/p) with m = mean c^p, so dy/dp = y (mean(c^p ln c) / (p m)
