@@ -540,6 +540,17 @@ def _tile_bands(axis: AnyAxis) -> list[slice] | None:
     return [slice(o * axis.kernel, (o + 1) * axis.kernel) for o in range(axis.out)]
 
 
+def window_slices(axis: AnyAxis) -> list[slice] | None:
+    """Each window along ``axis`` as a slice of cells: the ``bands`` of global and adaptive pooling, or unpadded,
+    undilated tiles (adaptive pooling that divides evenly); else None.
+
+    >>> from poolcli.engine.geometry import WindowSpec
+    >>> window_slices(WindowSpec(output_size=2, dims=1).bind((8,)).axes[0])
+    [slice(0, 4, None), slice(4, 8, None)]
+    """
+    return bands(axis) or _tile_bands(axis)
+
+
 def _unique(taps) -> bool:
     return all(t.unique for t in taps)
 
@@ -563,7 +574,7 @@ def _select(x: np.ndarray, y: Any, grad: np.ndarray, g: Geometry, ties: str,
             return _select_in_bands(x, y, grad, spans, ties, arg, exact=True)
         return _select_backward(x, _forward(y), grad, g, ties, exact=True)
     if any(b is None for b in spans):  # large tiles (adaptive pooling that divides evenly): fewer windows than taps
-        tiles = [b if b is not None else _tile_bands(a) for a, b in zip(g.axes, spans)]
+        tiles = [window_slices(a) for a in g.axes]
         if all(b is not None for b in tiles) and math.prod(len(b) for b in tiles) < math.prod(a.kernel for a in g.axes):
             spans = tiles
     if all(b is not None for b in spans) and math.prod(len(b) for b in spans) <= MAX_BANDS:

@@ -24,7 +24,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, WindowSpec
-from poolcli.engine.kernels import MAX_BANDS, band_picks, gradient_at, same
+from poolcli.engine.kernels import MAX_BANDS, band_picks, gradient_at, same, window_slices
 from poolcli.engine.ops import Avg, Max
 from poolcli.errors import UsageError
 
@@ -56,7 +56,7 @@ def unions(fine: Geometry, coarse: Geometry) -> tuple[tuple[tuple[int, int], ...
     """
     runs = []
     for f, c in zip(fine.axes, coarse.axes):
-        fb, cb = _windows(f), _windows(c)
+        fb, cb = window_slices(f), window_slices(c)
         if fb is None or cb is None:
             return None
         axis = []
@@ -72,18 +72,6 @@ def unions(fine: Geometry, coarse: Geometry) -> tuple[tuple[tuple[int, int], ...
             axis.append((inside[0], inside[-1] + 1))
         runs.append(tuple(axis))
     return tuple(runs)  # (kept by the cache: not to be changed)
-
-
-def _windows(axis) -> list[slice] | None:
-    """Each window of an unpadded, undilated axis (adaptive, or a kernel that divides it) as a slice of cells."""
-    if getattr(axis, "adaptive", False):
-        start, end = axis.bounds()
-    elif axis.pad == (0, 0) and axis.dilation == 1:
-        start = axis.starts()
-        end = np.minimum(start + axis.kernel, axis.size)
-    else:
-        return None
-    return [slice(int(a), int(b)) for a, b in zip(start, end)]
 
 
 def gathered(y: np.ndarray, runs: tuple[tuple[tuple[int, int], ...], ...], ufunc: np.ufunc) -> np.ndarray:
@@ -118,7 +106,7 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
             j, runs = min(finer, key=lambda f: picks[f[0]][0].size)
             picks[i] = _first_of(*picks[j], plan.levels[j].out_spatial, runs)
         else:
-            where = band_picks(planes, [_windows(a) for a in g.axes], np.argmax)
+            where = band_picks(planes, [window_slices(a) for a in g.axes], np.argmax)
             picks[i] = np.take_along_axis(flat, where, axis=1), where
     where = np.concatenate([picks[i][1] for i in range(len(plan.levels))], axis=1)
     ends = np.cumsum([0] + [int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:])) for g in plan.levels])
@@ -207,7 +195,7 @@ class SPP(Op):
     def backward(self, x, plan, grad, params):
         full = x if plan.channels else x[None]
         pool, dx, at = self._pool(params), None, 0
-        if isinstance(pool, Max) and all(_windows(a) is not None for g in plan.levels for a in g.axes) and \
+        if isinstance(pool, Max) and all(window_slices(a) is not None for g in plan.levels for a in g.axes) and \
                 max(int(np.prod(g.out_spatial)) for g in plan.levels) <= MAX_BANDS:
             dx = _max_backward(full, plan, grad)
             return dx if plan.channels else dx[0]
