@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -129,6 +130,13 @@ class _Phases:
                        if m_hi > m_lo else slice(0, 0))
         return tuple(into), tuple(src)
 
+    def runs(self, phases: dict, shape: tuple[int, ...]) -> Iterator[tuple[int, np.ndarray]]:
+        """Each tap's number (row-major, as the weights' cells) and its run of its flattened phase plane (in
+        ``phases``, per phase), one per plane, shaped ``shape`` (…, C, run)."""
+        for k, tap in enumerate(self.taps):
+            start = self.start(tap)
+            yield k, phases[tuple(p for p, _ in tap)][:, start: start + self.run].reshape(shape)
+
     def grid(self, a: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
         """Output-grid values (…, run) as the outputs: each row's extra cells dropped."""
         rows = a.reshape((-1, self.axes[0].out, *self.ext[1:]))
@@ -154,9 +162,7 @@ def _flat_sums(xf: np.ndarray, g: WeightedGeometry) -> np.ndarray:
     channels = lead[-1] if lead else 1
     num = np.empty((math.prod(lead) // channels, channels, ph.run), dtype=xf.dtype)
     scratch = np.empty_like(num)
-    for k, tap in enumerate(ph.taps):
-        start = ph.start(tap)
-        src = phases[tuple(p for p, _ in tap)][:, start: start + ph.run].reshape(num.shape)
+    for k, src in ph.runs(phases, num.shape):
         if k == 0:
             np.multiply(src, _per_channel(g, k, xf.dtype), out=num)
         else:
@@ -174,9 +180,7 @@ def _flat_spread(scale: np.ndarray, g: WeightedGeometry, shape: tuple[int, ...])
     ph.grid(grid, lead)[...] = scale  # the extra cells of each row stay 0: they reach no cell
     scratch = np.empty_like(grid)
     phases = {phase: np.zeros((math.prod(lead), math.prod(ph.ext)), dtype=scale.dtype) for phase in ph.phases()}
-    for k, tap in enumerate(ph.taps):
-        start = ph.start(tap)
-        view = phases[tuple(p for p, _ in tap)][:, start: start + ph.run].reshape(grid.shape)
+    for k, view in ph.runs(phases, grid.shape):
         np.add(view, np.multiply(grid, _per_channel(g, k, scale.dtype), out=scratch), out=view)
     dx = np.zeros(shape, dtype=scale.dtype)
     for phase, a in phases.items():
