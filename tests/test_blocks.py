@@ -486,7 +486,8 @@ def test_operators_pooling_whole_samples_read_channels_last_slabs_in_place(op, d
 def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_place(reduce, dtype, small):
     """Spatial pyramid pooling of every layout, whole or in tiny blocks on three threads: the C-order result bit
     for bit. With max, a Fortran-ordered input (samples and channels side by side innermost) and a channels-last
-    one are read in place: every block the operator gets is a view of the input."""
+    one are read in place: every block the operator gets is a view of the input, both ways, and the gradient is
+    laid out as the input."""
     x = (np.random.default_rng(11).normal(size=(3, 8, 8, 12)) * 20 + 50).astype(dtype)
     options = dict(levels=(1, 2, 4), reduce=reduce)
     ref = poolcli.forward(x, "spp", threads=1, **options)
@@ -500,9 +501,14 @@ def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_plac
         np.testing.assert_array_equal(got, ref, err_msg=name)
         if reduce == "max" and name in ("Fortran", "channels-last") and dtype != "float16":
             assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list), name
-        with tiny_blocks(small):
+        with tiny_blocks(small), mock.patch.object(type(pool), "backward", autospec=True,
+                                                   side_effect=type(pool).backward) as backward:
             back = poolcli.backward(view, grad, "spp", threads=3, **options, **extra)
         np.testing.assert_array_equal(np.moveaxis(back, -1, 1) if extra else back, dx, err_msg=name)
+        if reduce == "max" and name in ("Fortran", "channels-last") and dtype != "float16":
+            assert all(np.shares_memory(call.args[1], view) for call in backward.call_args_list), name
+            if not small:  # one block: the gradient laid out as the input (each pick added through its strides)
+                assert [s // back.itemsize for s in back.strides] == [s // view.itemsize for s in view.strides], name
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (3, 5, 7), (2, 2, 3, 2, 3, 4), (6, 4, 9)])

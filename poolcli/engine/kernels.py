@@ -308,17 +308,18 @@ def fortran_planes(a: np.ndarray, first: int) -> np.ndarray:
     return rows.reshape(lead[::-1] + space[::-1]).transpose(back)
 
 
-def empty_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def empty_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, make: Callable[..., np.ndarray] = np.empty
+             ) -> np.ndarray:
     """A new array of ``shape`` laid out in memory as ``like`` (an array of as many axes), when ``like`` is
-    contiguous in some axis order (Fortran, channels-last); else C-ordered.
+    contiguous in some axis order (Fortran, channels-last); else C-ordered. ``make``: np.empty, or np.zeros.
 
     >>> empty_as(np.zeros((2, 3, 4), order="F"), (2, 3, 2), np.dtype(np.float32)).flags.f_contiguous
     True
     """
     order = memory_order(like) if not like.flags.c_contiguous else None
     if order is None:
-        return np.empty(shape, dtype=dtype)
-    return np.empty([shape[i] for i in order], dtype=dtype).transpose(np.argsort(order))
+        return make(shape, dtype=dtype)
+    return make([shape[i] for i in order], dtype=dtype).transpose(np.argsort(order))
 
 
 @functools.lru_cache(maxsize=8)
@@ -471,6 +472,16 @@ def result_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         _block.target = None
         return target
     return np.empty(shape, dtype=dtype)
+
+
+def result_target(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The block's target (once) where it has this shape and dtype, in whatever memory order; else None. For a
+    kernel that writes its result through strides (``gradient_at``)."""
+    target = getattr(_block, "target", None)
+    if target is not None and target.shape == shape and target.dtype == dtype:
+        _block.target = None
+        return target
+    return None
 
 
 def result_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -990,27 +1001,30 @@ def _select_tiled(x: np.ndarray, y: np.ndarray, grad: np.ndarray, g: Geometry, t
 
 def band_picks(planes: np.ndarray, spans: list[list[slice]], arg: Callable[..., np.ndarray] | None,
                best: np.ndarray | None = None) -> np.ndarray:
-    """For planes ``(P, spatial…)`` and windows that are slices (``spans``: each axis's windows), the flat plane
-    index of each window's first selected cell, ``(P, windows)`` in row-major window order: ``arg``'s pick
-    (np.argmax, np.argmin), or the first cell equal to the window's value in ``best`` ``(P, windows)``.
+    """For planes ``(lead…, spatial…)`` (any strides) and windows that are slices (``spans``: each axis's
+    windows), the flat plane index of each window's first selected cell, ``(P, windows)`` with the planes in
+    row-major order and the windows too: ``arg``'s pick (np.argmax, np.argmin), or the first cell equal to the
+    window's value in ``best`` ``(P, windows)``.
 
     >>> band_picks(np.array([[[1, 5], [5, 2]]]), [[slice(0, 2)], [slice(0, 1), slice(0, 2)]], np.argmax).tolist()
     [[2, 1]]
     """
+    dims = len(spans)
+    lead, spatial = planes.shape[: planes.ndim - dims], planes.shape[planes.ndim - dims:]
     sizes = [b[0].stop - b[0].start for b in spans]
     if best is None and all(w == slice(i * n, (i + 1) * n) and w.stop <= size for b, n, size in
-                            zip(spans, sizes, planes.shape[1:]) for i, w in enumerate(b)):
+                            zip(spans, sizes, spatial) for i, w in enumerate(b)):
         return _tile_picks(planes, [len(b) for b in spans], sizes, arg)  # windows one after another, all alike
     windows = list(itertools.product(*(range(len(b)) for b in spans)))
     nan = best is not None and has_nan(best)
-    where = np.empty((len(planes), len(windows)), dtype=np.intp)
+    where = np.empty((math.prod(lead), len(windows)), dtype=np.intp)
     for k, o in enumerate(windows):
         window = [b[i] for b, i in zip(spans, o)]
-        cells = planes[(slice(None), *window)]
-        flat = cells.reshape(len(planes), -1)
+        cells = planes[(Ellipsis, *window)]
+        flat = cells.reshape(len(where), -1)
         at = arg(flat, axis=-1) if best is None else same(flat, best[:, k : k + 1], nan).argmax(axis=-1)
-        cell = np.unravel_index(at, cells.shape[1:])
-        where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), planes.shape[1:])
+        cell = np.unravel_index(at, cells.shape[len(lead):])
+        where[:, k] = np.ravel_multi_index(tuple(c + w.start for c, w in zip(cell, window)), spatial)
     return where
 
 
@@ -1019,25 +1033,63 @@ def _tile_picks(planes: np.ndarray, counts: list[int], sizes: list[int], arg: Ca
     """``band_picks`` where each axis's windows tile it (``counts`` windows of ``sizes`` cells from its first
     cell): the cells copied once into window-major order (each window's cells in a row), then ``arg`` of rows."""
     dims = len(counts)
-    split = planes[(slice(None), *(slice(0, c * n) for c, n in zip(counts, sizes)))].reshape(
-        (len(planes), *itertools.chain.from_iterable(zip(counts, sizes))))
-    rows = np.ascontiguousarray(split.transpose(0, *range(1, 2 * dims, 2), *range(2, 2 * dims + 1, 2)))
-    at = arg(rows.reshape(len(planes), math.prod(counts), math.prod(sizes)), axis=-1)
+    first = planes.ndim - dims
+    lead = planes.shape[:first]
+    split = planes[(Ellipsis, *(slice(0, c * n) for c, n in zip(counts, sizes)))].reshape(
+        (*lead, *itertools.chain.from_iterable(zip(counts, sizes))))
+    rows = np.ascontiguousarray(split.transpose(*range(first), *range(first, first + 2 * dims, 2),
+                                                *range(first + 1, first + 2 * dims, 2)))
+    at = arg(rows.reshape(math.prod(lead), math.prod(counts), math.prod(sizes)), axis=-1)
     cell = np.unravel_index(at, sizes)
     corner = np.unravel_index(np.arange(math.prod(counts)), counts)
-    return np.ravel_multi_index(tuple(c + k * n for c, k, n in zip(cell, corner, sizes)), planes.shape[1:])
+    return np.ravel_multi_index(tuple(c + k * n for c, k, n in zip(cell, corner, sizes)), planes.shape[first:])
 
 
-def gradient_at(where: np.ndarray, grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def gradient_at(where: np.ndarray, grad: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = None
+                ) -> np.ndarray:
     """Zeros of ``shape`` ``(P, spatial…)`` with ``grad[p, k]`` added at flat plane index ``where[p, k]``, each
-    plane's values added in the order of ``k``.
+    plane's values added in the order of ``k``. With ``out`` (zeros ``(lead…, spatial…)``, P planes, any memory
+    order): added there, through its strides, and returned.
 
     >>> gradient_at(np.array([[3, 3, 0]]), np.array([[1.0, 2.0, 4.0]]), (1, 2, 2)).tolist()
     [[[4.0, 0.0], [0.0, 3.0]]]
     """
+    if out is not None:
+        run, at = cells_at(out, len(shape) - 1, where)
+        np.add.at(run, at, grad)
+        return out
     dx = np.zeros((shape[0], math.prod(shape[1:])), dtype=grad.dtype)
     np.add.at(dx, (np.arange(shape[0])[:, None], where), grad)
     return dx.reshape(shape)
+
+
+def cells_at(a: np.ndarray, dims: int, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``a`` ``(lead…, spatial…)`` (``dims`` spatial axes, strides ≥ 0) and flat plane indices ``where``
+    ``(P, K)`` (planes in row-major order): a 1-D view of ``a``'s memory and the places in it of those cells,
+    so that ``run[at]`` reads them and ``np.add.at(run, at, v)`` adds to them, in any memory order.
+
+    >>> a = np.arange(8).reshape(2, 2, 2).transpose(0, 2, 1)
+    >>> run, at = cells_at(a, 2, np.array([[1], [2]]))
+    >>> run[at].tolist(), [a[0].ravel()[1].item(), a[1].ravel()[2].item()]
+    ([[2], [5]], [2, 5])
+    """
+    steps = tuple(s // a.itemsize for s in a.strides)
+    first = a.ndim - dims
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, steps))
+    run = np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
+    planes, cells = _places(a.shape[:first], steps[:first]), _places(a.shape[first:], steps[first:])
+    return run, planes[:, None] + cells[where]
+
+
+@functools.lru_cache(maxsize=64)
+def _places(shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
+    """The place in memory (in elements) of every index of ``shape`` in row-major order, for ``steps``."""
+    places = np.zeros((), dtype=np.intp)
+    for n, step in zip(shape, steps):
+        places = np.add.outer(places, np.arange(n, dtype=np.intp) * step)
+    places = places.reshape(-1)
+    places.flags.writeable = False  # (kept by the cache)
+    return places
 
 
 def _select_in_bands(x: np.ndarray, y: Any, grad: np.ndarray, spans: list[list[slice]], ties: str,

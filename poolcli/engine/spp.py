@@ -18,13 +18,24 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, WindowSpec
-from poolcli.engine.kernels import MAX_BANDS, band_picks, gradient_at, same, window_slices
+from poolcli.engine.kernels import (
+    MAX_BANDS,
+    band_picks,
+    cells_at,
+    empty_as,
+    fortran_planes,
+    gradient_at,
+    result_target,
+    same,
+    window_slices,
+)
 from poolcli.engine.ops import Avg, Max
 from poolcli.errors import UsageError
 
@@ -94,10 +105,12 @@ def gathered(y: np.ndarray, runs: tuple[tuple[tuple[int, int], ...], ...], ufunc
 def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.ndarray:
     """Max pyramid backward: each level's window picks its first largest cell, a level nested in a finer one
     from that level's picks (of the finer windows holding its value, the first pick); every level's gradient
-    then added at once, level after level as the sum of the levels' own backward would."""
-    spatial = full.shape[full.ndim - plan.dims:]
-    planes = full.reshape((-1, *spatial))
-    flat = planes.reshape(len(planes), -1)
+    then added at once, level after level as the sum of the levels' own backward would. ``full`` is read in
+    its own memory order and the gradient written in it (or into the caller's output)."""
+    given = full  # the gradient is laid out as the input
+    if full.flags.f_contiguous and not full.flags.c_contiguous:  # planes innermost: each window's cells are
+        full = np.ascontiguousarray(fortran_planes(full, full.ndim - plan.dims))  # far apart, brought together
+    planes = math.prod(full.shape[: full.ndim - plan.dims])
     picks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # level: (values, flat cell) per plane and window
     for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
         g = plan.levels[i]
@@ -106,12 +119,18 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
             j, runs = min(finer, key=lambda f: picks[f[0]][0].size)
             picks[i] = _first_of(*picks[j], plan.levels[j].out_spatial, runs)
         else:
-            where = band_picks(planes, [window_slices(a) for a in g.axes], np.argmax)
-            picks[i] = np.take_along_axis(flat, where, axis=1), where
+            where = band_picks(full, [window_slices(a) for a in g.axes], np.argmax)
+            run, at = cells_at(full, plan.dims, where)
+            picks[i] = run[at], where
     where = np.concatenate([picks[i][1] for i in range(len(plan.levels))], axis=1)
     ends = np.cumsum([0] + [int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:])) for g in plan.levels])
-    shares = np.concatenate([grad[..., a:b].reshape(len(planes), -1) for a, b in itertools.pairwise(ends)], axis=1)
-    return gradient_at(where, shares, planes.shape).reshape(full.shape)
+    shares = np.concatenate([grad[..., a:b].reshape(planes, -1) for a, b in itertools.pairwise(ends)], axis=1)
+    out = result_target(full.shape, grad.dtype)
+    if out is None:
+        out = empty_as(given, full.shape, grad.dtype, np.zeros)
+    else:
+        out[...] = 0
+    return gradient_at(where, shares, (planes, *full.shape[full.ndim - plan.dims:]), out)
 
 
 def _first_of(values: np.ndarray, where: np.ndarray, fine: tuple[int, ...],
@@ -164,6 +183,15 @@ class SPP(Op):
     def reads_strided(self, plan, params):  # max: its finest level reads the input once, in any memory order
         return isinstance(self._pool(params), Max)  # (avg pools every level from the input: slower in place)
 
+    def backward_reads_strided(self, plan, params):  # max over slices: the picks and the gradient in any order
+        return self._max_pyramid(plan, params)
+
+    def _max_pyramid(self, plan: PyramidPlan, params: Params) -> bool:
+        """Whether the backward is ``_max_backward``: max, every level's windows slices, few enough of them."""
+        return isinstance(self._pool(params), Max) and all(
+            window_slices(a) is not None for g in plan.levels for a in g.axes) and max(
+            int(np.prod(g.out_spatial)) for g in plan.levels) <= MAX_BANDS
+
     def block_plan(self, plan, lead, index):
         k = len(lead)
         levels = tuple(replace(g, lead=lead + g.lead[k:]) for g in plan.levels)
@@ -195,8 +223,7 @@ class SPP(Op):
     def backward(self, x, plan, grad, params):
         full = x if plan.channels else x[None]
         pool, dx, at = self._pool(params), None, 0
-        if isinstance(pool, Max) and all(window_slices(a) is not None for g in plan.levels for a in g.axes) and \
-                max(int(np.prod(g.out_spatial)) for g in plan.levels) <= MAX_BANDS:
+        if self._max_pyramid(plan, params):
             dx = _max_backward(full, plan, grad)
             return dx if plan.channels else dx[0]
         for g in plan.levels:
