@@ -1049,14 +1049,21 @@ def gradient_at(where: np.ndarray, grad: np.ndarray, shape: tuple[int, ...], out
                 ) -> np.ndarray:
     """Zeros of ``shape`` ``(P, spatial…)`` with ``grad[p, k]`` added at flat plane index ``where[p, k]``, each
     plane's values added in the order of ``k``. With ``out`` (zeros ``(lead…, spatial…)``, P planes, any memory
-    order): added there, through its strides, and returned.
+    order): added there, through its strides, and returned; an ``out`` of another dtype (float16 for float32
+    values) gets each cell's sum rounded once.
 
     >>> gradient_at(np.array([[3, 3, 0]]), np.array([[1.0, 2.0, 4.0]]), (1, 2, 2)).tolist()
     [[[4.0, 0.0], [0.0, 3.0]]]
     """
     if out is not None:
         run, at = cells_at(out, len(shape) - 1, where)
-        np.add.at(run, at, grad)
+        if out.dtype == grad.dtype:
+            np.add.at(run, at, grad)
+        else:  # the cells reached, each one's values summed (in the same order) and rounded once
+            cells, inverse = np.unique(at, return_inverse=True)
+            sums = np.zeros(len(cells), dtype=grad.dtype)
+            np.add.at(sums, inverse.reshape(-1), grad.reshape(-1))
+            run[cells] = sums
         return out
     dx = np.zeros((shape[0], math.prod(shape[1:])), dtype=grad.dtype)
     np.add.at(dx, (np.arange(shape[0])[:, None], where), grad)

@@ -25,6 +25,7 @@ import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.geometry import Geometry, WindowSpec
+from poolcli.engine.half import to_float32
 from poolcli.engine.kernels import (
     MAX_BANDS,
     band_picks,
@@ -107,9 +108,11 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
     from that level's picks (of the finer windows holding its value, the first pick); every level's gradient
     then added at once, level after level as the sum of the levels' own backward would. ``full`` is read in
     its own memory order and the gradient written in it (or into the caller's output)."""
-    given = full  # the gradient is laid out as the input
+    given, given_grad = full, grad  # the gradient is laid out as the input, in the gradient's dtype
     if full.flags.f_contiguous and not full.flags.c_contiguous:  # planes innermost: each window's cells are
         full = np.ascontiguousarray(fortran_planes(full, full.ndim - plan.dims))  # far apart, brought together
+    if full.dtype == np.float16:  # picked in float32; the gradient summed in float32, each cell rounded once
+        full, grad = to_float32(full), grad.astype(np.float32)
     planes = math.prod(full.shape[: full.ndim - plan.dims])
     picks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # level: (values, flat cell) per plane and window
     for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
@@ -125,9 +128,9 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
     where = np.concatenate([picks[i][1] for i in range(len(plan.levels))], axis=1)
     ends = np.cumsum([0] + [int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:])) for g in plan.levels])
     shares = np.concatenate([grad[..., a:b].reshape(planes, -1) for a, b in itertools.pairwise(ends)], axis=1)
-    out = result_target(full.shape, grad.dtype)
+    out = result_target(full.shape, given_grad.dtype)
     if out is None:
-        out = empty_as(given, full.shape, grad.dtype, np.zeros)
+        out = empty_as(given, full.shape, given_grad.dtype, np.zeros)
     else:
         out[...] = 0
     return gradient_at(where, shares, (planes, *full.shape[full.ndim - plan.dims:]), out)
@@ -185,6 +188,9 @@ class SPP(Op):
 
     def backward_reads_strided(self, plan, params):  # max over slices: the picks and the gradient in any order
         return self._max_pyramid(plan, params)
+
+    def widens_half(self, params, backward=False, plan=None):  # the max pyramid rounds each cell it reaches
+        return not (backward and plan is not None and self._max_pyramid(plan, params))
 
     def _max_pyramid(self, plan: PyramidPlan, params: Params) -> bool:
         """Whether the backward is ``_max_backward``: max, every level's windows slices, few enough of them."""
