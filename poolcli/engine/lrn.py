@@ -101,8 +101,13 @@ class LRN(Op):
     def forward(self, x, plan, params):
         if x.size == 0:
             return np.empty(x.shape, dtype=float_type(x.dtype))
-        xf, d = self._parts(x, plan, params)
-        return self._moved(xf * d ** -params.beta, plan, back=True)
+        xf = self._moved(x.astype(float_type(x.dtype), copy=False), plan)
+        y = window_sum(np.multiply(xf, xf), self._geometry(plan, xf.shape))  # each step in place, as _parts's
+        y *= self.value(params, "alpha") / self._terms(plan, params)
+        y += self.value(params, "bias")
+        np.power(y, -params.beta, out=y)
+        y *= xf
+        return self._moved(y, plan, back=True)
 
     def backward(self, x, plan, grad, params):
         if x.size == 0:
