@@ -517,7 +517,8 @@ def test_spp_gives_the_c_order_result_in_every_layout_and_max_reads_them_in_plac
 def test_bilinear_pooling_reads_fortran_and_channels_last_inputs_in_place_both_ways(shape, dims, layout):
     """Several sample axes, one or two location axes, a Fortran-ordered input (each sample's lying operand copied
     once) or a channels-last one (read as it lies): the C-order input's Gram matrices and gradient (to BLAS's
-    rounding), each block handed over as a view of the input, forward and backward."""
+    rounding), each block handed over as a view of the input, forward and backward; a channels-last input's
+    gradient laid out as it."""
     x = np.random.default_rng(12).normal(size=shape)
     grad = np.random.default_rng(13).normal(size=poolcli.forward(x, "bilinear", dims=dims).shape)
     ref, dref = poolcli.forward(x, "bilinear", dims=dims), poolcli.backward(x, grad, "bilinear", dims=dims)
@@ -534,6 +535,8 @@ def test_bilinear_pooling_reads_fortran_and_channels_last_inputs_in_place_both_w
     side_by_side = math.prod(shape[: len(shape) - dims]) if layout == "Fortran" else shape[k]
     if side_by_side >= blocks.STRIDED_RUN or (layout == "channels-last" and k > 0):
         assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list + backward.call_args_list)
+        if layout == "channels-last":  # (one block) the gradient laid out as the input: channels innermost
+            assert dx.strides == view.strides
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])

@@ -89,7 +89,7 @@ class BilinearPool(Op):
         # read in place (and their product is BLAS's faster transposed form); Fortran order: see _lying
         return plan.other is None
 
-    def backward_reads_strided(self, plan, params):  # the same operands; the gradient comes out C-ordered
+    def backward_reads_strided(self, plan, params):  # the same operands; the gradient C-ordered, or channels-last
         return plan.other is None
 
     def picture(self, x, y, dx, plan, params, dims):
@@ -142,7 +142,12 @@ class BilinearPool(Op):
 
     def backward(self, x, plan, grad, params):
         a, b, same, dz = self._dz(x, plan, grad, params)
-        da = (dz + np.swapaxes(dz, 1, 2)) @ a if same else dz @ b  # x's own Gram: one product, (dz + dzᵀ) a
+        rows = np.swapaxes(a, 1, 2)  # each sample's (locations, channels)
+        if same and x.strides[plan.channel_axis] == x.itemsize and rows.flags.c_contiguous:
+            # channels-last: the rows times the symmetric dz + dzᵀ, the gradient laid out as the input
+            da = np.swapaxes(rows @ (dz + np.swapaxes(dz, 1, 2)), 1, 2)
+        else:  # x's own Gram: one product, (dz + dzᵀ) a
+            da = (dz + np.swapaxes(dz, 1, 2)) @ a if same else dz @ b
         return self._unflat(da, plan, x.shape).astype(grad.dtype, copy=False)
 
     def more_gradients(self, x, plan, grad, params):
