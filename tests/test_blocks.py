@@ -322,13 +322,13 @@ def test_nearest_upsampling_of_every_layout_is_replicated_in_its_memory_order(dt
             assert got.flags.f_contiguous
 
 
-@pytest.mark.parametrize("op", ["max", "min", "avg", "lp", "gem", "mixed", "avgmax"])
+@pytest.mark.parametrize("op", ["max", "min", "avg", "lp", "gem", "mixed", "avgmax", "softpool"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
 @pytest.mark.parametrize("options", [dict(kernel=2), dict(kernel=(3, 2)), dict(kernel=(1, 4)),
                                      dict(kernel=3, stride=2, padding=1), dict(kernel=2, stride=3, dilation=2)])
 @pytest.mark.parametrize("small", [False, True])
 def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, options, small):
-    """Max/min (ties first), avg, lp, gem, mixed and avgmax backward over windows that tile, overlap or leave
+    """Max/min (ties first), avg, lp, gem, mixed, avgmax and softpool backward over windows that tile, overlap or leave
     gaps, on 20 planes side by side in memory (Fortran order, channels-last: read in place where the operator
     can, in the input's order), whole or in tiny blocks on three threads, with many ties, a gradient laid out as
     the input and the default gradient of ones: the C-order result."""
@@ -343,6 +343,21 @@ def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, op
             with tiny_blocks(small):
                 got = poolcli.backward(view, g, op, threads=3, **options, **extra)
             np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["Fortran", "channels-last"])
+def test_softpool_backward_reads_the_input_in_place_and_lays_the_gradient_out_as_it(layout):
+    """SoftPool's backward is elementwise over each tap's view: a Fortran-ordered or channels-last input (20
+    planes side by side) is handed over as it lies, and the gradient comes back laid out as the input."""
+    x = np.random.default_rng(9).normal(size=(2, 20, 7, 8))
+    view, extra = layouts(x, 2)[layout]
+    pool = type(poolcli.OPS["softpool"])
+    with mock.patch.object(pool, "backward", autospec=True, side_effect=pool.backward) as backward:
+        dx = poolcli.backward(view, None, "softpool", kernel=3, stride=2, threads=1, **extra)
+    assert all(np.shares_memory(call.args[1], view) for call in backward.call_args_list)
+    assert dx.strides == view.strides
+    np.testing.assert_array_equal(np.moveaxis(dx, -1, 1) if extra else dx,
+                                  poolcli.backward(x, None, "softpool", kernel=3, stride=2, threads=1))
 
 
 def _default_gradient_options(op: str, x: np.ndarray) -> dict:

@@ -25,6 +25,9 @@ class SoftPool(Op):
     name, summary = "softpool", "softmax-weighted sum Σ softmax(x)·x per window (SoftPool)"
     strided = True  # its passes are elementwise over each tap's view, in any memory order
 
+    def backward_reads_strided(self, plan, params):  # as the forward; the gradient in the input's memory order
+        return True
+
     def _sums(self, x: np.ndarray, g) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The input as floats, each window's max, Σ exp(x - max) and Σ exp(x - max)·x, each exponential taken
         once."""
@@ -55,7 +58,7 @@ class SoftPool(Op):
         xf, top, den, num = self._sums(x, g)
         y = num / den
         scale = grad / den
-        dx = np.zeros(xf.shape, dtype=scale.dtype)
+        dx = np.zeros_like(xf, dtype=scale.dtype)  # in the input's memory order
 
         def add(tap, e, xi):
             add_region(dx, inps(tap), region(scale, outs(tap)) * e * (1 + xi - region(y, outs(tap))),
