@@ -239,6 +239,30 @@ def test_nearest_upsampling_of_many_channels_last_is_replicated_in_place(scale, 
     np.testing.assert_array_equal(np.moveaxis(whole, -1, 1), first)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "int64", "float32", "uint16", "int8", "float16", "bool"])
+@pytest.mark.parametrize("factors", [(2, 2), (3, 2), (2, 1), (1, 3), (2,)])
+def test_replicating_copies_every_cell_bit_for_bit(dtype, factors):
+    """Nearest upsampling by whole factors is a copy: every byte of every cell repeated, NaN payloads (a
+    signalling NaN too), -0.0 and infinities as they are, against np.repeat along each axis."""
+    from poolcli.engine.upsample import replicate
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(3, 4, 5)) * 100).astype(dtype) if dtype != "bool" else rng.random((3, 4, 5)) < 0.5
+    if x.dtype.kind == "f":  # NaNs quiet and signalling with a payload, a negative one, -0.0 and infinities
+        nans = {2: [0x7E01, 0x7C01, 0xFE00], 4: [0x7FC00001, 0x7F800001, 0xFFC00000],
+                8: [0x7FF8000000000001, 0x7FF0000000000001, 0xFFF8000000000000]}[x.itemsize]
+        x.reshape(-1).view(f"u{x.itemsize}")[:3] = nans
+        x.reshape(-1)[3:7] = [-0.0, np.inf, -np.inf, 0.0]
+        assert np.isnan(x.reshape(-1)[:3]).all()
+    first = x.ndim - len(factors)
+    want = x
+    for axis, f in enumerate(factors):
+        want = np.repeat(want, f, axis=first + axis)
+    got = replicate(x, first, factors)
+    assert got.dtype == x.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
 def test_unpool_channels_last_uses_the_channels_last_indices():
     x = np.random.default_rng(6).normal(size=(1, 6, 6, 3))
     y, idx = poolcli.forward(x, kernel=2, return_indices=True, channels_last=True)

@@ -340,7 +340,8 @@ def replicate(x: np.ndarray, first: int, factors: Sequence[int], dtype: np.dtype
     ``x``'s; the cast made while copying). One pass per repeat of the last axis, each writing its copy of every
     cell into all the leading axes' repeats at once (the input read by broadcasting; the inner loop runs along
     whole rows), over runs of rows whose output stays in cache between the passes. A cell of 1, 2 or 4 bytes
-    repeated twice along the last axis is one product in the integer twice as wide, both copies at once.
+    repeated twice along the last axis is one product in the integer twice as wide, both copies at once; one of
+    8 bytes, a record of two fields, both assigned at once.
 
     >>> replicate(np.array([[1.0, 2.0], [3.0, 4.0]]), 0, (2, 3))[:2].tolist()
     [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]]
@@ -367,6 +368,10 @@ def replicate(x: np.ndarray, first: int, factors: Sequence[int], dtype: np.dtype
         narrow, wide = _WIDER[dtype.itemsize]  # both copies of a cell are one integer twice as wide
         pairs = split.reshape(split.shape[:-2] + (-1,)).view(wide)
         np.multiply(src.view(narrow), wide.type((1 << 8 * dtype.itemsize) + 1), out=pairs, dtype=wide)
+        return y
+    if f == 2 and dtype == x.dtype and x.flags.c_contiguous:  # (8 bytes: no wider integer) both copies of a cell
+        pairs = split.reshape(split.shape[:-2] + (-1,)).view(np.dtype([("a", dtype), ("b", dtype)]))
+        pairs[...] = src  # the two fields of one record: NumPy gives a plain value to every field, bits as they are
         return y
     run = max(1, _RUN_BYTES // (y.nbytes // rows))
     for start in range(0, rows, run):
