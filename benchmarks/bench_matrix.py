@@ -6,7 +6,8 @@ float32 in C order (the same operator and direction: how much a dtype or layout 
 on 1 thread and on all threads where torch has the operator, and poolcli's ratios to them (1 thread to 1
 thread, all to all); for max and avg, the 1-thread ratio to the memory-bandwidth bound (the bytes the pass
 must read and write, at one core's copy speed). Layouts: C order, Fortran order, channels-last (an
-(N, H, W, C) array with --channels-last).
+(N, H, W, C) array with --channels-last; for kmax, whose axes are the array's own, the (N, C, H, W) array held
+channels-last in memory).
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ DTYPES = ("float16", "float32", "float64", "uint8")
 LAYOUTS = ("C", "Fortran", "channels-last")
 
 
-def make(shape: tuple[int, ...], dtype: str, layout: str, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """The input in a dtype and layout, and the layout's options."""
+def make(shape: tuple[int, ...], dtype: str, layout: str, rng: np.random.Generator, spatial: bool = True
+         ) -> tuple[np.ndarray, dict]:
+    """The input in a dtype and layout, and the layout's options. For an operator whose axes are the array's own
+    (``spatial``: False, kmax), channels-last is the same (N, C, H, W) array held as (N, H, W, C) in memory."""
     x = rng.normal(size=shape) * 50 + 100
     x = x.astype(dtype) if dtype != "uint8" else np.clip(x, 0, 255).astype(np.uint8)
     if layout == "Fortran":
         return np.asfortranarray(x), {}
     if layout == "channels-last":
-        return np.ascontiguousarray(np.moveaxis(x, 1, -1)), {"channels_last": True}
+        lying = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        return (lying, {"channels_last": True}) if spatial else (np.moveaxis(lying, -1, 1), {})
     return x, {}
 
 
@@ -110,7 +114,7 @@ def main() -> None:
             cells.sort(key=lambda cell: cell != ("float32", "C"))  # the reference cell first
             rows = []
             for dtype, layout in cells:
-                x, options = make(shape, dtype, layout, rng)
+                x, options = make(shape, dtype, layout, rng, poolcli.OPS[op].spatial_layout)
                 try:
                     fn = run(op, direction, x, options)
                 except poolcli.PoolcliError as e:
