@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
+from poolcli.engine.half import to_float32
 from poolcli.engine.kernels import same
 from poolcli.errors import GeometryError, UsageError
 
@@ -112,10 +113,13 @@ class KMax(Op):
         moved = np.moveaxis(x, plan.axis, -1)
         return np.moveaxis(np.take_along_axis(moved, choose(moved, plan.k), axis=-1), -1, plan.axis)
 
+    def widens_half(self, params, backward=False, plan=None):
+        return not (backward and params.ties == "first")  # each kept cell takes its one value: float16 moved as is
+
     def backward(self, x, plan, grad, params):
         moved = np.moveaxis(x, plan.axis, -1)
         g = np.moveaxis(grad, plan.axis, -1)
-        pos = choose(moved, plan.k)
+        pos = choose(to_float32(moved) if moved.dtype == np.float16 else moved, plan.k)  # (float32's picks)
         dx = np.zeros(moved.shape, dtype=grad.dtype)
         if params.ties == "first":
             np.put_along_axis(dx, pos, g, axis=-1)
