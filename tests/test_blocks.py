@@ -345,6 +345,34 @@ def test_backward_over_strided_windows_reads_every_layout_in_place(op, dtype, op
             np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("small", [False, True])
+def test_fractional_forward_gives_the_c_order_values_in_every_layout(dtype, dims, small):
+    """Fractional max-pooling's forward (a max: any order of axes gives its values) reads an input whose planes
+    are outermost in its own axis order, and a Fortran-ordered one after bringing each plane's cells together:
+    in every layout, whole or in tiny blocks on three threads, the C order's values, NaN and ties included;
+    a Fortran-ordered input of 20 planes is handed over as it lies."""
+    rng = np.random.default_rng(15)
+    shape = (2, 10) + (9, 8, 7)[:dims]
+    x = (rng.integers(0, 5, size=shape) * 20).astype(dtype)  # ties in most windows
+    if x.dtype.kind == "f":
+        x.reshape(-1)[::37] = np.nan
+    options = dict(ratio=0.6, kernel=(3, 2, 2)[:dims], samples=rng.random((2, 10, dims)), dims=dims)
+    ref = poolcli.forward(x, "fractional", threads=1, **options)
+    pool = type(poolcli.OPS["fractional"])
+    cases = layouts(x, dims)
+    if dims == 3:  # the cells' axes in a cyclic order in memory (no order its own inverse)
+        cases["cyclic"] = (np.ascontiguousarray(x.transpose(0, 1, 3, 4, 2)).transpose(0, 1, 4, 2, 3), {})
+    for name, (view, extra) in cases.items():
+        with tiny_blocks(small), mock.patch.object(pool, "forward", autospec=True,
+                                                   side_effect=pool.forward) as forward:
+            got = poolcli.forward(view, "fractional", threads=3, **options, **extra)
+        np.testing.assert_array_equal(np.moveaxis(got, -1, 1) if extra else got, ref, err_msg=name)
+        if name == "Fortran" and not small and dtype != "float16":
+            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)
+
+
 @pytest.mark.parametrize("layout", ["Fortran", "channels-last"])
 def test_softpool_backward_reads_the_input_in_place_and_lays_the_gradient_out_as_it(layout):
     """SoftPool's backward is elementwise over each tap's view: a Fortran-ordered or channels-last input (20

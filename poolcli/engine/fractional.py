@@ -29,6 +29,7 @@ import numpy as np
 from poolcli.engine.base import Op, Option, Params, Picture, Plan, _finite
 from poolcli.engine.geometry import axis_names
 from poolcli.engine.indices import INDEX_LAYOUT, STORAGE_ORDER
+from poolcli.engine.kernels import fortran_planes, memory_order
 from poolcli.engine.stochastic import SEED
 from poolcli.errors import GeometryError, UsageError
 
@@ -137,7 +138,7 @@ class Fractional(Op):
         order = list(range(dims))[::-1] if dims == 2 else list(range(dims))
         return [starts(u[:, order[a]], sizes[a], outs[a], plan.kernel[a], dtype) for a in range(dims)]
 
-    def _by_axes(self, x: np.ndarray, plan: FractionalPlan, track: bool = False
+    def _by_axes(self, x: np.ndarray, plan: FractionalPlan, track: bool = False, axes: tuple[int, ...] | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         """The forward's values one axis at a time, from the last: the max of every k cells along the axis (k - 1
         passes over shifted views), then each plane's window starts picked from it (whole rows along the first
@@ -145,14 +146,24 @@ class Fractional(Op):
         window. With ``track``, also the flat in-plane index of the cell the windows' scan picks (PyTorch's: the
         first greatest in row-major order, the last NaN): each axis keeps its first strictly greater tap (its
         last NaN), and the cells' places along the axes already reduced follow that pick. Values and indices
-        (``None`` without ``track``), shaped (planes, outputs per plane)."""
+        (``None`` without ``track``), shaped (planes, outputs per plane). Without ``track`` (values only: a max in
+        any order of axes) ``axes`` may give the order in which ``x``'s axes lie in memory, its planes
+        outermost: ``x`` is then read in that order, in place, and the values come in it too, (planes in memory
+        order, outputs in memory order)."""
         dims, planes = plan.dims, int(np.prod(x.shape[: x.ndim - plan.dims], dtype=np.int64))
-        sizes = x.shape[x.ndim - dims:]
+        first = x.ndim - dims
+        starts, kernel = self._starts(x, plan), plan.kernel
+        if axes is not None:  # planes and spatial axes in memory order
+            lead, space = axes[:first], [a - first for a in axes[first:]]
+            rows = np.arange(planes).reshape(x.shape[:first]).transpose(lead).reshape(-1)
+            starts, kernel = [starts[a][rows] for a in space], [kernel[a] for a in space]
+            x = x.transpose(axes)
+        sizes = x.shape[first:]
         y, places = x.reshape((planes,) + sizes), {}
         nan = track and x.dtype.kind == "f" and bool(np.isnan(x).any())
         place = np.int32 if x.size < 2**31 else np.int64  # a cell's place along one axis, a flat index in a block
-        for a, s in reversed(list(enumerate(self._starts(x, plan)))):
-            k, at, n = plan.kernel[a], a + 1, y.shape[a + 1]
+        for a, s in reversed(list(enumerate(starts))):
+            k, at, n = kernel[a], a + 1, y.shape[a + 1]
 
             def shifted(v: np.ndarray, t: int, at: int = at, n: int = n, k: int = k) -> np.ndarray:
                 return v[(slice(None),) * at + (slice(t, n - k + 1 + t),)]
@@ -222,8 +233,20 @@ class Fractional(Op):
     def _shaped(self, a: np.ndarray, x: np.ndarray, plan: FractionalPlan) -> np.ndarray:
         return a.reshape(x.shape[: x.ndim - plan.dims] + plan.engine_out[len(plan.engine_out) - plan.dims:])
 
+    def reads_strided(self, plan, params):  # the forward's values come out of any order of axes
+        return True
+
     def forward(self, x, plan, params):
-        return self._shaped(self._by_axes(x, plan)[0], x, plan)
+        first = x.ndim - plan.dims
+        if x.flags.f_contiguous and not x.flags.c_contiguous:  # planes side by side innermost: each plane's
+            x = fortran_planes(x, first)  # cells brought together (in reversed order), read in that order
+        order = memory_order(x) if not x.flags.c_contiguous else None
+        if order is None or sorted(order[:first]) != list(range(first)):  # C order, or planes not outermost
+            return self._shaped(self._by_axes(np.ascontiguousarray(x), plan)[0], x, plan)
+        outs = plan.engine_out[first:]
+        y = self._by_axes(x, plan, axes=order)[0]
+        return y.reshape([x.shape[a] for a in order[:first]] + [outs[a - first] for a in order[first:]]).transpose(
+            np.argsort(order))
 
     def indices(self, x: np.ndarray, plan: FractionalPlan, params: Params = Params()) -> tuple[np.ndarray, np.ndarray]:
         best, where = self._by_axes(x, plan, track=True)
