@@ -110,7 +110,7 @@ def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.n
     its own memory order and the gradient written in it (or into the caller's output)."""
     given, given_grad = full, grad  # the gradient is laid out as the input, in the gradient's dtype
     if full.flags.f_contiguous and not full.flags.c_contiguous:  # planes innermost: each window's cells are
-        full = np.ascontiguousarray(fortran_planes(full, full.ndim - plan.dims))  # far apart, brought together
+        full = fortran_planes(full, full.ndim - plan.dims)  # far apart, brought together (cells reversed)
     if full.dtype == np.float16:  # picked in float32; the gradient summed in float32, each cell rounded once
         full, grad = to_float32(full), grad.astype(np.float32)
     planes = math.prod(full.shape[: full.ndim - plan.dims])
