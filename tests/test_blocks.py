@@ -373,6 +373,36 @@ def test_fractional_forward_gives_the_c_order_values_in_every_layout(dtype, dims
             assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("ties", ["first", "split"])
+@pytest.mark.parametrize("small", [False, True])
+def test_kmax_gives_the_c_order_result_in_every_layout(dtype, axis, ties, small):
+    """K-max pooling of every layout, along the last axis or another, whole or in tiny blocks on three threads:
+    the C order's values and gradient bit for bit, with ties and NaN. A Fortran-ordered input pooled along its
+    last axis is handed over as it lies (its lines then brought together, the other axes left reversed)."""
+    rng = np.random.default_rng(16)
+    x = (rng.integers(0, 6, size=(3, 5, 4, 9)) * 10).astype(dtype)  # ties on most lines
+    if x.dtype.kind == "f":
+        x.reshape(-1)[::23] = np.nan
+    options = dict(k=3, axis=axis, ties=ties)
+    ref = poolcli.forward(x, "kmax", threads=1, **options)
+    grad = rng.normal(size=ref.shape).astype(np.float64 if dtype == "uint8" else dtype)
+    dref = poolcli.backward(x, grad, "kmax", threads=1, **options)
+    pool = type(poolcli.OPS["kmax"])
+    cases = {name: view for name, (view, extra) in layouts(x, 2).items() if not extra}
+    cases["channels-last"] = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)  # the same array
+    for name, view in cases.items():
+        with tiny_blocks(small), mock.patch.object(pool, "forward", autospec=True,
+                                                   side_effect=pool.forward) as forward:
+            got = poolcli.forward(view, "kmax", threads=3, **options)
+            back = poolcli.backward(view, grad, "kmax", threads=3, **options)
+        np.testing.assert_array_equal(got, ref, err_msg=name)
+        np.testing.assert_array_equal(back, dref, err_msg=name)
+        if name == "Fortran" and axis == -1 and not small and dtype != "float16":
+            assert all(np.shares_memory(call.args[1], view) for call in forward.call_args_list)
+
+
 @pytest.mark.parametrize("layout", ["Fortran", "channels-last"])
 def test_softpool_backward_reads_the_input_in_place_and_lays_the_gradient_out_as_it(layout):
     """SoftPool's backward is elementwise over each tap's view: a Fortran-ordered or channels-last input (20

@@ -12,13 +12,14 @@ array([[5, 9, 5, 6],
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from poolcli.engine.base import Op, Option, Params, Picture, Plan
 from poolcli.engine.half import to_float32
-from poolcli.engine.kernels import same
+from poolcli.engine.kernels import fortran_planes, same
 from poolcli.errors import GeometryError, UsageError
 
 
@@ -109,26 +110,45 @@ class KMax(Op):
         """Where the kept values sit along the axis (the axis moved last)."""
         return choose(np.moveaxis(x, plan.axis, -1), plan.k)
 
+    def reads_strided(self, plan, params):  # a Fortran-ordered input's lines as rows (see _lines)
+        return True
+
+    def backward_reads_strided(self, plan, params):
+        return True
+
+    def _lines(self, x: np.ndarray, plan: KMaxPlan) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The lines along the axis as the last axis of an array in which every line is contiguous, and the map
+        that takes an array of ``x``'s axes (the input's, the gradient's) to that axis order, its own inverse:
+        for a Fortran-ordered input pooled along its last axis, the lines brought together by the
+        planes-from-cells transposition, the other axes reversed (no copy back to C order); else the axis
+        swapped with the last, in a C-ordered copy where the input is in no simple order."""
+        last = x.ndim - 1
+        if plan.axis == last and last > 0 and x.flags.f_contiguous and not x.flags.c_contiguous:
+            order = (*range(last - 1, -1, -1), last)  # the other axes reversed: C order in memory
+            return fortran_planes(x, last).transpose(order), lambda a: a.transpose(order)
+        x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        return np.swapaxes(x, plan.axis, -1), lambda a: np.swapaxes(a, plan.axis, -1)
+
     def forward(self, x, plan, params):
-        moved = np.moveaxis(x, plan.axis, -1)
-        return np.moveaxis(np.take_along_axis(moved, choose(moved, plan.k), axis=-1), -1, plan.axis)
+        lines, turn = self._lines(x, plan)
+        return turn(np.take_along_axis(lines, choose(lines, plan.k), axis=-1))
 
     def widens_half(self, params, backward=False, plan=None):
         return not (backward and params.ties == "first")  # each kept cell takes its one value: float16 moved as is
 
     def backward(self, x, plan, grad, params):
-        moved = np.moveaxis(x, plan.axis, -1)
-        g = np.moveaxis(grad, plan.axis, -1)
-        pos = choose(to_float32(moved) if moved.dtype == np.float16 else moved, plan.k)  # (float32's picks)
-        dx = np.zeros(moved.shape, dtype=grad.dtype)
+        lines, turn = self._lines(x, plan)
+        g = turn(grad)
+        pos = choose(to_float32(lines) if lines.dtype == np.float16 else lines, plan.k)  # (float32's picks)
+        dx = np.zeros(lines.shape, dtype=grad.dtype)
         if params.ties == "first":
             np.put_along_axis(dx, pos, g, axis=-1)
         else:  # every cell equal to a kept value shares (split) or takes (all) that output's gradient
-            kept = np.take_along_axis(moved, pos, axis=-1)
-            tied = same(moved[..., None, :], kept[..., :, None])
+            kept = np.take_along_axis(lines, pos, axis=-1)
+            tied = same(lines[..., None, :], kept[..., :, None])
             share = g / tied.sum(axis=-1) if params.ties == "split" else g
             dx = np.einsum("...j,...jn->...n", share, tied.astype(grad.dtype))
-        return np.moveaxis(dx, -1, plan.axis)
+        return turn(dx)
 
     def selected(self, x, plan, params):
         mask = np.zeros(np.moveaxis(x, plan.axis, -1).shape, dtype=bool)
