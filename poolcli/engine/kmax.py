@@ -116,29 +116,34 @@ class KMax(Op):
     def backward_reads_strided(self, plan, params):
         return True
 
-    def _lines(self, x: np.ndarray, plan: KMaxPlan) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-        """The lines along the axis as the last axis of an array in which every line is contiguous, and the map
-        that takes an array of ``x``'s axes (the input's, the gradient's) to that axis order, its own inverse:
-        for a Fortran-ordered input pooled along its last axis, the lines brought together by the
-        planes-from-cells transposition, the other axes reversed (no copy back to C order); else the axis
-        swapped with the last, in a C-ordered copy where the input is in no simple order."""
+    def _lines(self, x: np.ndarray, plan: KMaxPlan
+               ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+        """The lines along the axis as the last axis, and the maps that take an array of ``x``'s axes (the
+        gradient) to that axis order and back: for a Fortran-ordered input pooled along its last axis, the
+        lines brought together by the planes-from-cells transposition, the other axes reversed (no copy back
+        to C order); else the axis moved last, of a C-ordered copy where the input is in no simple order."""
         last = x.ndim - 1
         if plan.axis == last and last > 0 and x.flags.f_contiguous and not x.flags.c_contiguous:
             order = (*range(last - 1, -1, -1), last)  # the other axes reversed: C order in memory
-            return fortran_planes(x, last).transpose(order), lambda a: a.transpose(order)
-        x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-        return np.swapaxes(x, plan.axis, -1), lambda a: np.swapaxes(a, plan.axis, -1)
+
+            def turn(a: np.ndarray) -> np.ndarray:  # (its own inverse)
+                return a.transpose(order)
+            return turn(fortran_planes(x, last)), turn, turn
+        if not x.flags.c_contiguous:  # (a Fortran-ordered one through the tiled transposition: NumPy's copy is slow)
+            x = np.ascontiguousarray(fortran_planes(x, last) if x.flags.f_contiguous else x)
+        return (np.moveaxis(x, plan.axis, -1), lambda a: np.moveaxis(a, plan.axis, -1),
+                lambda a: np.moveaxis(a, -1, plan.axis))
 
     def forward(self, x, plan, params):
-        lines, turn = self._lines(x, plan)
-        return turn(np.take_along_axis(lines, choose(lines, plan.k), axis=-1))
+        lines, _, back = self._lines(x, plan)
+        return back(np.take_along_axis(lines, choose(lines, plan.k), axis=-1))
 
     def widens_half(self, params, backward=False, plan=None):
         return not (backward and params.ties == "first")  # each kept cell takes its one value: float16 moved as is
 
     def backward(self, x, plan, grad, params):
-        lines, turn = self._lines(x, plan)
-        g = turn(grad)
+        lines, to_lines, back = self._lines(x, plan)
+        g = to_lines(grad)
         pos = choose(to_float32(lines) if lines.dtype == np.float16 else lines, plan.k)  # (float32's picks)
         dx = np.zeros(lines.shape, dtype=grad.dtype)
         if params.ties == "first":
@@ -148,7 +153,7 @@ class KMax(Op):
             tied = same(lines[..., None, :], kept[..., :, None])
             share = g / tied.sum(axis=-1) if params.ties == "split" else g
             dx = np.einsum("...j,...jn->...n", share, tied.astype(grad.dtype))
-        return turn(dx)
+        return back(dx)
 
     def selected(self, x, plan, params):
         mask = np.zeros(np.moveaxis(x, plan.axis, -1).shape, dtype=bool)
