@@ -467,21 +467,19 @@ def results_into(target: np.ndarray | None) -> Iterator[None]:
 def result_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A new C-ordered array for a kernel's result: the block's target (once) where it has this shape and dtype
     and is C-ordered, else fresh memory. Only for a result written whole and returned as it is."""
-    target = getattr(_block, "target", None)
-    if target is not None and target.shape == shape and target.dtype == dtype and target.flags.c_contiguous:
-        _block.target = None
-        return target
-    return np.empty(shape, dtype=dtype)
+    target = result_target(shape, dtype, c_order=True)
+    return np.empty(shape, dtype=dtype) if target is None else target
 
 
-def result_target(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-    """The block's target (once) where it has this shape and dtype, in whatever memory order; else None. For a
-    kernel that writes its result through strides (``gradient_at``)."""
+def result_target(shape: tuple[int, ...], dtype: np.dtype, c_order: bool = False) -> np.ndarray | None:
+    """The block's target (once) where it has this shape and dtype (and, with ``c_order``, is C-ordered), in
+    whatever memory order; else None. For a kernel that writes its result through strides (``gradient_at``)."""
     target = getattr(_block, "target", None)
-    if target is not None and target.shape == shape and target.dtype == dtype:
-        _block.target = None
-        return target
-    return None
+    fits = target is not None and target.shape == shape and target.dtype == dtype
+    if not fits or (c_order and not target.flags.c_contiguous):
+        return None
+    _block.target = None
+    return target
 
 
 def result_as(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
