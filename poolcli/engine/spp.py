@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -103,34 +104,47 @@ def gathered(y: np.ndarray, runs: tuple[tuple[tuple[int, int], ...], ...], ufunc
     return y
 
 
+def finest_first(levels: tuple[Geometry, ...]) -> Iterator[tuple[int, tuple[int, tuple] | None]]:
+    """Each level's number, finest first, with the finer level (of those before it, the one with fewest windows)
+    whose windows' unions are its windows and those runs (``unions``), or None.
+
+    >>> g = lambda n: WindowSpec(output_size=n).bind((1, 8, 8))
+    >>> [(i, None if f is None else f[0]) for i, f in finest_first((g(1), g(2), g(4)))]
+    [(2, None), (1, 2), (0, 1)]
+    """
+    done: list[int] = []
+    for i in sorted(range(len(levels)), key=lambda i: -math.prod(levels[i].out_spatial)):
+        finer = [(j, runs) for j in done if (runs := unions(levels[j], levels[i])) is not None]
+        yield i, min(finer, key=lambda f: math.prod(levels[f[0]].out_spatial)) if finer else None
+        done.append(i)
+
+
 def _max_backward(full: np.ndarray, plan: PyramidPlan, grad: np.ndarray) -> np.ndarray:
     """Max pyramid backward: each level's window picks its first largest cell, a level nested in a finer one
     from that level's picks (of the finer windows holding its value, the first pick); every level's gradient
     then added at once, level after level as the sum of the levels' own backward would. ``full`` is read in
     its own memory order and the gradient written in it (or into the caller's output)."""
-    given, given_grad = full, grad  # the gradient is laid out as the input, in the gradient's dtype
+    given, dtype = full, grad.dtype  # the gradient: laid out as the input, in the gradient's dtype
     if full.flags.f_contiguous and not full.flags.c_contiguous:  # planes innermost: each window's cells are
         full = fortran_planes(full, full.ndim - plan.dims)  # far apart, brought together (cells reversed)
     if full.dtype == np.float16:  # picked in float32; the gradient summed in float32, each cell rounded once
         full, grad = to_float32(full), grad.astype(np.float32)
     planes = math.prod(full.shape[: full.ndim - plan.dims])
     picks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # level: (values, flat cell) per plane and window
-    for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
-        g = plan.levels[i]
-        finer = [(j, runs) for j in picks if (runs := unions(plan.levels[j], g)) is not None]
-        if finer:
-            j, runs = min(finer, key=lambda f: picks[f[0]][0].size)
+    for i, finer in finest_first(plan.levels):
+        if finer is not None:
+            j, runs = finer
             picks[i] = _first_of(*picks[j], plan.levels[j].out_spatial, runs)
         else:
-            where = band_picks(full, [window_slices(a) for a in g.axes], np.argmax)
+            where = band_picks(full, [window_slices(a) for a in plan.levels[i].axes], np.argmax)
             run, at = cells_at(full, plan.dims, where)
             picks[i] = run[at], where
     where = np.concatenate([picks[i][1] for i in range(len(plan.levels))], axis=1)
     ends = np.cumsum([0] + [int(np.prod(g.out_shape[len(g.out_shape) - plan.dims - 1:])) for g in plan.levels])
     shares = np.concatenate([grad[..., a:b].reshape(planes, -1) for a, b in itertools.pairwise(ends)], axis=1)
-    out = result_target(full.shape, given_grad.dtype)
+    out = result_target(full.shape, dtype)
     if out is None:
-        out = empty_as(given, full.shape, given_grad.dtype, np.zeros)
+        out = empty_as(given, full.shape, dtype, np.zeros)
     else:
         out[...] = 0
     return gradient_at(where, shares, (planes, *full.shape[full.ndim - plan.dims:]), out)
@@ -214,15 +228,12 @@ class SPP(Op):
         pooled: dict[int, np.ndarray] = {}
         # finest first: with max, a level whose every window is a union of a finer level's windows is pooled
         # from that level's few values (1 and 2 from 4 of 1,2,4), not from the input again
-        for i in sorted(range(len(plan.levels)), key=lambda i: -int(np.prod(plan.levels[i].out_spatial))):
-            g = plan.levels[i]
-            finer = [(j, runs) for j in pooled if isinstance(pool, Max)
-                     and (runs := unions(plan.levels[j], g)) is not None]
-            if finer:
-                j, runs = min(finer, key=lambda f: pooled[f[0]].size)
+        for i, finer in finest_first(plan.levels):
+            if finer is not None and isinstance(pool, Max):
+                j, runs = finer
                 pooled[i] = gathered(pooled[j], runs, pool.ufunc)
             else:
-                pooled[i] = pool.forward(full, g, params)
+                pooled[i] = pool.forward(full, plan.levels[i], params)
         parts = [pooled[i].reshape(lead + (c * int(np.prod(g.out_spatial)),)) for i, g in enumerate(plan.levels)]
         return np.concatenate(parts, axis=-1).astype(pool.out_dtype(x.dtype), copy=False)
 
