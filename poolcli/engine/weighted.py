@@ -192,7 +192,7 @@ def _flat_spread(scale: np.ndarray, g: WeightedGeometry, shape: tuple[int, ...])
 def _weight_sums(g: WeightedGeometry, dtype: np.dtype) -> np.ndarray:
     """The sum of the weights of every window's real cells, per channel: (C, *out) (or (*out)); read-only, made
     once for the blocks that share their channels' weights (each block of planes asked for it again)."""
-    w = np.ascontiguousarray(g.weights)
+    w = np.ascontiguousarray(g.weights, dtype=np.float64)  # (as ``weighted`` makes them: the key's bytes)
     small = w.shape[0] * math.prod(g.out_spatial) * np.dtype(dtype).itemsize <= KEPT_BYTES
     make = _weight_sums_of if small else _weight_sums_of.__wrapped__  # a large one is not kept after the call
     return make(g.axes, bool(g.lead), np.dtype(dtype), w.tobytes(), w.shape)
@@ -204,7 +204,8 @@ KEPT_BYTES = 8 << 20  # weight sums up to this size are kept for the next blocks
 @functools.lru_cache(maxsize=16)
 def _weight_sums_of(axes: tuple, channels: bool, dtype: np.dtype, weights: bytes, shape: tuple[int, ...]
                     ) -> np.ndarray:
-    g = WeightedGeometry((shape[0],) if channels else (), axes, weights=np.frombuffer(weights).reshape(shape))
+    w = np.frombuffer(weights, dtype=np.float64).reshape(shape)
+    g = WeightedGeometry((shape[0],) if channels else (), axes, weights=w)
     den = np.zeros(((shape[0],) if channels else ()) + g.out_spatial, dtype=dtype)
     for tap in g.taps():
         w = _tap_weights(g, tap, dtype)
