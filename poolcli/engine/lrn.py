@@ -93,18 +93,17 @@ class LRN(Op):
         return _planes(plan.window, shape)
 
     def _parts(self, x: np.ndarray, plan: LRNPlan, params) -> tuple[np.ndarray, np.ndarray]:
+        """The input as floats (channels last) and the denominator's base, bias + alpha/n · Σ x², a new array."""
         xf = self._moved(x.astype(float_type(x.dtype), copy=False), plan)
-        s = window_sum(xf * xf, self._geometry(plan, xf.shape))
-        d = self.value(params, "bias") + self.value(params, "alpha") / self._terms(plan, params) * s
+        d = window_sum(xf * xf, self._geometry(plan, xf.shape))  # scaled and shifted in place
+        d *= self.value(params, "alpha") / self._terms(plan, params)
+        d += self.value(params, "bias")
         return xf, d
 
     def forward(self, x, plan, params):
         if x.size == 0:
             return np.empty(x.shape, dtype=float_type(x.dtype))
-        xf = self._moved(x.astype(float_type(x.dtype), copy=False), plan)
-        y = window_sum(np.multiply(xf, xf), self._geometry(plan, xf.shape))  # each step in place, as _parts's
-        y *= self.value(params, "alpha") / self._terms(plan, params)
-        y += self.value(params, "bias")
+        xf, y = self._parts(x, plan, params)
         np.power(y, -params.beta, out=y)
         y *= xf
         return self._moved(y, plan, back=True)
